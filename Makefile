@@ -1,0 +1,43 @@
+# Weir: `make run` starts the demo, `make test` runs every test.
+CARGO       ?= cargo
+WASM_TARGET := wasm32-wasip2
+WASM_OUT    := target/$(WASM_TARGET)/release
+# Built-in plugins: copied beside the `weir` binaries, where `plugin = "NAME"` finds them.
+BUILTINS    := path-rewrite headers
+# Everything built for Wasm: the built-ins, the test fixture and the README's example plugin.
+WASM_CRATES := $(BUILTINS) weir-fixture add-header
+HOST_CRATES := weir weir-upstream
+# Plugin crates whose pure logic has native unit tests.
+GUEST_TESTED := weir-sdk path-rewrite headers
+
+.PHONY: build plugins wasm-target run test lint fmt clean
+
+build: plugins
+	$(CARGO) build --release $(addprefix -p ,$(HOST_CRATES))
+
+wasm-target:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+plugins: wasm-target
+	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(WASM_CRATES))
+	@for dir in target/release/plugins target/debug/plugins; do \
+	  mkdir -p $$dir; \
+	  for p in $(BUILTINS); do cp $(WASM_OUT)/$$(echo $$p | tr - _).wasm $$dir/; done; \
+	done
+
+run: build
+	examples/demo/run.sh
+
+test: plugins
+	$(CARGO) test $(addprefix -p ,$(HOST_CRATES) $(GUEST_TESTED))
+
+lint: wasm-target
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets $(addprefix -p ,$(HOST_CRATES)) -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(WASM_CRATES)) -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

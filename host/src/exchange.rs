@@ -1,0 +1,161 @@
+//! One request/response exchange as plugins see it, and the host's rules for what a plugin may set.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri};
+
+use crate::upstream::{Upstream, Upstreams};
+
+/// The request head being proxied, the per-request context, and, in the response phase, the response head.
+pub struct Exchange {
+    pub method: Method,
+    pub path: String,
+    pub query: Option<String>,
+    pub original_uri: Uri,
+    pub headers: HeaderMap,
+    pub client_ip: IpAddr,
+    pub upstream: Arc<Upstream>,
+    pub upstreams: Arc<Upstreams>,
+    pub context: HashMap<String, String>,
+    /// Set once the response head is known; from then on the request is read-only.
+    pub response: Option<ResponseHead>,
+}
+
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+}
+
+/// Headers that describe one connection (RFC 9110 §7.6.1): never forwarded, never set by a plugin.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Parses a header name a plugin wants to set, refusing invalid and host-owned names.
+pub fn settable_name(name: &str) -> Result<HeaderName, String> {
+    let parsed = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("invalid header name {name:?}"))?;
+    // `content-length` must match the body the host sends, so the host owns it too.
+    if HOP_BY_HOP.contains(&parsed) || parsed == header::CONTENT_LENGTH {
+        return Err(format!("header {parsed} is managed by the proxy"));
+    }
+    Ok(parsed)
+}
+
+/// Parses a header value a plugin wants to set: no CR, LF or NUL (no header injection).
+pub fn settable_value(value: &[u8]) -> Result<HeaderValue, String> {
+    HeaderValue::from_bytes(value).map_err(|_| {
+        format!(
+            "invalid header value {:?}: control characters are not allowed",
+            String::from_utf8_lossy(value)
+        )
+    })
+}
+
+/// A status a plugin may give: a final status (200–599).
+pub fn settable_status(status: u16) -> Result<StatusCode, String> {
+    match StatusCode::from_u16(status) {
+        Ok(s) if (200..600).contains(&status) => Ok(s),
+        _ => Err(format!("invalid status {status}: use 200 to 599")),
+    }
+}
+
+/// Parses a header name to look up; lookups of invalid names simply find nothing.
+pub fn lookup_name(name: &str) -> Option<HeaderName> {
+    HeaderName::from_bytes(name.as_bytes()).ok()
+}
+
+/// Checks a path a plugin sets: absolute, ASCII, no whitespace or control bytes, no `?` or `#`.
+pub fn settable_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("path {path:?} must start with '/'"));
+    }
+    if let Some(bad) = path
+        .bytes()
+        .find(|b| !b.is_ascii_graphic() || matches!(b, b'?' | b'#'))
+    {
+        return Err(format!(
+            "path {path:?} contains the invalid byte 0x{bad:02x}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a query a plugin sets: the characters a URI query allows.
+pub fn settable_query(query: &str) -> Result<(), String> {
+    if let Some(bad) = query.bytes().find(|b| !b.is_ascii_graphic() || *b == b'#') {
+        return Err(format!(
+            "query {query:?} contains the invalid byte 0x{bad:02x}"
+        ));
+    }
+    Ok(())
+}
+
+/// Removes the hop-by-hop headers of a message, including those its `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::PROXY_AUTHENTICATE);
+    headers.remove(header::PROXY_AUTHORIZATION);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_injection_and_host_owned_names() {
+        assert!(settable_value(b"a\r\nInjected: 1").is_err());
+        assert!(settable_value(b"ok \xff bytes").is_ok());
+        assert!(settable_name("bad name").is_err());
+        assert!(settable_name("Transfer-Encoding").is_err());
+        assert_eq!(settable_name("X-Api-Key").unwrap().as_str(), "x-api-key");
+    }
+
+    #[test]
+    fn paths() {
+        assert!(settable_path("/a/b").is_ok());
+        assert!(settable_path("a").is_err());
+        assert!(settable_path("/a b").is_err());
+        assert!(settable_path("/a?x").is_err());
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-length", "x-keep"]);
+    }
+}

@@ -1,0 +1,20 @@
+//! Weir: a reverse proxy that runs a chain of sandboxed WebAssembly components on every request.
+//!
+//! The request path: [`server`] accepts, [`proxy::Proxy::handle`] picks a route ([`routes`]), [`chain`] runs
+//! the route's plugins ([`plugin`], inside the [`sandbox`]) around the [`upstream`] call, and [`fault`]
+//! turns any failure into its status code.
+
+pub mod body;
+pub mod chain;
+pub mod config;
+pub mod exchange;
+pub mod fault;
+pub mod guest_output;
+pub mod inspect;
+pub mod load;
+pub mod plugin;
+pub mod proxy;
+pub mod routes;
+pub mod sandbox;
+pub mod server;
+pub mod upstream;

@@ -1,0 +1,199 @@
+//! From a parsed config to a running [`Proxy`]: compile every plugin once, make every (route, plugin) pool
+//! and run its first `init`. `weir check` and `weir run` both do all of it, and every failure is reported at
+//! once with the file, line, route, plugin and field.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::{ConfigErrors, PluginEntry, Source, plugin_label, route_label};
+use crate::plugin::bindings::PluginPre;
+use crate::plugin::{PluginError, PluginSlot, SlotSettings};
+use crate::proxy::{Proxy, Route};
+use crate::routes::RouteMatch;
+use crate::sandbox::{EPOCH_TICK, HostState, InstanceLimits, Label, Sandbox};
+use crate::upstream::{Upstream, Upstreams};
+
+/// Idle instances kept per (route, plugin). Under more concurrency than this, extra instances are made and
+/// dropped after use; this bounds the memory an idle proxy keeps.
+const MAX_IDLE_INSTANCES: usize = 64;
+
+pub async fn load(
+    source: &Source,
+    sandbox: &Arc<Sandbox>,
+    plugin_dir: &Path,
+) -> Result<Proxy, ConfigErrors> {
+    let config = &source.config;
+    let upstreams: BTreeMap<String, Arc<Upstream>> = config
+        .upstreams
+        .iter()
+        .map(|(name, u)| (name.clone(), Arc::new(Upstream::new(name, u.get_ref()))))
+        .collect();
+    let upstreams = Arc::new(Upstreams::new(upstreams));
+
+    let mut errors = source.validate();
+    let mut compiled: HashMap<PathBuf, Result<PluginPre<HostState>, String>> = HashMap::new();
+    let mut routes = Vec::new();
+    for (index, spanned) in config.routes.iter().enumerate() {
+        let route = spanned.get_ref();
+        let route_name = route
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("#{}", index + 1));
+        let mut chain = Vec::new();
+        for (position, entry) in route.plugins.iter().enumerate() {
+            let at = entry.span().start;
+            let label = format!(
+                "{}, {}",
+                route_label(index, route),
+                plugin_label(position, entry.get_ref())
+            );
+            let wasm = match wasm_path(source, entry.get_ref(), plugin_dir) {
+                Ok(path) => path,
+                Err(message) => {
+                    errors.push(source.error(at, label, message));
+                    continue;
+                }
+            };
+            let pre = compiled
+                .entry(wasm.clone())
+                .or_insert_with(|| sandbox.load(&wasm).map_err(|e| e.to_string()));
+            let pre = match pre {
+                Ok(pre) => pre.clone(),
+                Err(message) => {
+                    errors.push(source.error(at, label, message.clone()));
+                    continue;
+                }
+            };
+            let settings = match slot_settings(source, entry.get_ref()) {
+                Ok(settings) => settings,
+                Err(message) => {
+                    errors.push(source.error(at, format!("{label}, field \"grants\""), message));
+                    continue;
+                }
+            };
+            let plugin_config =
+                serde_json::to_string(&entry.get_ref().config).expect("a TOML table is valid JSON");
+            let log_label = Arc::new(Label {
+                route: route_name.clone(),
+                plugin: plugin_label(position, entry.get_ref()),
+            });
+            match PluginSlot::new(log_label, sandbox.clone(), pre, plugin_config, settings).await {
+                Ok(slot) => chain.push(slot),
+                Err(PluginError::Config { field, message }) => errors.push(source.error(
+                    at,
+                    format!("{label}, field \"config.{field}\""),
+                    message,
+                )),
+                Err(e) => errors.push(source.error(at, label, format!("init failed: {e}"))),
+            }
+        }
+        let Some(upstream) = upstreams.get(route.upstream.get_ref()) else {
+            continue; // reported by the config's own validation
+        };
+        routes.push(Route {
+            name: route_name,
+            matcher: RouteMatch::new(route),
+            upstream: upstream.clone(),
+            chain,
+            max_request_body: route.max_request_body.map(|b| b.0),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    Ok(Proxy {
+        routes,
+        upstreams,
+        access_log: config.server.access_log,
+    })
+}
+
+/// Where a plugin's `.wasm` is: a built-in by name in the plugin directory, or a path from the config.
+fn wasm_path(source: &Source, entry: &PluginEntry, plugin_dir: &Path) -> Result<PathBuf, String> {
+    match (&entry.plugin, &entry.path) {
+        (Some(name), None) => {
+            let file = plugin_dir.join(format!("{}.wasm", name.replace('-', "_")));
+            if file.is_file() {
+                Ok(file)
+            } else {
+                Err(format!(
+                    "unknown built-in plugin \"{name}\" (built-ins in {}: {})",
+                    plugin_dir.display(),
+                    builtin_names(plugin_dir)
+                ))
+            }
+        }
+        (None, Some(path)) => {
+            let file = source.resolve(path);
+            if file.is_file() {
+                Ok(file)
+            } else {
+                Err(format!("no plugin file at {}", file.display()))
+            }
+        }
+        _ => Err("set exactly one of \"plugin\" and \"path\"".into()),
+    }
+}
+
+fn builtin_names(plugin_dir: &Path) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(plugin_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            Some(name.strip_suffix(".wasm")?.replace('_', "-"))
+        })
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn slot_settings(source: &Source, entry: &PluginEntry) -> Result<SlotSettings, String> {
+    let env = entry
+        .grants
+        .env
+        .iter()
+        .map(|name| {
+            std::env::var(name)
+                .map(|value| (name.clone(), value))
+                .map_err(|_| format!("environment variable {name} is not set"))
+        })
+        .collect::<Result<_, _>>()?;
+    let dirs = entry
+        .grants
+        .dirs
+        .iter()
+        .map(|(guest, host)| (guest.clone(), source.resolve(host)))
+        .collect();
+    let tick = EPOCH_TICK.as_nanos();
+    Ok(SlotSettings {
+        limits: InstanceLimits {
+            memory: entry.memory.0,
+            deadline_ticks: u64::try_from(entry.timeout.as_nanos().div_ceil(tick))
+                .unwrap_or(u64::MAX),
+            env,
+            dirs,
+        },
+        on_error: entry.on_error,
+        isolation: entry.isolation,
+        max_uses: entry.max_uses,
+        max_idle: MAX_IDLE_INSTANCES,
+    })
+}
+
+/// The built-in plugin directory: `WEIR_PLUGIN_DIR`, else `plugins/` beside the `weir` binary.
+pub fn default_plugin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("WEIR_PLUGIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("plugins")))
+        .unwrap_or_else(|| PathBuf::from("plugins"))
+}

@@ -1,0 +1,259 @@
+//! The host side of the contract's imported interfaces: what a plugin can read and change, each change
+//! validated here.
+
+use http::HeaderMap;
+use wasmtime::Result;
+
+use super::bindings::weir::plugin::{context, log, request, response, types};
+use crate::exchange::{self, Exchange, ResponseHead};
+use crate::sandbox::HostState;
+
+type Header = (String, Vec<u8>);
+
+impl HostState {
+    fn exchange(&mut self) -> Result<&mut Exchange> {
+        match self.exchange.as_deref_mut() {
+            Some(ex) => Ok(ex),
+            None => wasmtime::bail!("a plugin used the request outside of a request hook"),
+        }
+    }
+
+    /// The request, if it can still be changed (not once the response phase has begun).
+    fn request_mut(&mut self) -> Result<Result<&mut Exchange, String>> {
+        let ex = self.exchange()?;
+        Ok(if ex.response.is_some() {
+            Err("the request can only be changed in on-request".into())
+        } else {
+            Ok(ex)
+        })
+    }
+
+    fn response_head(&mut self) -> Result<&mut ResponseHead> {
+        match self.exchange()?.response.as_mut() {
+            Some(head) => Ok(head),
+            None => wasmtime::bail!("a plugin used the response outside of the response phase"),
+        }
+    }
+
+    fn response_headers(&mut self) -> Result<&mut HeaderMap> {
+        Ok(&mut self.response_head()?.headers)
+    }
+}
+
+fn first(headers: &HeaderMap, name: &str) -> Option<Vec<u8>> {
+    let name = exchange::lookup_name(name)?;
+    headers.get(name).map(|v| v.as_bytes().to_vec())
+}
+
+fn all(headers: &HeaderMap, name: &str) -> Vec<Vec<u8>> {
+    exchange::lookup_name(name).map_or_else(Vec::new, |name| {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect()
+    })
+}
+
+fn list(headers: &HeaderMap) -> Vec<Header> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+fn set(headers: &mut HeaderMap, name: &str, value: &[u8]) -> Result<(), String> {
+    headers.insert(
+        exchange::settable_name(name)?,
+        exchange::settable_value(value)?,
+    );
+    Ok(())
+}
+
+fn append(headers: &mut HeaderMap, name: &str, value: &[u8]) -> Result<(), String> {
+    headers.append(
+        exchange::settable_name(name)?,
+        exchange::settable_value(value)?,
+    );
+    Ok(())
+}
+
+fn remove(headers: &mut HeaderMap, name: &str) -> Result<(), String> {
+    let name =
+        exchange::lookup_name(name).ok_or_else(|| format!("invalid header name {name:?}"))?;
+    headers.remove(name);
+    Ok(())
+}
+
+impl types::Host for HostState {}
+
+impl request::Host for HostState {
+    fn method(&mut self) -> Result<String> {
+        Ok(self.exchange()?.method.as_str().to_owned())
+    }
+
+    fn path(&mut self) -> Result<String> {
+        Ok(self.exchange()?.path.clone())
+    }
+
+    fn query(&mut self) -> Result<Option<String>> {
+        Ok(self.exchange()?.query.clone())
+    }
+
+    fn original_uri(&mut self) -> Result<String> {
+        let uri = &self.exchange()?.original_uri;
+        Ok(uri
+            .path_and_query()
+            .map_or_else(|| uri.path().to_owned(), ToString::to_string))
+    }
+
+    fn client_addr(&mut self) -> Result<String> {
+        Ok(self.exchange()?.client_ip.to_string())
+    }
+
+    fn header(&mut self, name: String) -> Result<Option<Vec<u8>>> {
+        Ok(first(&self.exchange()?.headers, &name))
+    }
+
+    fn header_all(&mut self, name: String) -> Result<Vec<Vec<u8>>> {
+        Ok(all(&self.exchange()?.headers, &name))
+    }
+
+    fn headers(&mut self) -> Result<Vec<Header>> {
+        Ok(list(&self.exchange()?.headers))
+    }
+
+    fn upstream(&mut self) -> Result<String> {
+        Ok(self.exchange()?.upstream.name.clone())
+    }
+
+    fn set_path(&mut self, path: String) -> Result<Result<(), String>> {
+        Ok(self.request_mut()?.and_then(|ex| {
+            exchange::settable_path(&path)?;
+            ex.path = path;
+            Ok(())
+        }))
+    }
+
+    fn set_query(&mut self, query: Option<String>) -> Result<Result<(), String>> {
+        Ok(self.request_mut()?.and_then(|ex| {
+            if let Some(q) = &query {
+                exchange::settable_query(q)?;
+            }
+            ex.query = query;
+            Ok(())
+        }))
+    }
+
+    fn set_header(&mut self, name: String, value: Vec<u8>) -> Result<Result<(), String>> {
+        Ok(self
+            .request_mut()?
+            .and_then(|ex| set(&mut ex.headers, &name, &value)))
+    }
+
+    fn append_header(&mut self, name: String, value: Vec<u8>) -> Result<Result<(), String>> {
+        Ok(self
+            .request_mut()?
+            .and_then(|ex| append(&mut ex.headers, &name, &value)))
+    }
+
+    fn remove_header(&mut self, name: String) -> Result<Result<(), String>> {
+        Ok(self
+            .request_mut()?
+            .and_then(|ex| remove(&mut ex.headers, &name)))
+    }
+
+    fn set_upstream(&mut self, name: String) -> Result<Result<(), String>> {
+        Ok(self.request_mut()?.and_then(|ex| {
+            let upstream = ex.upstreams.get(&name).ok_or_else(|| {
+                format!(
+                    "no upstream named {name:?} (known: {})",
+                    ex.upstreams.names()
+                )
+            })?;
+            ex.upstream = upstream.clone();
+            Ok(())
+        }))
+    }
+}
+
+impl response::Host for HostState {
+    fn status(&mut self) -> Result<u16> {
+        Ok(self.response_head()?.status.as_u16())
+    }
+
+    fn header(&mut self, name: String) -> Result<Option<Vec<u8>>> {
+        Ok(first(self.response_headers()?, &name))
+    }
+
+    fn header_all(&mut self, name: String) -> Result<Vec<Vec<u8>>> {
+        Ok(all(self.response_headers()?, &name))
+    }
+
+    fn headers(&mut self) -> Result<Vec<Header>> {
+        Ok(list(self.response_headers()?))
+    }
+
+    fn set_status(&mut self, status: u16) -> Result<Result<(), String>> {
+        let head = self.response_head()?;
+        Ok(exchange::settable_status(status).map(|s| head.status = s))
+    }
+
+    fn set_header(&mut self, name: String, value: Vec<u8>) -> Result<Result<(), String>> {
+        Ok(set(self.response_headers()?, &name, &value))
+    }
+
+    fn append_header(&mut self, name: String, value: Vec<u8>) -> Result<Result<(), String>> {
+        Ok(append(self.response_headers()?, &name, &value))
+    }
+
+    fn remove_header(&mut self, name: String) -> Result<Result<(), String>> {
+        Ok(remove(self.response_headers()?, &name))
+    }
+}
+
+impl context::Host for HostState {
+    fn get(&mut self, key: String) -> Result<Option<String>> {
+        Ok(self.exchange()?.context.get(&key).cloned())
+    }
+
+    fn set(&mut self, key: String, value: String) -> Result<()> {
+        self.exchange()?.context.insert(key, value);
+        Ok(())
+    }
+
+    fn remove(&mut self, key: String) -> Result<()> {
+        self.exchange()?.context.remove(&key);
+        Ok(())
+    }
+}
+
+impl log::Host for HostState {
+    fn enabled(&mut self, level: log::Level) -> Result<bool> {
+        Ok(match level {
+            log::Level::Trace => tracing::enabled!(target: "weir::plugin", tracing::Level::TRACE),
+            log::Level::Debug => tracing::enabled!(target: "weir::plugin", tracing::Level::DEBUG),
+            log::Level::Info => tracing::enabled!(target: "weir::plugin", tracing::Level::INFO),
+            log::Level::Warn => tracing::enabled!(target: "weir::plugin", tracing::Level::WARN),
+            log::Level::Error => tracing::enabled!(target: "weir::plugin", tracing::Level::ERROR),
+        })
+    }
+
+    fn log(&mut self, level: log::Level, message: String) -> Result<()> {
+        let (route, plugin) = (&self.label.route, &self.label.plugin);
+        match level {
+            log::Level::Trace => {
+                tracing::trace!(target: "weir::plugin", route, plugin, "{message}")
+            }
+            log::Level::Debug => {
+                tracing::debug!(target: "weir::plugin", route, plugin, "{message}")
+            }
+            log::Level::Info => tracing::info!(target: "weir::plugin", route, plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(target: "weir::plugin", route, plugin, "{message}"),
+            log::Level::Error => {
+                tracing::error!(target: "weir::plugin", route, plugin, "{message}")
+            }
+        }
+        Ok(())
+    }
+}

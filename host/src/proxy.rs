@@ -1,0 +1,127 @@
+//! The running configuration, one immutable value (routes, upstreams, plugin pools) that the server reads
+//! through an atomic pointer, and the handling of one request against it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response, header};
+use hyper::body::Incoming;
+
+use crate::body::ProxyBody;
+use crate::chain;
+use crate::exchange::strip_hop_by_hop;
+use crate::fault::{Fault, error_response};
+use crate::plugin::PluginSlot;
+use crate::routes::RouteMatch;
+use crate::upstream::{Outgoing, Upstream, Upstreams};
+
+pub struct Proxy {
+    pub routes: Vec<Route>,
+    pub upstreams: Arc<Upstreams>,
+    pub access_log: bool,
+}
+
+pub struct Route {
+    pub name: String,
+    pub matcher: RouteMatch,
+    pub upstream: Arc<Upstream>,
+    pub chain: Vec<Arc<PluginSlot>>,
+    pub max_request_body: Option<u64>,
+}
+
+/// What the access log says of a request besides its request line and status.
+#[derive(Default)]
+pub struct Trace {
+    pub route: Option<String>,
+    pub upstream: Option<String>,
+}
+
+impl Proxy {
+    /// Handles one request and writes its access-log line.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ProxyBody> {
+        let started = self.access_log.then(Instant::now);
+        let line = started.map(|_| (request.method().clone(), request.uri().clone()));
+        let mut trace = Trace::default();
+        let response = self.dispatch(request, client.ip(), &mut trace).await;
+        if let (Some(started), Some((method, uri))) = (started, line) {
+            tracing::info!(
+                target: "weir::access",
+                client = %client.ip(),
+                route = trace.route.as_deref().unwrap_or("-"),
+                upstream = trace.upstream.as_deref().unwrap_or("-"),
+                micros = started.elapsed().as_micros() as u64,
+                "{method} {uri} {}",
+                response.status().as_u16()
+            );
+        }
+        response
+    }
+
+    async fn dispatch(
+        &self,
+        request: Request<Incoming>,
+        client_ip: IpAddr,
+        trace: &mut Trace,
+    ) -> Response<ProxyBody> {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().authority().map(|a| a.as_str()));
+        let Some(route) = self.routes.iter().find(|r| {
+            r.matcher
+                .matches(request.method(), host, request.uri().path())
+        }) else {
+            return error_response(&Fault::NoRoute);
+        };
+        trace.route = Some(route.name.clone());
+        if let Some(limit) = route.max_request_body
+            && declared_length(&request).is_some_and(|len| len > limit)
+        {
+            return error_response(&Fault::BodyTooLarge);
+        }
+
+        let (mut parts, body) = request.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let body = ProxyBody::incoming(body, route.max_request_body);
+        if !route.chain.is_empty() {
+            return chain::run(route, &self.upstreams, parts, body, client_ip, trace).await;
+        }
+
+        // An empty chain: no exchange, no copies, the body streams straight through.
+        trace.upstream = Some(route.upstream.name.clone());
+        let out = Outgoing {
+            method: parts.method,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: parts.headers,
+            client_ip,
+        };
+        match route.upstream.send(out, body).await {
+            Ok(response) => from_upstream(response),
+            Err(e) => error_response(&Fault::Upstream(&e)),
+        }
+    }
+}
+
+fn declared_length(request: &Request<Incoming>) -> Option<u64> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The upstream's response as it goes back to the client: its hop-by-hop headers removed.
+pub fn from_upstream(response: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, ProxyBody::Incoming(body))
+}

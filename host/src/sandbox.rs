@@ -1,0 +1,262 @@
+//! The one wasmtime [`Engine`] and [`Linker`] of the process, the compiled-component cache, and the single
+//! place where a plugin's [`Store`] is made, so that every per-instance knob (memory cap, CPU deadline, WASI
+//! grants) is set in one function.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::exchange::Exchange;
+use crate::guest_output::{GuestOutput, Stream};
+use crate::plugin::bindings::{Plugin, PluginPre};
+
+/// How often the epoch advances. A plugin's CPU deadline is a whole number of ticks, so 1 ms keeps the
+/// default 20 ms bound within 5 %; the ticker thread costs a wake-up per tick and nothing per call.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Process-wide sandbox settings, from the `[server]` table.
+#[derive(Debug, Clone)]
+pub struct SandboxSettings {
+    pub max_instances: u32,
+    pub max_plugin_memory: u64,
+    pub concurrency_support: bool,
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// What one plugin instance is allowed: fixed per (route, plugin).
+#[derive(Debug, Clone)]
+pub struct InstanceLimits {
+    pub memory: u64,
+    pub deadline_ticks: u64,
+    pub env: Vec<(String, String)>,
+    /// Guest path → host directory, read-only.
+    pub dirs: Vec<(String, PathBuf)>,
+}
+
+/// Names a plugin in logs: which route, which link of its chain.
+#[derive(Debug)]
+pub struct Label {
+    pub route: String,
+    pub plugin: String,
+}
+
+/// The data of one plugin instance's store.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    /// The exchange being handled; only set while a hook runs.
+    pub exchange: Option<Box<Exchange>>,
+    pub label: Arc<Label>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a valid WebAssembly component: {source:#}", path.display())]
+    Compile {
+        path: PathBuf,
+        source: wasmtime::Error,
+    },
+    #[error("{} does not fit the weir:plugin@0.1.0 contract: {source:#}", path.display())]
+    Contract {
+        path: PathBuf,
+        source: wasmtime::Error,
+    },
+}
+
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+}
+
+impl Sandbox {
+    pub fn new(settings: &SandboxSettings) -> anyhow::Result<Arc<Sandbox>> {
+        let mut pool = PoolingAllocationConfig::new();
+        let n = settings.max_instances;
+        pool.total_component_instances(n)
+            .total_memories(n)
+            .total_tables(n.saturating_mul(2))
+            // A Rust component is a handful of core instances (the module plus canonical-ABI shims).
+            .total_core_instances(n.saturating_mul(8))
+            // One fiber stack per plugin call in flight.
+            .total_stacks(n)
+            .max_memory_size(usize::try_from(settings.max_plugin_memory)?)
+            // Keep a slot's pages resident and reset them with memset: a pooled slot is reused constantly.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(1 << 16);
+
+        let mut config = Config::new();
+        config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .memory_init_cow(true)
+            .epoch_interruption(true)
+            .concurrency_support(settings.concurrency_support);
+        let engine = Engine::new(&config)?;
+        spawn_epoch_ticker(&engine);
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+
+        Ok(Arc::new(Sandbox {
+            engine,
+            linker,
+            cache_dir: settings.cache_dir.clone(),
+        }))
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compile (or load from the on-disk cache) and type-check a plugin against the contract.
+    pub fn load(&self, path: &Path) -> Result<PluginPre<HostState>, LoadError> {
+        let component = self.compile(path)?;
+        let contract = |source| LoadError::Contract {
+            path: path.to_owned(),
+            source,
+        };
+        let pre = self.linker.instantiate_pre(&component).map_err(contract)?;
+        PluginPre::new(pre).map_err(contract)
+    }
+
+    /// The component, compiled once per content and engine configuration: a restart loads the cached
+    /// machine code instead of compiling again.
+    pub fn compile(&self, path: &Path) -> Result<Component, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let compile_error = |source| LoadError::Compile {
+            path: path.to_owned(),
+            source,
+        };
+        let Some(cache_file) = self.cache_file(&bytes) else {
+            return Component::new(&self.engine, &bytes).map_err(compile_error);
+        };
+        if cache_file.exists() {
+            // SAFETY: the file is in Weir's own cache directory, written by `precompile_component` of an
+            // engine with this exact configuration (the name carries the compatibility hash).
+            match unsafe { Component::deserialize_file(&self.engine, &cache_file) } {
+                Ok(component) => return Ok(component),
+                Err(e) => {
+                    tracing::warn!(file = %cache_file.display(), "ignoring a bad cached component: {e:#}")
+                }
+            }
+        }
+        let compiled = self
+            .engine
+            .precompile_component(&bytes)
+            .map_err(compile_error)?;
+        if let Err(e) = write_atomically(&cache_file, &compiled) {
+            tracing::warn!(file = %cache_file.display(), "cannot cache the compiled plugin: {e}");
+        }
+        // SAFETY: these bytes were produced just now by this engine.
+        unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(compile_error)
+    }
+
+    fn cache_file(&self, wasm: &[u8]) -> Option<PathBuf> {
+        let dir = self.cache_dir.as_ref()?;
+        let mut engine_hash = DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
+        let digest = Sha256::digest(wasm);
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        Some(dir.join(format!("{hex}-{:016x}.cwasm", engine_hash.finish())))
+    }
+
+    /// A store for one plugin instance, with every limit of that instance set.
+    pub fn new_store(
+        &self,
+        limits: &InstanceLimits,
+        label: Arc<Label>,
+    ) -> anyhow::Result<Store<HostState>> {
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(GuestOutput {
+            label: label.clone(),
+            stream: Stream::Stdout,
+        })
+        .stderr(GuestOutput {
+            label: label.clone(),
+            stream: Stream::Stderr,
+        });
+        for (name, value) in &limits.env {
+            wasi.env(name, value);
+        }
+        for (guest, host) in &limits.dirs {
+            wasi.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadOnly)?;
+        }
+        let state = HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: wasmtime::StoreLimitsBuilder::new()
+                .memory_size(usize::try_from(limits.memory)?)
+                .trap_on_grow_failure(true)
+                .instances(64)
+                .build(),
+            exchange: None,
+            label,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(limits.deadline_ticks);
+        Ok(store)
+    }
+}
+
+/// Advances the epoch every [`EPOCH_TICK`] until the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("weir-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch thread");
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The default cache directory: `$XDG_CACHE_HOME/weir` or `~/.cache/weir`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("weir"))
+}

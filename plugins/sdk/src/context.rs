@@ -1,0 +1,16 @@
+//! Per-request values shared along the chain: what one plugin learns (a JWT claim, a user id) later plugins
+//! and the response phase can read. Keys are free text; dotted names (`jwt.user_id`) are the convention.
+
+use crate::bindings::weir::plugin::context as host;
+
+pub fn get(key: &str) -> Option<String> {
+    host::get(key)
+}
+
+pub fn set(key: &str, value: &str) {
+    host::set(key, value)
+}
+
+pub fn remove(key: &str) {
+    host::remove(key)
+}

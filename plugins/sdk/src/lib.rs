@@ -1,0 +1,184 @@
+//! Write Weir plugins in Rust.
+//!
+//! A Weir plugin is a WebAssembly component (`wasm32-wasip2`) that the proxy runs on every request of the
+//! routes that list it. With this crate a plugin is a config type that implements [`Plugin`], plus one
+//! [`export!`] line; the crate deserialises the route's `config` table into the type, keeps the value for the
+//! life of the instance, and calls its hooks.
+//!
+//! ```toml
+//! [lib]
+//! crate-type = ["cdylib"]
+//!
+//! [dependencies]
+//! serde = { version = "1", features = ["derive"] }
+//! weir-sdk = "0.1"
+//! ```
+//!
+//! Build with `cargo build --release --target wasm32-wasip2`; the `.wasm` in
+//! `target/wasm32-wasip2/release/` is the plugin. See [`Plugin`] for a complete example.
+
+mod action;
+mod config;
+pub mod context;
+mod error;
+pub mod log;
+mod request;
+mod response;
+mod runtime;
+pub mod template;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_handler",
+    });
+}
+
+pub use action::{Action, LocalResponse};
+pub use bindings::weir::plugin::types::Hooks;
+pub use error::{ConfigError, Error, Result};
+pub use request::Request;
+pub use response::Response;
+pub use serde;
+
+/// What [`export!`] expands to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::runtime::Handler;
+}
+
+/// A Weir plugin: its config type, and the hooks the proxy calls.
+///
+/// The proxy makes instances of the plugin as it needs them (one per request in flight, pooled between
+/// requests). Each instance deserialises the route's `config` table into `Self` once, calls [`init`], and
+/// then serves requests one at a time, so `&mut self` state lives as long as the instance: use it for
+/// what was built from the config, not for anything that must be shared between requests.
+///
+/// A hook that returns an error, or panics, fails the request it was serving as a plugin fault (a 500, or
+/// the plugin is skipped if the route says `on_error = "skip"`); the error is logged and the instance is
+/// thrown away.
+///
+/// # Example
+///
+/// A plugin that refuses requests without an API key and tags the answers. Its route config is
+/// `config = { header = "x-api-key", keys = ["k1", "k2"] }`.
+///
+/// ```no_run
+/// use weir_sdk::{Action, ConfigError, LocalResponse, Plugin, Request, Response, Result};
+///
+/// #[derive(serde::Deserialize)]
+/// struct ApiKey {
+///     #[serde(default = "default_header")]
+///     header: String,
+///     keys: Vec<String>,
+/// }
+///
+/// fn default_header() -> String {
+///     "x-api-key".into()
+/// }
+///
+/// impl Plugin for ApiKey {
+///     fn init(&mut self) -> core::result::Result<(), ConfigError> {
+///         if self.keys.is_empty() {
+///             return Err(ConfigError::new("keys", "list at least one key"));
+///         }
+///         Ok(())
+///     }
+///
+///     fn on_request(&mut self, req: &mut Request) -> Result<Action> {
+///         match req.header_str(&self.header) {
+///             Some(key) if self.keys.contains(&key) => {
+///                 // The upstream never sees the key.
+///                 req.remove_header(&self.header)?;
+///                 Ok(Action::Continue)
+///             }
+///             _ => Ok(LocalResponse::new(401).body("missing or unknown API key\n").into()),
+///         }
+///     }
+///
+///     fn on_response(&mut self, _req: &Request, resp: &mut Response) -> Result<()> {
+///         resp.set_header("x-checked-by", "api-key")
+///     }
+/// }
+///
+/// weir_sdk::export!(ApiKey);
+/// ```
+///
+/// [`init`]: Plugin::init
+pub trait Plugin: serde::de::DeserializeOwned + 'static {
+    /// The optional hooks the plugin wants: [`Hooks::REQUEST_BODY`], [`Hooks::RESPONSE_BODY`] (combine with
+    /// `Hooks::REQUEST_BODY.union(Hooks::RESPONSE_BODY)`). The body hooks are only called when declared, so
+    /// that a chain where no plugin asks for bodies streams them without copying them into Wasm.
+    const HOOKS: Hooks = Hooks::empty();
+
+    /// Runs once per instance, after the config was deserialised into `self` (unknown fields are already
+    /// refused, whether or not the type says `deny_unknown_fields`). Check the rules serde cannot express
+    /// (one of two fields, a valid regex) and build derived state. An error names the field
+    /// (`ConfigError::new("keys.0", "empty key")`) and stops the proxy from loading the config.
+    ///
+    /// The default accepts the config as deserialised.
+    fn init(&mut self) -> core::result::Result<(), ConfigError> {
+        Ok(())
+    }
+
+    /// The hooks of this instance, asked once after [`init`](Plugin::init). Override it only when the
+    /// config decides which body hooks are needed; the default is [`HOOKS`](Plugin::HOOKS).
+    fn hooks(&self) -> Hooks {
+        Self::HOOKS
+    }
+
+    /// Runs before the upstream is called, in chain order. It may read and change the request (path,
+    /// query, headers, upstream) and the [`context`].
+    ///
+    /// Return [`Action::Continue`] to go on with the next plugin and then the upstream, or
+    /// [`Action::Respond`] to answer the client at once: the plugins after this one and the upstream are
+    /// skipped. The default continues without changing anything.
+    #[allow(unused_variables)]
+    fn on_request(&mut self, req: &mut Request) -> Result<Action> {
+        Ok(Action::Continue)
+    }
+
+    /// Runs once the response headers are known (from the upstream, or a plugin's local answer), in reverse
+    /// chain order, for every plugin whose `on_request` ran. It may change the status and the response
+    /// headers; `req` reads the request as the upstream received it (`req.path()` is the rewritten path,
+    /// `req.original_uri()` the client's), and can no longer be changed.
+    ///
+    /// The default changes nothing.
+    #[allow(unused_variables)]
+    fn on_response(&mut self, req: &Request, resp: &mut Response) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called with each chunk of the request body, in order, when [`HOOKS`](Plugin::HOOKS) has
+    /// `REQUEST_BODY`. `end` is true exactly once, on the last call, whose chunk may be empty. The returned
+    /// bytes replace the chunk (they may be longer, shorter or empty; return the rest on the `end` call if
+    /// the plugin held some back).
+    ///
+    /// The default passes the chunk on unchanged.
+    #[allow(unused_variables)]
+    fn on_request_body(&mut self, chunk: Vec<u8>, end: bool) -> Result<Vec<u8>> {
+        Ok(chunk)
+    }
+
+    /// As [`on_request_body`](Plugin::on_request_body), for the response body, when
+    /// [`HOOKS`](Plugin::HOOKS) has `RESPONSE_BODY`.
+    #[allow(unused_variables)]
+    fn on_response_body(&mut self, chunk: Vec<u8>, end: bool) -> Result<Vec<u8>> {
+        Ok(chunk)
+    }
+}
+
+/// Exports a [`Plugin`] type as the component's `weir:plugin/handler`. Use it once, in the plugin crate's
+/// `lib.rs`: `weir_sdk::export!(MyPlugin);`
+#[macro_export]
+macro_rules! export {
+    ($plugin:ty) => {
+        // The generated export macro takes an identifier, not a generic type: name the handler first.
+        #[doc(hidden)]
+        type __WeirHandler = $crate::__private::Handler<$plugin>;
+        $crate::bindings::__export_handler!(__WeirHandler with_types_in $crate::bindings);
+    };
+}

@@ -1,0 +1,147 @@
+//! Misbehaving plugins cost only their own request: each hostile fixture gets its bounded 5xx, the process
+//! keeps serving, and the next request through the same route succeeds.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use hyper::StatusCode;
+use support::*;
+
+/// One route per hostile mode, each at `/MODE`, plus a healthy route at `/ok` that uses the same plugin file.
+fn hostile_config(upstream: std::net::SocketAddr, extra: &str) -> String {
+    let mut config =
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.a]\nurl = \"http://{upstream}\"\n");
+    for mode in ["loop", "alloc", "panic", "panic-response"] {
+        config.push_str(&format!(
+            "[[routes]]\nname = \"{mode}\"\npath = \"/{mode}\"\nupstream = \"a\"\n[[routes.plugins]]\npath = \"{{fixture}}\"\nconfig = {{ mode = \"{mode}\" }}\ntimeout = \"50ms\"\nmemory = \"8MiB\"\n{extra}\n"
+        ));
+    }
+    config.push_str(
+        "[[routes]]\nname = \"ok\"\npath = \"/ok\"\nupstream = \"a\"\n[[routes.plugins]]\npath = \"{fixture}\"\nconfig = { mode = \"tag\", name = \"ok\" }\n",
+    );
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_plugins_fail_their_request_only() {
+    let a = upstream("a").await;
+    let weir = Weir::start(&hostile_config(a, ""));
+    for mode in ["loop", "alloc", "panic", "panic-response"] {
+        for round in 0..2 {
+            let started = Instant::now();
+            let reply = get(&weir.url(&format!("/{mode}"))).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{mode}, round {round}"
+            );
+            assert_eq!(
+                reply.text(),
+                "plugin error\n",
+                "no guest internals reach the client"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{mode} took {:?}",
+                started.elapsed()
+            );
+            let healthy = get(&weir.url("/ok")).await;
+            assert_eq!(healthy.status, StatusCode::OK, "after {mode}");
+        }
+    }
+    assert!(
+        weir.wait_for_log("exceeded its CPU time limit"),
+        "{}",
+        weir.log()
+    );
+    assert!(
+        weir.wait_for_log("fixture panic"),
+        "the panic message reaches the log:\n{}",
+        weir.log()
+    );
+    assert!(
+        weir.wait_for_log("route=\"alloc\""),
+        "faults name the route:\n{}",
+        weir.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_error_skip_leaves_the_failing_plugin_out() {
+    let a = upstream("a").await;
+    let weir = Weir::start(&hostile_config(a, "on_error = \"skip\""));
+    for mode in ["loop", "alloc", "panic", "panic-response"] {
+        let reply = get(&weir.url(&format!("/{mode}"))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{mode}: {}", reply.text());
+        assert_eq!(Echo(reply.json()).path(), format!("/{mode}"));
+    }
+    assert!(weir.wait_for_log("plugin skipped"), "{}", weir.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_instance_per_request_isolation() {
+    let a = upstream("a").await;
+    let weir = Weir::start(&format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+[upstreams.a]
+url = "http://{a}"
+[[routes]]
+upstream = "a"
+[[routes.plugins]]
+path = "{{fixture}}"
+config = {{ mode = "tag", name = "fresh" }}
+isolation = "request"
+"#
+    ));
+    for _ in 0..5 {
+        let reply = get(&weir.url("/")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.header_all("x-chain-back"), ["fresh"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_each_get_their_own_instance() {
+    let a = upstream("a").await;
+    let weir = Weir::start(&format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+[upstreams.a]
+url = "http://{a}"
+[[routes]]
+upstream = "a"
+[[routes.plugins]]
+path = "{{fixture}}"
+config = {{ mode = "write-context", key = "k", value = "v" }}
+[[routes.plugins]]
+path = "{{fixture}}"
+config = {{ mode = "read-context", key = "k", header = "x-k" }}
+"#
+    ));
+    let url = weir.url("/sleep/50");
+    let replies = join_all((0..32).map(|_| {
+        let url = url.clone();
+        async move { get(&url).await }
+    }))
+    .await;
+    for reply in replies {
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(Echo(reply.json()).header("x-k"), ["v"]);
+    }
+}
+
+async fn join_all<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}

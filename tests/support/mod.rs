@@ -1,0 +1,278 @@
+//! Test harness: the real `weir` binary on a loopback port, real upstreams, a real HTTP client.
+#![allow(dead_code, reason = "each test file uses its own part of the harness")]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+/// A plugin `.wasm` built by `make plugins` (the test fixture or a built-in), by file stem.
+pub fn wasm(name: &str) -> PathBuf {
+    let path = workspace()
+        .join("target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make plugins` first",
+        path.display()
+    );
+    path
+}
+
+/// Starts an upstream on an ephemeral loopback port; it lives as long as the test's runtime.
+pub async fn upstream(name: &str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let addr = listener.local_addr().expect("bound");
+    let name = name.to_owned();
+    tokio::spawn(async move { weir_upstream::serve(listener, &name).await });
+    addr
+}
+
+/// A loopback address where nothing listens.
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("bound")
+}
+
+/// The `weir` binary, started with a config; killed on drop, its log printed if the test failed.
+pub struct Weir {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Weir {
+    /// `config` is a TOML file's text; `{fixture}` is replaced by the fixture plugin's path.
+    pub fn start(config: &str) -> Weir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write_config(dir.path(), config);
+        let mut child = weir_command()
+            .args(["run", "-c"])
+            .arg(&file)
+            .env("XDG_CACHE_HOME", test_cache())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start weir");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().expect("log");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut first)
+            .expect("read weir's first line");
+        let Some(addr) = first.trim().strip_prefix("weir listening on http://") else {
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+            panic!(
+                "weir did not start; stdout: {first:?}\nstderr:\n{}",
+                log.lock().expect("log")
+            );
+        };
+        Weir {
+            addr: addr.parse().expect("address"),
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log").clone()
+    }
+
+    /// Peak resident memory of the proxy process so far, in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("proc status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .expect("VmHWM");
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .expect("value")
+            .parse()
+            .expect("number");
+        kib * 1024
+    }
+
+    /// Waits (bounded) until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Weir {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- weir log ----\n{}", self.log());
+        }
+    }
+}
+
+/// One compile cache for every test run: each plugin is compiled once, not once per test.
+fn test_cache() -> PathBuf {
+    workspace().join("target/weir-test-cache")
+}
+
+pub fn weir_command() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+}
+
+pub fn write_config(dir: &Path, config: &str) -> PathBuf {
+    let file = dir.join("weir.toml");
+    let text = config.replace("{fixture}", &wasm("fixture").display().to_string());
+    std::fs::write(&file, text).expect("write config");
+    file
+}
+
+/// The result of `weir check` on a config text.
+pub struct Checked {
+    pub success: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn check(config: &str) -> Checked {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write_config(dir.path(), config);
+    let out = weir_command()
+        .args(["check", "-c"])
+        .arg(&file)
+        .env("XDG_CACHE_HOME", test_cache())
+        .output()
+        .expect("run weir check");
+    Checked {
+        success: out.status.success(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A response, read whole.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("ASCII header"))
+    }
+
+    pub fn header_all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().expect("ASCII").to_owned())
+            .collect()
+    }
+}
+
+/// What the echo upstream says it received.
+pub struct Echo(pub serde_json::Value);
+
+impl Echo {
+    pub fn header(&self, name: &str) -> Vec<String> {
+        self.0["headers"]
+            .as_array()
+            .expect("headers")
+            .iter()
+            .filter(|h| h[0] == name)
+            .map(|h| h[1].as_str().expect("value").to_owned())
+            .collect()
+    }
+
+    pub fn path(&self) -> &str {
+        self.0["path"].as_str().expect("path")
+    }
+
+    pub fn upstream(&self) -> &str {
+        self.0["upstream"].as_str().expect("upstream")
+    }
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn send(request: Request<Full<Bytes>>) -> Reply {
+    let response = tokio::time::timeout(Duration::from_secs(30), client().request(request))
+        .await
+        .expect("response within 30 s")
+        .expect("a response");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("whole body").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str) -> Reply {
+    get_with(url, &[]).await
+}
+
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = Request::get(url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    send(request.body(Full::default()).expect("request")).await
+}
