@@ -391,3 +391,18 @@ async fn request_bodies_over_the_route_limit_get_413() {
     .await;
     assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_plugin_adds_its_configured_header() {
+    let a = upstream("a").await;
+    let plugin = wasm("add_header");
+    let weir = Weir::start(&format!(
+        "{LISTEN}{}\n[[routes]]\nupstream = \"a\"\n[[routes.plugins]]\npath = \"{}\"\nconfig = {{ name = \"x-hello\", value = \"world\" }}\n",
+        upstream_table("a", a),
+        plugin.display()
+    ));
+    assert_eq!(
+        Echo(get(&weir.url("/")).await.json()).header("x-hello"),
+        ["world"]
+    );
+}

@@ -80,11 +80,15 @@ pub async fn load(
             });
             match PluginSlot::new(log_label, sandbox.clone(), pre, plugin_config, settings).await {
                 Ok(slot) => chain.push(slot),
-                Err(PluginError::Config { field, message }) => errors.push(source.error(
-                    at,
-                    format!("{label}, field \"config.{field}\""),
-                    message,
-                )),
+                Err(PluginError::Config { field, message }) => {
+                    // An empty field means the config as a whole (say, none of the alternatives was set).
+                    let field = if field.is_empty() {
+                        "config".into()
+                    } else {
+                        format!("config.{field}")
+                    };
+                    errors.push(source.error(at, format!("{label}, field \"{field}\""), message));
+                }
                 Err(e) => errors.push(source.error(at, label, format!("init failed: {e}"))),
             }
         }
