@@ -3,14 +3,14 @@ CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
 WASM_OUT    := target/$(WASM_TARGET)/release
 # Built-in plugins: copied beside the `weir` binaries, where `plugin = "NAME"` finds them.
-BUILTINS    := path-rewrite headers
+BUILTINS    := path-rewrite headers jwt-auth token-auth gzip
 # Everything built for Wasm: the built-ins, the test fixture and the README's example plugin.
 WASM_CRATES := $(BUILTINS) weir-fixture add-header
 HOST_CRATES := weir weir-upstream
 # Plugin crates whose pure logic has native unit tests.
-GUEST_TESTED := weir-sdk path-rewrite headers
+GUEST_TESTED := weir-sdk path-rewrite headers jwt-auth token-auth gzip
 
-.PHONY: build plugins wasm-target run test lint fmt clean
+.PHONY: build plugins wasm-target run test test-deps lint fmt clean
 
 build: plugins
 	$(CARGO) build --release $(addprefix -p ,$(HOST_CRATES))
@@ -28,7 +28,11 @@ plugins: wasm-target
 run: build
 	examples/demo/run.sh
 
-test: plugins
+# Tests check Weir against libraries nobody here wrote: PyJWT mints tokens, Python's gzip decodes bodies.
+test-deps:
+	python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'pyjwt[crypto]==2.*'
+
+test: plugins test-deps
 	$(CARGO) test $(addprefix -p ,$(HOST_CRATES) $(GUEST_TESTED))
 
 lint: wasm-target

@@ -69,6 +69,7 @@ fn settings(isolation: Isolation) -> SlotSettings {
             deadline_ticks: 20,
             env: vec![],
             dirs: vec![],
+            http: Arc::new([]),
         },
         on_error: OnError::Deny,
         isolation,

@@ -185,6 +185,9 @@ pub struct Grants {
     /// Read-only directories: guest path → host path (relative to the config file).
     #[serde(default)]
     pub dirs: BTreeMap<String, PathBuf>,
+    /// Hosts the plugin may call over HTTP: `"auth.example.com"` (any port) or `"127.0.0.1:8080"`.
+    #[serde(default)]
+    pub http: Vec<String>,
 }
 
 /// A problem found in a config file: where it is and what is wrong.

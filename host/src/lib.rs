@@ -7,9 +7,11 @@
 pub mod body;
 pub mod chain;
 pub mod config;
+pub mod crypto;
 pub mod exchange;
 pub mod fault;
 pub mod guest_output;
+pub mod http_client;
 pub mod inspect;
 pub mod load;
 pub mod plugin;

@@ -183,6 +183,7 @@ fn slot_settings(source: &Source, entry: &PluginEntry) -> Result<SlotSettings, S
                 .unwrap_or(u64::MAX),
             env,
             dirs,
+            http: entry.grants.http.clone().into(),
         },
         on_error: entry.on_error,
         isolation: entry.isolation,

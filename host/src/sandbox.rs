@@ -39,6 +39,8 @@ pub struct InstanceLimits {
     pub env: Vec<(String, String)>,
     /// Guest path → host directory, read-only.
     pub dirs: Vec<(String, PathBuf)>,
+    /// `host` or `host:port` the plugin may send HTTP requests to.
+    pub http: Arc<[String]>,
 }
 
 /// Names a plugin in logs: which route, which link of its chain.
@@ -51,11 +53,15 @@ pub struct Label {
 /// The data of one plugin instance's store.
 pub struct HostState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     limits: StoreLimits,
     /// The exchange being handled; only set while a hook runs.
     pub exchange: Option<Box<Exchange>>,
     pub label: Arc<Label>,
+    pub http_grants: Arc<[String]>,
+    /// Set when a host call waited on the network: the time spent waiting is not the plugin's CPU time,
+    /// so the next epoch deadline is renewed once instead of trapping.
+    pub waited_on_host: bool,
 }
 
 impl WasiView for HostState {
@@ -220,11 +226,21 @@ impl Sandbox {
                 .build(),
             exchange: None,
             label,
+            http_grants: limits.http.clone(),
+            waited_on_host: false,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(limits.deadline_ticks);
+        let ticks = limits.deadline_ticks;
+        store.epoch_deadline_callback(move |mut store| {
+            let state = store.data_mut();
+            if std::mem::take(&mut state.waited_on_host) {
+                Ok(wasmtime::UpdateDeadline::Continue(ticks))
+            } else {
+                Ok(wasmtime::UpdateDeadline::Interrupt)
+            }
+        });
+        store.set_epoch_deadline(ticks);
         Ok(store)
     }
 }

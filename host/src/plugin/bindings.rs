@@ -5,10 +5,15 @@ wasmtime::component::bindgen!({
     world: "plugin",
     // Host functions return `wasmtime::Result` so that misuse (the request interface outside a request
     // hook) traps instead of answering something made up.
-    imports: { default: trappable },
+    imports: {
+        // The one host function that waits on the network.
+        "weir:plugin/http-client.send": async | trappable,
+        default: trappable,
+    },
     // Hooks run on a fiber: WASI's p2 host functions are async, and a sync call cannot reach them from
     // inside the tokio runtime.
     exports: { default: async },
+    with: { "weir:plugin/crypto.key": crate::crypto::Key },
 });
 
 pub use exports::weir::plugin::handler::Guest as Handler;

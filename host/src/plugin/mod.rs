@@ -184,7 +184,9 @@ impl Instance {
     /// Arms the instance for one call: unhealthy until the call returns, with a fresh CPU deadline.
     fn begin(&mut self, exchange: Option<Box<Exchange>>) {
         self.healthy = false;
-        self.store.data_mut().exchange = exchange;
+        let state = self.store.data_mut();
+        state.exchange = exchange;
+        state.waited_on_host = false;
         self.store.set_epoch_deadline(self.deadline_ticks);
     }
 
