@@ -322,6 +322,29 @@ async fn body_hooks_transform_both_bodies_chunk_by_chunk() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_plugin_that_skips_the_body_leaves_it_streaming_with_its_length() {
+    let a = upstream("a").await;
+    let weir = Weir::start(&format!(
+        "{LISTEN}{}\n[[routes]]\nupstream = \"a\"\n[[routes.plugins]]\npath = \"{{fixture}}\"\nconfig = {{ mode = \"body-upper\", skip = true }}\n",
+        upstream_table("a", a)
+    ));
+    let reply = send(
+        Request::post(weir.url("/echo"))
+            .body(Full::from("hello body"))
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        reply.text().contains("\"body\":\"hello body\""),
+        "{}",
+        reply.text()
+    );
+    let text = get(&weir.url("/text/5000")).await;
+    assert_eq!(text.header("content-length"), Some("5000"));
+    assert!(text.body.iter().any(u8::is_ascii_lowercase));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_50_mb_body_streams_through_an_empty_chain_in_bounded_memory() {
     let a = upstream("a").await;
     let weir = Weir::start(&format!(

@@ -59,6 +59,7 @@ fn exchange(upstreams: &Arc<Upstreams>) -> Box<Exchange> {
         upstreams: upstreams.clone(),
         context: Default::default(),
         response: None,
+        skip_body: false,
     })
 }
 

@@ -27,6 +27,19 @@ use crate::upstream::{Outgoing, Upstreams};
 struct Stage {
     slot: Arc<PluginSlot>,
     instance: Instance,
+    /// Whether its body hook runs on this request's body, and then on this response's body: declared in
+    /// its hooks and not skipped by the header hook of that phase.
+    request_body: bool,
+    response_body: bool,
+}
+
+impl Stage {
+    fn transforms(&self, kind: BodyKind) -> bool {
+        match kind {
+            BodyKind::Request => self.request_body,
+            BodyKind::Response => self.response_body,
+        }
+    }
 }
 
 /// A plugin that failed, to be reported as the request's fault.
@@ -71,6 +84,7 @@ pub async fn run(
         upstreams: upstreams.clone(),
         context: Default::default(),
         response: None,
+        skip_body: false,
     });
 
     let mut stages: Vec<Stage> = Vec::with_capacity(route.chain.len());
@@ -85,6 +99,8 @@ pub async fn run(
                         stages.push(Stage {
                             slot: slot.clone(),
                             instance,
+                            request_body: slot.wants_body(BodyKind::Request) && !exchange.skip_body,
+                            response_body: slot.wants_body(BodyKind::Response),
                         });
                         Ok(action)
                     }
@@ -131,14 +147,13 @@ pub async fn run(
         },
         None => {
             trace.upstream = Some(exchange.upstream.name.clone());
-            let (upstream_body, task) =
-                if stages.iter().any(|s| s.slot.wants_body(BodyKind::Request)) {
-                    let (body, task) =
-                        spawn_body_task(BodyKind::Request, body, std::mem::take(&mut stages));
-                    (body, Some(task))
-                } else {
-                    (body, None)
-                };
+            let (upstream_body, task) = if stages.iter().any(|s| s.request_body) {
+                let (body, task) =
+                    spawn_body_task(BodyKind::Request, body, std::mem::take(&mut stages));
+                (body, Some(task))
+            } else {
+                (body, None)
+            };
             let out = Outgoing {
                 method: exchange.method.clone(),
                 path: &exchange.path,
@@ -171,6 +186,7 @@ pub async fn run(
         index -= 1;
         let (back, result) = stages[index].instance.on_response(exchange).await;
         exchange = back;
+        stages[index].response_body &= !exchange.skip_body;
         if let Err(error) = result {
             let stage = stages.remove(index);
             let failure = Failure {
@@ -189,9 +205,8 @@ pub async fn run(
         mut headers,
     } = exchange.response.take().expect("set above");
     stages.reverse();
-    let (streaming, done): (Vec<Stage>, Vec<Stage>) = stages
-        .into_iter()
-        .partition(|s| s.slot.wants_body(BodyKind::Response));
+    let (streaming, done): (Vec<Stage>, Vec<Stage>) =
+        stages.into_iter().partition(|s| s.response_body);
     finish(done);
     let body = if streaming.is_empty() {
         body
@@ -313,7 +328,7 @@ async fn transform(
     end: bool,
 ) -> Result<Bytes, Failure> {
     let mut chunk = chunk;
-    for stage in stages.iter_mut().filter(|s| s.slot.wants_body(kind)) {
+    for stage in stages.iter_mut().filter(|s| s.transforms(kind)) {
         match stage.instance.on_body(kind, &chunk, end).await {
             Ok(output) => chunk = Bytes::from(output),
             Err(error) => {
@@ -329,7 +344,7 @@ async fn transform(
 
 /// A body that did not reach its end leaves the body plugins mid-stream: their instances are not reused.
 fn abandon(kind: BodyKind, mut stages: Vec<Stage>, failure: Option<Failure>) -> BodyTaskResult {
-    for stage in stages.iter_mut().filter(|s| s.slot.wants_body(kind)) {
+    for stage in stages.iter_mut().filter(|s| s.transforms(kind)) {
         stage.instance.retire();
     }
     (stages, failure)

@@ -22,6 +22,8 @@ pub struct Exchange {
     pub context: HashMap<String, String>,
     /// Set once the response head is known; from then on the request is read-only.
     pub response: Option<ResponseHead>,
+    /// Set by the hook running now when it leaves the body of this phase to others.
+    pub skip_body: bool,
 }
 
 pub struct ResponseHead {

@@ -175,6 +175,11 @@ impl request::Host for HostState {
             Ok(())
         }))
     }
+
+    fn skip_body(&mut self) -> Result<()> {
+        self.exchange()?.skip_body = true;
+        Ok(())
+    }
 }
 
 impl response::Host for HostState {
@@ -209,6 +214,12 @@ impl response::Host for HostState {
 
     fn remove_header(&mut self, name: String) -> Result<Result<(), String>> {
         Ok(remove(self.response_headers()?, &name))
+    }
+
+    fn skip_body(&mut self) -> Result<()> {
+        self.response_head()?;
+        self.exchange()?.skip_body = true;
+        Ok(())
     }
 }
 

@@ -182,8 +182,11 @@ impl Instance {
     }
 
     /// Arms the instance for one call: unhealthy until the call returns, with a fresh CPU deadline.
-    fn begin(&mut self, exchange: Option<Box<Exchange>>) {
+    fn begin(&mut self, mut exchange: Option<Box<Exchange>>) {
         self.healthy = false;
+        if let Some(ex) = exchange.as_deref_mut() {
+            ex.skip_body = false;
+        }
         let state = self.store.data_mut();
         state.exchange = exchange;
         state.waited_on_host = false;

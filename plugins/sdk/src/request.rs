@@ -96,4 +96,10 @@ impl Request {
     pub fn set_upstream(&mut self, name: &str) -> Result<()> {
         Ok(host::set_upstream(name)?)
     }
+
+    /// Leaves this request's body alone: this plugin's request body hook is not called for it (say, a
+    /// compressor that decided not to compress). Bodies no plugin transforms stream straight through.
+    pub fn skip_body(&mut self) {
+        host::skip_body();
+    }
 }

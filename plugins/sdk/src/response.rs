@@ -57,4 +57,10 @@ impl Response {
     pub fn remove_header(&mut self, name: &str) -> Result<()> {
         Ok(host::remove_header(name)?)
     }
+
+    /// Leaves this response's body alone: this plugin's response body hook is not called for it (say, a
+    /// compressor that decided not to compress). Bodies no plugin transforms stream straight through.
+    pub fn skip_body(&mut self) {
+        host::skip_body();
+    }
 }
