@@ -10,7 +10,7 @@ HOST_CRATES := weir weir-upstream
 # Plugin crates whose pure logic has native unit tests.
 GUEST_TESTED := weir-sdk path-rewrite headers jwt-auth token-auth gzip
 
-.PHONY: build plugins wasm-target run test test-deps lint fmt clean
+.PHONY: build plugins wasm-target run test test-deps lint fmt clean bench bench-smoke
 
 build: plugins
 	$(CARGO) build --release $(addprefix -p ,$(HOST_CRATES))
@@ -34,6 +34,16 @@ test-deps:
 
 test: plugins test-deps
 	$(CARGO) test $(addprefix -p ,$(HOST_CRATES) $(GUEST_TESTED))
+
+# Weir against nginx and against itself; writes bench/results.md, bench/results.json and the README table.
+bench: build
+	bench/setup.sh
+	python3 bench/run.py
+
+# Every benchmark row for a second, failing on any error: CI runs it so the harness never rots.
+bench-smoke: build
+	bench/setup.sh
+	python3 bench/run.py --smoke
 
 lint: wasm-target
 	$(CARGO) fmt --all -- --check

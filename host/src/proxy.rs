@@ -54,7 +54,8 @@ impl Proxy {
                 client = %client.ip(),
                 route = trace.route.as_deref().unwrap_or("-"),
                 upstream = trace.upstream.as_deref().unwrap_or("-"),
-                micros = started.elapsed().as_micros() as u64,
+                // Time to the response head: the body may stream long after.
+                head_us = started.elapsed().as_micros() as u64,
                 "{method} {uri} {}",
                 response.status().as_u16()
             );
