@@ -291,10 +291,7 @@ config = {{ strip_prefix = "/strip" }}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_injection_from_a_plugin_is_refused_by_the_host() {
     let a = upstream("a").await;
-    let weir = Weir::start(&format!(
-        "{LISTEN}{}\n[[routes]]\nupstream = \"a\"\n[[routes.plugins]]\npath = \"{{fixture}}\"\nconfig = {{ mode = \"bad-header\" }}\n",
-        upstream_table("a", a)
-    ));
+    let weir = Weir::start(&one_route(a, &fixture(r#"mode = "bad-header""#)));
     let echo = Echo(get(&weir.url("/")).await.json());
     assert_eq!(echo.header("x-header-refused"), ["yes"]);
     assert!(echo.header("x-evil").is_empty() && echo.header("injected").is_empty());
@@ -303,10 +300,7 @@ async fn header_injection_from_a_plugin_is_refused_by_the_host() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_hooks_transform_both_bodies_chunk_by_chunk() {
     let a = upstream("a").await;
-    let weir = Weir::start(&format!(
-        "{LISTEN}{}\n[[routes]]\nupstream = \"a\"\n[[routes.plugins]]\npath = \"{{fixture}}\"\nconfig = {{ mode = \"body-upper\" }}\n",
-        upstream_table("a", a)
-    ));
+    let weir = Weir::start(&one_route(a, &fixture(r#"mode = "body-upper""#)));
     let reply = send(
         Request::post(weir.url("/echo"))
             .body(Full::from("hello body"))
@@ -324,9 +318,9 @@ async fn body_hooks_transform_both_bodies_chunk_by_chunk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_plugin_that_skips_the_body_leaves_it_streaming_with_its_length() {
     let a = upstream("a").await;
-    let weir = Weir::start(&format!(
-        "{LISTEN}{}\n[[routes]]\nupstream = \"a\"\n[[routes.plugins]]\npath = \"{{fixture}}\"\nconfig = {{ mode = \"body-upper\", skip = true }}\n",
-        upstream_table("a", a)
+    let weir = Weir::start(&one_route(
+        a,
+        &fixture(r#"mode = "body-upper", skip = true"#),
     ));
     let reply = send(
         Request::post(weir.url("/echo"))
@@ -419,10 +413,12 @@ async fn request_bodies_over_the_route_limit_get_413() {
 async fn the_readme_plugin_adds_its_configured_header() {
     let a = upstream("a").await;
     let plugin = wasm("add_header");
-    let weir = Weir::start(&format!(
-        "{LISTEN}{}\n[[routes]]\nupstream = \"a\"\n[[routes.plugins]]\npath = \"{}\"\nconfig = {{ name = \"x-hello\", value = \"world\" }}\n",
-        upstream_table("a", a),
-        plugin.display()
+    let weir = Weir::start(&one_route(
+        a,
+        &format!(
+            "[[routes.plugins]]\npath = \"{}\"\nconfig = {{ name = \"x-hello\", value = \"world\" }}\n",
+            plugin.display()
+        ),
     ));
     assert_eq!(
         Echo(get(&weir.url("/")).await.json()).header("x-hello"),

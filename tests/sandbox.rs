@@ -82,18 +82,9 @@ async fn on_error_skip_leaves_the_failing_plugin_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fresh_instance_per_request_isolation() {
     let a = upstream("a").await;
-    let weir = Weir::start(&format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-[upstreams.a]
-url = "http://{a}"
-[[routes]]
-upstream = "a"
-[[routes.plugins]]
-path = "{{fixture}}"
-config = {{ mode = "tag", name = "fresh" }}
-isolation = "request"
-"#
+    let weir = Weir::start(&one_route(
+        a,
+        &(fixture(r#"mode = "tag", name = "fresh""#) + "isolation = \"request\"\n"),
     ));
     for _ in 0..5 {
         let reply = get(&weir.url("/")).await;
@@ -105,21 +96,9 @@ isolation = "request"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_each_get_their_own_instance() {
     let a = upstream("a").await;
-    let weir = Weir::start(&format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-[upstreams.a]
-url = "http://{a}"
-[[routes]]
-upstream = "a"
-[[routes.plugins]]
-path = "{{fixture}}"
-config = {{ mode = "write-context", key = "k", value = "v" }}
-[[routes.plugins]]
-path = "{{fixture}}"
-config = {{ mode = "read-context", key = "k", header = "x-k" }}
-"#
-    ));
+    let chain = fixture(r#"mode = "write-context", key = "k", value = "v""#)
+        + &fixture(r#"mode = "read-context", key = "k", header = "x-k""#);
+    let weir = Weir::start(&one_route(a, &chain));
     let url = weir.url("/sleep/50");
     let replies = join_all((0..32).map(|_| {
         let url = url.clone();

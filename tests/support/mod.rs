@@ -46,6 +46,18 @@ pub async fn upstream(name: &str) -> SocketAddr {
     addr
 }
 
+/// A config with one upstream `a` and one catch-all route to it, whose chain is `chain` (plugin entries).
+pub fn one_route(upstream: SocketAddr, chain: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.a]\nurl = \"http://{upstream}\"\n[[routes]]\nupstream = \"a\"\n{chain}"
+    )
+}
+
+/// A chain entry for the test fixture: `fixture(r#"mode = "tag", name = "x""#)`.
+pub fn fixture(config: &str) -> String {
+    format!("[[routes.plugins]]\npath = \"{{fixture}}\"\nconfig = {{ {config} }}\n")
+}
+
 /// A loopback address where nothing listens.
 pub fn closed_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
