@@ -8,6 +8,7 @@
 //! | `/trickle/N` | N bytes sent chunked, 100 bytes at a time |
 //! | `/sleep/MS` | waits MS milliseconds, then echoes |
 //! | `/status/CODE` | an empty answer with that status |
+//! | `/respond/N?…` | N bytes shaped by the query: `status=CODE`, `body=noise` (incompressible), `chunk=SIZE` (sent chunked, SIZE bytes at a time; without it `Content-Length` is set), and any other `name=value` becomes a response header (`content-type=image/png`, `etag=%22v1%22`) |
 //! | anything else | a JSON echo of the request: upstream name, method, path, query, headers, body |
 //!
 //! Every answer carries `x-upstream: NAME`, so a test can see which upstream served it.
@@ -62,6 +63,7 @@ async fn answer(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Body>
             "text/plain",
             full(Bytes::new()),
         ),
+        ("respond", Some(n)) => return Ok(respond(&name, req.uri().query(), n)),
         ("sleep", Some(ms)) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             (
@@ -85,6 +87,98 @@ async fn answer(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Body>
         name.parse().unwrap_or_else(|_| "?".parse().expect("valid")),
     );
     Ok(response)
+}
+
+/// `/respond/N`: a response whose status, body, framing and headers the query chooses.
+fn respond(name: &str, query: Option<&str>, n: u64) -> Response<Body> {
+    let mut response = Response::new(Body::default());
+    let (mut noisy, mut chunk) = (false, None);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value);
+        match key {
+            "status" => {
+                *response.status_mut() = value
+                    .parse::<u16>()
+                    .ok()
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .unwrap_or(StatusCode::BAD_REQUEST)
+            }
+            "body" => noisy = value == "noise",
+            "chunk" => chunk = value.parse::<usize>().ok().filter(|&c| c > 0),
+            _ => {
+                if let (Ok(k), Ok(v)) = (
+                    hyper::header::HeaderName::from_bytes(key.as_bytes()),
+                    hyper::header::HeaderValue::from_str(&value),
+                ) {
+                    response.headers_mut().append(k, v);
+                }
+            }
+        }
+    }
+    let bytes = if noisy {
+        noise(n as usize)
+    } else {
+        text(n as usize)
+    };
+    *response.body_mut() = match chunk {
+        Some(size) => chunked_bytes(bytes, size),
+        None => full(bytes),
+    };
+    response.headers_mut().insert(
+        "x-upstream",
+        name.parse().unwrap_or_else(|_| "?".parse().expect("valid")),
+    );
+    response
+}
+
+/// `%XX` escapes decoded; `+` stays as it is (this is a URI query, not a form).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `n` bytes that do not compress: a fixed xorshift sequence, the same on every call.
+pub fn noise(n: usize) -> Bytes {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+fn chunked_bytes(bytes: Bytes, chunk: usize) -> Body {
+    let stream = futures_util::stream::unfold(bytes, move |mut left| async move {
+        if left.is_empty() {
+            return None;
+        }
+        let piece = left.split_to(left.len().min(chunk));
+        Some((Ok(Frame::data(piece)), left))
+    });
+    StreamBody::new(stream).boxed()
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
