@@ -7,6 +7,7 @@
 //! | `/stream/N` | N bytes sent chunked, 64 KiB at a time |
 //! | `/trickle/N` | N bytes sent chunked, 100 bytes at a time |
 //! | `/sleep/MS` | waits MS milliseconds, then echoes |
+//! | `/verify` | with `--jwt-secret`: 200 for a valid HS256 `Authorization: Bearer` token, else 401 |
 //! | `/status/CODE` | an empty answer with that status |
 //! | `/respond/N?…` | N bytes shaped by the query: `status=CODE`, `body=noise` (incompressible), `chunk=SIZE` (sent chunked, SIZE bytes at a time; without it `Content-Length` is set), and any other `name=value` becomes a response header (`content-type=image/png`, `etag=%22v1%22`) |
 //! | anything else | a JSON echo of the request: upstream name, method, path, query, headers, body |
@@ -26,19 +27,30 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+mod verify;
+pub use verify::Verifier;
+
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// Serves on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, name: &str) {
-    let name: Arc<str> = name.into();
+    serve_with(listener, name, None).await
+}
+
+/// Like [`serve`], and with a verifier `GET /verify` checks bearer tokens (nginx `auth_request` target).
+pub async fn serve_with(listener: TcpListener, name: &str, verifier: Option<Verifier>) {
+    let shared = Arc::new(Shared {
+        name: name.into(),
+        verifier,
+    });
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let name = name.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| answer(name.clone(), req));
+            let service = service_fn(move |req| answer(shared.clone(), req));
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -46,7 +58,13 @@ pub async fn serve(listener: TcpListener, name: &str) {
     }
 }
 
-async fn answer(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+struct Shared {
+    name: Arc<str>,
+    verifier: Option<Verifier>,
+}
+
+async fn answer(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let name = &shared.name;
     let path = req.uri().path().to_owned();
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let (head, arg) = (
@@ -55,6 +73,22 @@ async fn answer(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Body>
     );
     let (status, content_type, body): (StatusCode, &str, Body) = match (head, arg) {
         ("json", None) => (StatusCode::OK, "application/json", full(json_document())),
+        ("verify", None) if shared.verifier.is_some() => {
+            let authorization = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
+            let ok = shared
+                .verifier
+                .as_ref()
+                .is_some_and(|v| v.accepts(authorization));
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            (status, "text/plain", full(Bytes::new()))
+        }
         ("text", Some(n)) => (StatusCode::OK, "text/plain", full(text(n as usize))),
         ("stream", Some(n)) => (StatusCode::OK, "text/plain", chunked(n, 64 << 10)),
         ("trickle", Some(n)) => (StatusCode::OK, "text/plain", chunked(n, 100)),
@@ -63,19 +97,19 @@ async fn answer(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Body>
             "text/plain",
             full(Bytes::new()),
         ),
-        ("respond", Some(n)) => return Ok(respond(&name, req.uri().query(), n)),
+        ("respond", Some(n)) => return Ok(respond(name, req.uri().query(), n)),
         ("sleep", Some(ms)) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             (
                 StatusCode::OK,
                 "application/json",
-                full(echo(&name, req).await),
+                full(echo(name, req).await),
             )
         }
         _ => (
             StatusCode::OK,
             "application/json",
-            full(echo(&name, req).await),
+            full(echo(name, req).await),
         ),
     };
     let mut response = Response::new(body);
