@@ -62,6 +62,8 @@ pub struct HostState {
     /// Set when a host call waited on the network: the time spent waiting is not the plugin's CPU time,
     /// so the next epoch deadline is renewed once instead of trapping.
     pub waited_on_host: bool,
+    /// Live `crypto.key` resources, bounded by the crypto module.
+    pub(crate) crypto_keys: usize,
 }
 
 impl WasiView for HostState {
@@ -228,6 +230,7 @@ impl Sandbox {
             label,
             http_grants: limits.http.clone(),
             waited_on_host: false,
+            crypto_keys: 0,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

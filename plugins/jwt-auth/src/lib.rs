@@ -1,9 +1,320 @@
-//! Placeholder: being written.
-use weir_sdk::Plugin;
+//! Weir's built-in `jwt-auth` plugin: JSON Web Tokens checked as Envoy's `jwt_authn` checks them.
+//!
+//! ```toml
+//! config = { issuer = "https://auth.example.com", audiences = ["api"],
+//!            keys = [{ kid = "2026-11", alg = "RS256", pem_file = "/keys/auth.pem" }] }
+//! config = { remote_jwks = { url = "http://auth.internal/.well-known/jwks.json" } }
+//! ```
+//!
+//! The token (by default `Authorization: Bearer …`) must be signed by a configured key (the key, never
+//! the token, decides the algorithm), and its time, issuer, audience and subject claims must pass. The
+//! claims then go into the context as `jwt.<claim>` and, as configured, into request headers; the token
+//! is removed before the upstream unless `forward = true`. Anything else is a 401 naming the reason.
+//! Signatures are checked by the host (`weir:plugin/crypto`), natively.
 
-#[derive(serde::Deserialize)]
-struct Placeholder {}
+mod claims;
+mod claims_out;
+mod failure;
+mod jws;
+mod keys;
+mod remote;
+mod source;
 
-impl Plugin for Placeholder {}
+use std::time::{SystemTime, UNIX_EPOCH};
 
-weir_sdk::export!(Placeholder);
+use claims::Policy;
+use claims_out::ClaimToHeader;
+use failure::Failure;
+use jws::Jws;
+use keys::{Entry, Jwks, KeyConfig};
+use remote::{RemoteConfig, RemoteJwks};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use source::{HeaderSource, Sources};
+use weir_sdk::exclude::{Exclusions, is_token_byte};
+use weir_sdk::{Action, ConfigError, Plugin, Request, Result, log};
+
+#[derive(Deserialize)]
+struct JwtAuth {
+    #[serde(default)]
+    keys: Vec<KeyConfig>,
+    /// A JWKS inline: a table `{ keys = [...] }` or its JSON text.
+    jwks: Option<Value>,
+    /// A JWKS file inside a granted directory.
+    jwks_file: Option<String>,
+    remote_jwks: Option<RemoteConfig>,
+    issuer: Option<String>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    subject: Option<String>,
+    #[serde(default = "default_clock_skew")]
+    clock_skew_seconds: u64,
+    #[serde(default = "yes")]
+    require_exp: bool,
+    max_lifetime_seconds: Option<u64>,
+    #[serde(default)]
+    from_headers: Vec<HeaderSource>,
+    #[serde(default)]
+    from_params: Vec<String>,
+    #[serde(default)]
+    from_cookies: Vec<String>,
+    /// Keep the token in the request to the upstream.
+    #[serde(default)]
+    forward: bool,
+    #[serde(default = "default_context_prefix")]
+    context_prefix: String,
+    #[serde(default)]
+    claim_to_headers: Vec<ClaimToHeader>,
+    #[serde(default)]
+    exclude_paths: Vec<String>,
+    #[serde(default)]
+    exclude_methods: Vec<String>,
+    /// A request without a token passes (unauthenticated); one with a bad token never does.
+    #[serde(default)]
+    allow_missing: bool,
+    /// Browsers send CORS preflights without credentials: let them through to the upstream.
+    #[serde(default = "yes")]
+    bypass_cors_preflight: bool,
+    /// Answer refusals without the reason (it is still logged, at debug level).
+    #[serde(default)]
+    hide_details: bool,
+    #[serde(default = "default_max_token_size")]
+    max_token_size: usize,
+    #[serde(skip)]
+    ready: Option<Ready>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_clock_skew() -> u64 {
+    60
+}
+
+fn default_context_prefix() -> String {
+    "jwt".into()
+}
+
+fn default_max_token_size() -> usize {
+    8192
+}
+
+/// What `init` builds from the config.
+struct Ready {
+    local: Vec<Entry>,
+    remote: Option<RemoteJwks>,
+    policy: Policy,
+    sources: Sources,
+    exclusions: Exclusions,
+}
+
+impl JwtAuth {
+    fn local_keys(&self) -> core::result::Result<Vec<Entry>, ConfigError> {
+        let mut entries = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| k.load(i))
+            .collect::<core::result::Result<Vec<_>, _>>()?;
+        if let Some(jwks) = &self.jwks {
+            let loaded = Jwks(jwks.clone())
+                .load()
+                .map_err(|e| ConfigError::new("jwks", e))?;
+            entries.extend(loaded);
+        }
+        if let Some(path) = &self.jwks_file {
+            let text = weir_sdk::read_config_file("jwks_file", path)?;
+            let loaded = Jwks::parse(&text)
+                .and_then(|jwks| jwks.load())
+                .map_err(|e| ConfigError::new("jwks_file", format!("{path}: {e}")))?;
+            entries.extend(loaded);
+        }
+        if entries.is_empty() && self.remote_jwks.is_none() {
+            return Err(ConfigError::new(
+                "keys",
+                "give the keys tokens are signed with: `keys`, `jwks`, `jwks_file` or `remote_jwks`",
+            ));
+        }
+        Ok(entries)
+    }
+
+    fn check_names(&self) -> core::result::Result<(), ConfigError> {
+        let is_token = |s: &str| !s.is_empty() && s.bytes().all(is_token_byte);
+        for (i, source) in self.from_headers.iter().enumerate() {
+            if !is_token(&source.name) {
+                return Err(ConfigError::new(
+                    format!("from_headers.{i}.name"),
+                    format!("`{}` is not a header name", source.name),
+                ));
+            }
+        }
+        for (i, mapping) in self.claim_to_headers.iter().enumerate() {
+            if !is_token(&mapping.header) {
+                return Err(ConfigError::new(
+                    format!("claim_to_headers.{i}.header"),
+                    format!("`{}` is not a header name", mapping.header),
+                ));
+            }
+            if mapping.claim.is_empty() {
+                return Err(ConfigError::new(
+                    format!("claim_to_headers.{i}.claim"),
+                    "must not be empty",
+                ));
+            }
+        }
+        if let Some(remote) = &self.remote_jwks
+            && !remote.url.starts_with("http://")
+        {
+            return Err(ConfigError::new(
+                "remote_jwks.url",
+                format!("`{}` is not an http:// URL", remote.url),
+            ));
+        }
+        if self.context_prefix.is_empty() {
+            return Err(ConfigError::new("context_prefix", "must not be empty"));
+        }
+        if self.max_token_size == 0 {
+            return Err(ConfigError::new("max_token_size", "must be more than 0"));
+        }
+        Ok(())
+    }
+}
+
+impl Plugin for JwtAuth {
+    fn init(&mut self) -> core::result::Result<(), ConfigError> {
+        self.check_names()?;
+        let local = self.local_keys()?;
+        let exclusions = Exclusions::build(&self.exclude_paths, &self.exclude_methods)?;
+        let sources = Sources {
+            headers: std::mem::take(&mut self.from_headers),
+            params: std::mem::take(&mut self.from_params),
+            cookies: std::mem::take(&mut self.from_cookies),
+        }
+        .or_default();
+        let policy = Policy {
+            issuer: self.issuer.take(),
+            audiences: std::mem::take(&mut self.audiences),
+            subject: self.subject.take(),
+            clock_skew: self.clock_skew_seconds,
+            require_exp: self.require_exp,
+            max_lifetime: self.max_lifetime_seconds,
+        };
+        self.ready = Some(Ready {
+            local,
+            remote: self.remote_jwks.as_ref().map(RemoteJwks::new),
+            policy,
+            sources,
+            exclusions,
+        });
+        Ok(())
+    }
+
+    fn on_request(&mut self, req: &mut Request) -> Result<Action> {
+        let ready = self.ready.as_mut().expect("init builds the verifier");
+        let passes_unchecked = ready.exclusions.excludes(&req.method(), &req.path())
+            || (self.bypass_cors_preflight && is_cors_preflight(req));
+        let found = if passes_unchecked {
+            None
+        } else {
+            match ready.sources.find(req) {
+                Some(found) => Some(found),
+                None if self.allow_missing => None,
+                None => return Ok(refuse(Failure::Missing, self.hide_details)),
+            }
+        };
+        let Some(found) = found else {
+            // Unauthenticated: no claim header may come from the client.
+            claims_out::to_headers(req, &self.claim_to_headers, None)?;
+            return Ok(Action::Continue);
+        };
+        match ready.verify(&found.token, self.max_token_size) {
+            Ok(claims) => {
+                claims_out::to_context(&self.context_prefix, &claims);
+                claims_out::to_headers(req, &self.claim_to_headers, Some(&claims))?;
+                if !self.forward {
+                    found.strip(req)?;
+                }
+                Ok(Action::Continue)
+            }
+            Err(failure) => Ok(refuse(failure, self.hide_details)),
+        }
+    }
+}
+
+impl Ready {
+    /// The claims of a token that is well-formed, signed by one of the keys, and within the policy.
+    fn verify(
+        &mut self,
+        token: &str,
+        max_size: usize,
+    ) -> core::result::Result<Map<String, Value>, Failure> {
+        if token.len() > max_size {
+            return Err(Failure::TooLarge(max_size));
+        }
+        let jws = Jws::parse(token)?;
+        self.check_signature(&jws)?;
+        let Ok(Value::Object(claims)) = serde_json::from_slice(&jws.payload) else {
+            return Err(Failure::Malformed("Jwt payload is not a JSON object"));
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.policy.check(&claims, now)?;
+        Ok(claims)
+    }
+
+    fn check_signature(&mut self, jws: &Jws) -> core::result::Result<(), Failure> {
+        let kid = jws.kid.as_deref();
+        let mut result = self.try_keys(jws, kid);
+        if result == Err(Failure::UnknownKid)
+            && self
+                .remote
+                .as_mut()
+                .is_some_and(|r| r.refetch_for_unknown_kid())
+        {
+            result = self.try_keys(jws, kid);
+        }
+        result
+    }
+
+    fn try_keys(&mut self, jws: &Jws, kid: Option<&str>) -> core::result::Result<(), Failure> {
+        let remote = match &mut self.remote {
+            Some(remote) => remote.entries(),
+            None => &[],
+        };
+        if self.local.is_empty() && remote.is_empty() {
+            return Err(Failure::KeysUnavailable);
+        }
+        let keys = keys::candidates(self.local.iter().chain(remote), kid, jws.algorithm)?;
+        if keys
+            .iter()
+            .any(|key| key.verify(jws.signing_input, &jws.signature))
+        {
+            Ok(())
+        } else {
+            Err(Failure::BadSignature)
+        }
+    }
+}
+
+/// An `OPTIONS` request with `Origin` and `Access-Control-Request-Method` (the Fetch standard's
+/// preflight).
+fn is_cors_preflight(req: &Request) -> bool {
+    req.method() == "OPTIONS"
+        && req.header("origin").is_some()
+        && req.header("access-control-request-method").is_some()
+}
+
+fn refuse(failure: Failure, hide_details: bool) -> Action {
+    if log::enabled(log::Level::Debug) {
+        log::debug(&format!(
+            "refused ({}): {}",
+            failure.reason(),
+            failure.message()
+        ));
+    }
+    failure.response(hide_details)
+}
+
+weir_sdk::export!(JwtAuth);

@@ -7,6 +7,17 @@
 use crate::ConfigError;
 use serde::de::DeserializeOwned;
 
+/// Reads a file the config names (`field`), for `init`. A plugin sees only the directories its route entry
+/// grants (`grants.dirs`), so the error says so.
+pub fn read_config_file(field: &str, path: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(
+            field,
+            format!("cannot read {path}: {e} (is its directory granted with `grants.dirs`?)"),
+        )
+    })
+}
+
 pub(crate) fn parse<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
     if !matches!(text.trim(), "" | "null" | "{}") {
         return parse_strict(text);

@@ -20,7 +20,10 @@
 mod action;
 mod config;
 pub mod context;
+pub mod crypto;
 mod error;
+pub mod exclude;
+pub mod http;
 pub mod log;
 mod request;
 mod response;
@@ -39,6 +42,7 @@ pub mod bindings {
 
 pub use action::{Action, LocalResponse};
 pub use bindings::weir::plugin::types::Hooks;
+pub use config::read_config_file;
 pub use error::{ConfigError, Error, Result};
 pub use request::Request;
 pub use response::Response;

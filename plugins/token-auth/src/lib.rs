@@ -11,15 +11,14 @@
 //! authorization header", another scheme 403 "Invalid token scheme", an unknown token 403 "Invalid token".
 
 mod ct;
-mod exclude;
 mod guard;
 mod tokens;
 
-use exclude::Exclusions;
 use guard::Guard;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use tokens::TokenSet;
+use weir_sdk::exclude::{Exclusions, is_token_byte};
 use weir_sdk::{Action, ConfigError, Plugin, Request, Result, context};
 
 #[derive(Deserialize)]
@@ -62,14 +61,7 @@ impl TokenAuth {
         match (&self.tokens, &self.tokens_file) {
             (Some(table), None) => TokenSet::from_table(table, self.hashed),
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError::new(
-                        "tokens_file",
-                        format!(
-                            "cannot read {path}: {e} (is its directory granted with `grants.dirs`?)"
-                        ),
-                    )
-                })?;
+                let text = weir_sdk::read_config_file("tokens_file", path)?;
                 TokenSet::from_file(path, &text, self.hashed)
             }
             (Some(_), Some(_)) => Err(ConfigError::new(
@@ -87,7 +79,7 @@ impl TokenAuth {
     fn check_names(&self) -> core::result::Result<(), ConfigError> {
         // The scheme is an RFC 9110 token: one with a space could never match `scheme token`, and it is
         // sent back in `WWW-Authenticate`.
-        if self.scheme.is_empty() || !self.scheme.bytes().all(exclude::is_token_byte) {
+        if self.scheme.is_empty() || !self.scheme.bytes().all(is_token_byte) {
             return Err(ConfigError::new(
                 "scheme",
                 format!("`{}` is not a valid authentication scheme", self.scheme),

@@ -1,10 +1,11 @@
-//! Requests that pass without a token: `exclude_paths` (regexes) and `exclude_methods`.
+//! Requests a guard lets through untouched: the `exclude_paths` (regexes) and `exclude_methods` config
+//! fields that the auth plugins share.
 
+use crate::ConfigError;
 use regex::Regex;
-use weir_sdk::ConfigError;
 
 pub struct Exclusions {
-    /// Anchored at both ends: a pattern must match the whole path, as the tutorial's `re.fullmatch`, so
+    /// Anchored at both ends: a pattern must match the whole path (as Python's `re.fullmatch`), so
     /// that `/health` does not also open `/admin/health`.
     paths: Vec<Regex>,
     /// Upper-cased.
@@ -12,6 +13,7 @@ pub struct Exclusions {
 }
 
 impl Exclusions {
+    /// `paths` and `methods` as configured; an error names `exclude_paths.N` or `exclude_methods.N`.
     pub fn build(paths: &[String], methods: &[String]) -> Result<Self, ConfigError> {
         let paths = paths
             .iter()

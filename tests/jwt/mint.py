@@ -1,0 +1,90 @@
+"""Keys and tokens for tests/jwt_auth.rs, made with PyJWT and `cryptography`: libraries Weir did not write.
+
+Reads a JSON request on stdin:
+  {"keys":   {"<name>": "rsa" | "ec256" | "ec384" | "ed25519" | "hmac"},
+   "tokens": {"<name>": {"key": "<key name>", "alg": "RS256", "claims": {...}, "headers": {...},
+                         "raw_payload": "<text signed as is instead of claims>",
+                         "forge_hmac_with_public_pem": true}}}
+and writes {"keys": {"<name>": {"public_pem", "public_pkcs1_pem", "private_pem", "jwk", "secret"}},
+            "tokens": {"<name>": "<compact JWS>"}} to stdout.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import sys
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, HMACAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+PEM = serialization.Encoding.PEM
+
+
+def make_key(kind):
+    if kind == "hmac":
+        secret = secrets.token_urlsafe(64)
+        return {"secret": secret, "jwk": json.loads(HMACAlgorithm.to_jwk(secret.encode()))}, secret
+    if kind == "rsa":
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        jwk = RSAAlgorithm.to_jwk(private.public_key())
+    elif kind in ("ec256", "ec384"):
+        private = ec.generate_private_key(ec.SECP256R1() if kind == "ec256" else ec.SECP384R1())
+        jwk = ECAlgorithm.to_jwk(private.public_key())
+    elif kind == "ed25519":
+        private = ed25519.Ed25519PrivateKey.generate()
+        jwk = OKPAlgorithm.to_jwk(private.public_key())
+    else:
+        raise SystemExit(f"unknown key kind {kind}")
+    public = private.public_key()
+    out = {
+        "public_pem": public.public_bytes(PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode(),
+        "private_pem": private.private_bytes(
+            PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode(),
+        "jwk": json.loads(jwk),
+    }
+    if kind == "rsa":
+        out["public_pkcs1_pem"] = public.public_bytes(PEM, serialization.PublicFormat.PKCS1).decode()
+    return out, private
+
+
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def forge_hmac(public_pem, spec):
+    """The algorithm-confusion attack: HS256 keyed with the RSA public key's PEM, which PyJWT refuses to do."""
+    header = {"alg": "HS256", "typ": "JWT", **spec.get("headers", {})}
+    signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(spec["claims"]).encode())
+    mac = hmac.new(public_pem.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + b64(mac)
+
+
+def main():
+    request = json.load(sys.stdin)
+    keys, signing = {}, {}
+    for name, kind in request.get("keys", {}).items():
+        keys[name], signing[name] = make_key(kind)
+    tokens = {}
+    for name, spec in request.get("tokens", {}).items():
+        key = spec["key"]
+        if spec.get("forge_hmac_with_public_pem"):
+            tokens[name] = forge_hmac(keys[key]["public_pem"], spec)
+            continue
+        material = signing[key] if spec["alg"] != "none" else None
+        headers = spec.get("headers")
+        if "raw_payload" in spec:
+            tokens[name] = jwt.api_jws.encode(
+                spec["raw_payload"].encode(), material, algorithm=spec["alg"], headers=headers
+            )
+        else:
+            tokens[name] = jwt.encode(spec["claims"], material, algorithm=spec["alg"], headers=headers)
+    json.dump({"keys": keys, "tokens": tokens}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
