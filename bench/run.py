@@ -200,6 +200,7 @@ def main():
     gzip_ok = "Accept-Encoding: gzip"
     jwt_hs = plugin("jwt-auth", f'{{ keys = [{{ alg = "HS256", secret = "{JWT_SECRET}" }}] }}')
     jwt_rs = plugin("jwt-auth", f'{{ keys = [{{ alg = "RS256", pem = """{rsa_public}""" }}] }}')
+    jwt_rs_uncached = plugin("jwt-auth", f'{{ keys = [{{ alg = "RS256", pem = """{rsa_public}""" }}], cache_size = 0 }}')
     rewrite = plugin("path-rewrite", '{ strip_prefix = "/api" }')
     headers = plugin("headers", '{ request = { set = { "x-api-key" = "secret" } }, response = { set = { "x-upstream" = "{upstream}" } } }')
     token = plugin("token-auth", '{ tokens = { bench = "bench-token" } }')
@@ -218,6 +219,7 @@ def main():
         ("weir + path-rewrite", "weir", rewrite, "/api/json", []),
         ("weir + jwt-auth HS256", "weir", jwt_hs, "/json", [bearer_hs]),
         ("weir + jwt-auth RS256", "weir", jwt_rs, "/json", [bearer_rs]),
+        ("weir + jwt-auth RS256, token cache off", "weir", jwt_rs_uncached, "/json", [bearer_rs]),
         ("weir + token-auth", "weir", token, "/json", ["Authorization: Token bench-token"]),
         ("weir + gzip level 6 (64 KiB text)", "weir", gzip, "/text/65536", [gzip_ok]),
         ("weir, full chain (jwt HS256 + path-rewrite + headers)", "weir", full, "/api/json", [bearer_hs]),
@@ -270,7 +272,7 @@ def main():
 
     meta = machine()
     (out_dir / "results.json").write_text(json.dumps({"machine": meta, "duration_s": duration, "connections": args.connections, "rows": results}, indent=2) + "\n")
-    table = render(results)
+    table = render(results) + "\n" + targets(by_name)
     (out_dir / "results.md").write_text(
         "# Weir benchmark\n\n"
         + "\n".join(f"- {k}: {v}" for k, v in meta.items())
@@ -284,6 +286,23 @@ def main():
     if failures:
         print("rows with errors: " + ", ".join(failures), file=sys.stderr)
         sys.exit(1)
+
+
+# The issue's throughput targets: (what, row, peer row, least ratio).
+TARGETS = [
+    ("empty chain vs nginx proxy_pass", "weir, empty chain", "nginx proxy_pass", 1.0),
+    ("full chain vs empty chain", "weir, full chain (jwt HS256 + path-rewrite + headers)", "weir, empty chain", 0.7),
+    ("jwt-auth HS256 vs nginx + auth_request", "weir + jwt-auth HS256", "nginx + auth_request (native HS256 verifier)", 1.25),
+    ("gzip vs nginx gzip on", "weir + gzip level 6 (64 KiB text)", "nginx gzip on, level 6 (64 KiB text)", 1.0),
+]
+
+
+def targets(by_name):
+    lines = ["| target | ratio | wanted | |", "|---|---:|---:|---|"]
+    for what, row, peer, least in TARGETS:
+        ratio = by_name[row]["rps"] / (by_name[peer]["rps"] or 1)
+        lines.append(f"| {what} | {ratio:.2f} | ≥ {least:.2f} | {'met' if ratio >= least else 'missed'} |")
+    return "\n".join(lines) + "\n"
 
 
 def render(results):

@@ -2,36 +2,24 @@
 //! on 64 KiB chunks of a JSON body) against native flate2 with zlib-rs at the same level, in the same
 //! process; and the plugin's brotli for comparison. The plugin is built by `make plugins`.
 
+mod support;
+
 use std::hint::black_box;
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::runtime::Runtime;
-use weir::config::{Isolation, OnError, UpstreamConfig, UpstreamUrl};
-use weir::exchange::{Exchange, ResponseHead};
-use weir::plugin::{BodyKind, Instance, PluginSlot, SlotSettings};
-use weir::sandbox::{InstanceLimits, Label, Sandbox, SandboxSettings};
-use weir::upstream::{Upstream, Upstreams};
+use weir::config::Isolation;
+use weir::exchange::ResponseHead;
+use weir::plugin::{BodyKind, Instance};
+use weir::upstream::Upstreams;
 
 const CHUNK: usize = 64 << 10;
 const LEVEL: u32 = 6;
-
-fn plugin() -> PathBuf {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release/gzip.wasm");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `make plugins` first",
-        path.display()
-    );
-    path
-}
 
 /// 4 MiB of API-like JSON: repeated structure with varying values, so it compresses like real JSON
 /// (about 8:1) rather than like a repeated line.
@@ -57,27 +45,14 @@ fn json_body() -> Vec<u8> {
     body
 }
 
-fn exchange(upstreams: &Arc<Upstreams>) -> Box<Exchange> {
-    let mut headers = HeaderMap::new();
-    headers.insert("accept-encoding", HeaderValue::from_static("gzip, br"));
-    Box::new(Exchange {
-        method: Method::GET,
-        path: "/api/items".into(),
-        query: None,
-        original_uri: Uri::from_static("/api/items"),
-        headers,
-        client_ip: [127, 0, 0, 1].into(),
-        upstream: upstreams.get("a").expect("upstream a").clone(),
-        upstreams: upstreams.clone(),
-        context: Default::default(),
-        response: None,
-        skip_body: false,
-    })
-}
-
 /// One response through the plugin, as the chain drives it; returns the compressed size.
 async fn through_plugin(instance: &mut Instance, upstreams: &Arc<Upstreams>, body: &[u8]) -> usize {
-    let (mut ex, action) = instance.on_request(exchange(upstreams)).await;
+    let (mut ex, action) = instance
+        .on_request(support::exchange(
+            upstreams,
+            &[("accept-encoding", "gzip, br")],
+        ))
+        .await;
     action.expect("on_request");
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
@@ -113,55 +88,9 @@ fn native(body: &[u8]) -> usize {
 
 fn bench(c: &mut Criterion) {
     let rt = Runtime::new().expect("runtime");
-    let url = UpstreamUrl::try_from("http://127.0.0.1:9".to_owned()).expect("url");
-    let upstream = Upstream::new(
-        "a",
-        &UpstreamConfig {
-            url,
-            connect_timeout: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            preserve_host: false,
-        },
-    );
-    let upstreams = Arc::new(Upstreams::new(
-        [("a".to_owned(), Arc::new(upstream))].into(),
-    ));
-    let sandbox = Sandbox::new(&SandboxSettings {
-        max_instances: 8,
-        max_plugin_memory: 64 << 20,
-        concurrency_support: false,
-        cache_dir: None,
-    })
-    .expect("sandbox");
-    let pre = sandbox.load(&plugin()).expect("the gzip plugin loads");
-    let slot = |config: &str| {
-        let settings = SlotSettings {
-            limits: InstanceLimits {
-                memory: 16 << 20,
-                // A 64 KiB chunk takes well under a millisecond; the bench measures, it does not police.
-                deadline_ticks: 1000,
-                env: vec![],
-                dirs: vec![],
-                http: Arc::new([]),
-            },
-            on_error: OnError::Deny,
-            isolation: Isolation::Pooled,
-            max_uses: u64::MAX,
-            max_idle: 1,
-        };
-        let label = Arc::new(Label {
-            route: "bench".into(),
-            plugin: "gzip".into(),
-        });
-        rt.block_on(PluginSlot::new(
-            label,
-            sandbox.clone(),
-            pre.clone(),
-            config.into(),
-            settings,
-        ))
-        .expect("init")
-    };
+    let upstreams = support::upstreams();
+    let sandbox = support::sandbox(false);
+    let slot = |config: &str| support::slot(&rt, &sandbox, "gzip", config, Isolation::Pooled);
 
     let body = json_body();
     let mut group = c.benchmark_group("compress 4 MiB of JSON in 64 KiB chunks");

@@ -1,36 +1,25 @@
-//! The cost of one plugin call through the host, without the network: an empty hook, a hook that reads
-//! and writes headers, and a fresh instance per request, each with wasmtime's concurrency support off
-//! (Weir's default) and on. Plugins are the test fixture, built by `make plugins`.
+//! The cost of one plugin call through the host, without the network: the fixture's empty hook and a hook
+//! that reads and writes headers, a fresh instance per request, each with wasmtime's concurrency support
+//! off (Weir's default) and on; then each built-in's `on_request` on a browser-like request. Plugins are
+//! built by `make plugins`; the RS256 token and key are made by PyJWT (tests/jwt/mint.py).
+
+mod support;
 
 use std::hint::black_box;
-use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use http::{HeaderMap, HeaderValue, Method, Uri};
+use serde_json::{Value, json};
 use tokio::runtime::Runtime;
-use weir::config::{Isolation, OnError, UpstreamConfig, UpstreamUrl};
-use weir::exchange::Exchange;
-use weir::plugin::{PluginSlot, SlotSettings};
-use weir::sandbox::{InstanceLimits, Label, Sandbox, SandboxSettings};
-use weir::upstream::{Upstream, Upstreams};
+use weir::config::Isolation;
+use weir::plugin::PluginSlot;
+use weir::upstream::Upstreams;
 
-fn fixture() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip2/release/fixture.wasm");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `make plugins` first",
-        path.display()
-    );
-    path
-}
-
-/// A request as a browser sends it: ten headers.
-fn exchange(upstreams: &Arc<Upstreams>) -> Box<Exchange> {
-    let mut headers = HeaderMap::new();
-    for (name, value) in [
+/// The headers of a browser's API call, `authorization` last.
+fn browser_headers(authorization: &str) -> Vec<(&'static str, String)> {
+    [
         ("host", "shop.example"),
         (
             "user-agent",
@@ -39,124 +28,171 @@ fn exchange(upstreams: &Arc<Upstreams>) -> Box<Exchange> {
         ("accept", "application/json"),
         ("accept-language", "en-GB,en;q=0.5"),
         ("accept-encoding", "gzip, deflate, br"),
-        ("authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig"),
         ("cookie", "session=abc"),
         ("x-request-id", "8d2f1c"),
         ("referer", "https://shop.example/"),
         ("connection", "keep-alive"),
-    ] {
-        headers.insert(name, HeaderValue::from_static(value));
-    }
-    let upstream = upstreams.get("a").expect("upstream a").clone();
-    Box::new(Exchange {
-        method: Method::GET,
-        path: "/api/orders".into(),
-        query: Some("page=2".into()),
-        original_uri: Uri::from_static("/api/orders?page=2"),
-        headers,
-        client_ip: [127, 0, 0, 1].into(),
-        upstream,
-        upstreams: upstreams.clone(),
-        context: Default::default(),
-        response: None,
-        skip_body: false,
-    })
+        ("authorization", authorization),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_owned()))
+    .collect()
 }
 
-fn settings(isolation: Isolation) -> SlotSettings {
-    SlotSettings {
-        limits: InstanceLimits {
-            memory: 16 << 20,
-            deadline_ticks: 20,
-            env: vec![],
-            dirs: vec![],
-            http: Arc::new([]),
+/// Runs `slot`'s `on_request` once per iteration, on a fresh copy of the request. The instance is checked
+/// out once, or per iteration when the slot's isolation is `request` (so the iteration includes making it).
+fn bench_on_request(
+    c: &mut Criterion,
+    rt: &Runtime,
+    upstreams: &Arc<Upstreams>,
+    name: &str,
+    (slot, isolation): (&Arc<PluginSlot>, Isolation),
+    headers: &[(&str, String)],
+) {
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut pooled = match isolation {
+        Isolation::Pooled => Some(rt.block_on(slot.checkout()).expect("instance")),
+        Isolation::Request => None,
+    };
+    c.bench_function(name, |b| {
+        b.iter_batched(
+            || support::exchange(upstreams, &headers),
+            |ex| {
+                let mut fresh = None;
+                let instance = match &mut pooled {
+                    Some(instance) => instance,
+                    None => fresh.insert(rt.block_on(slot.checkout()).expect("instance")),
+                };
+                let (ex, result) = rt.block_on(instance.on_request(ex));
+                black_box(result.expect("hook runs"));
+                ex
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+/// HS256 and RS256 tokens and their keys, made by PyJWT.
+fn minted() -> Value {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let claims = json!({ "sub": "bench", "user_id": 7, "exp": now + 3600 });
+    let request = json!({
+        "keys": { "hmac": "hmac", "rsa": "rsa" },
+        "tokens": {
+            "hs": { "key": "hmac", "alg": "HS256", "claims": claims },
+            "rs": { "key": "rsa", "alg": "RS256", "claims": claims },
         },
-        on_error: OnError::Deny,
-        isolation,
-        max_uses: u64::MAX,
-        max_idle: 4,
-    }
+    });
+    let mut child = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/jwt/mint.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 with PyJWT (`make test-deps`)");
+    serde_json::to_writer(child.stdin.take().expect("stdin"), &request).expect("write");
+    let out = child.wait_with_output().expect("mint.py");
+    assert!(out.status.success(), "mint.py failed: is PyJWT installed?");
+    serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
 fn bench(c: &mut Criterion) {
     let rt = Runtime::new().expect("runtime");
-    let url = UpstreamUrl::try_from("http://127.0.0.1:9".to_owned()).expect("url");
-    let upstream = Upstream::new(
-        "a",
-        &UpstreamConfig {
-            url,
-            connect_timeout: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            preserve_host: false,
-        },
-    );
-    let upstreams = Arc::new(Upstreams::new(
-        [("a".to_owned(), Arc::new(upstream))].into(),
-    ));
+    let upstreams = support::upstreams();
+    let plain = browser_headers("Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig");
 
     for concurrency_support in [false, true] {
-        let sandbox = Sandbox::new(&SandboxSettings {
-            max_instances: 64,
-            max_plugin_memory: 64 << 20,
-            concurrency_support,
-            cache_dir: None,
-        })
-        .expect("sandbox");
-        let pre = sandbox.load(&fixture()).expect("fixture loads");
-        let label = || {
-            Arc::new(Label {
-                route: "bench".into(),
-                plugin: "fixture".into(),
-            })
-        };
-        let slot = |config: &str, isolation| {
-            rt.block_on(PluginSlot::new(
-                label(),
-                sandbox.clone(),
-                pre.clone(),
-                config.into(),
-                settings(isolation),
-            ))
-            .expect("init")
-        };
+        let sandbox = support::sandbox(concurrency_support);
         let suffix = format!("concurrency_support={concurrency_support}");
-
         for (name, config) in [
             ("empty hook", r#"{"mode":"noop"}"#),
             ("header read+write", r#"{"mode":"tag","name":"x"}"#),
         ] {
-            let slot = slot(config, Isolation::Pooled);
-            let mut instance = rt.block_on(slot.checkout()).expect("instance");
-            c.bench_function(&format!("on_request: {name}, {suffix}"), |b| {
-                b.iter_batched(
-                    || exchange(&upstreams),
-                    |ex| {
-                        let (ex, result) = rt.block_on(instance.on_request(ex));
-                        black_box(result.expect("hook runs"));
-                        ex
-                    },
-                    BatchSize::SmallInput,
-                )
-            });
+            let slot = support::slot(&rt, &sandbox, "fixture", config, Isolation::Pooled);
+            let label = format!("on_request: {name}, {suffix}");
+            bench_on_request(
+                c,
+                &rt,
+                &upstreams,
+                &label,
+                (&slot, Isolation::Pooled),
+                &plain,
+            );
         }
-
-        let fresh = slot(r#"{"mode":"noop"}"#, Isolation::Request);
-        c.bench_function(
-            &format!("fresh instance + init + empty hook, {suffix}"),
-            |b| {
-                b.iter_batched(
-                    || exchange(&upstreams),
-                    |ex| {
-                        let mut instance = rt.block_on(fresh.checkout()).expect("instance");
-                        let (ex, result) = rt.block_on(instance.on_request(ex));
-                        black_box(result.expect("hook runs"));
-                        ex
-                    },
-                    BatchSize::SmallInput,
-                )
-            },
+        let fresh = support::slot(
+            &rt,
+            &sandbox,
+            "fixture",
+            r#"{"mode":"noop"}"#,
+            Isolation::Request,
         );
+        let label = format!("fresh instance + init + empty hook, {suffix}");
+        bench_on_request(
+            c,
+            &rt,
+            &upstreams,
+            &label,
+            (&fresh, Isolation::Request),
+            &plain,
+        );
+    }
+
+    let sandbox = support::sandbox(false);
+    let minted = minted();
+    let bearer = |name: &str| format!("Bearer {}", minted["tokens"][name].as_str().expect("token"));
+    let secret = minted["keys"]["hmac"]["secret"].as_str().expect("secret");
+    let pem = minted["keys"]["rsa"]["public_pem"].as_str().expect("pem");
+    let builtins = [
+        (
+            "headers: set one request header",
+            "headers",
+            json!({ "request": { "set": { "x-api-key": "secret" } } }),
+            plain.clone(),
+        ),
+        (
+            "path-rewrite: strip_prefix",
+            "path_rewrite",
+            json!({ "strip_prefix": "/api" }),
+            plain.clone(),
+        ),
+        (
+            "token-auth",
+            "token_auth",
+            json!({ "tokens": { "bench": "bench-token" } }),
+            browser_headers("Token bench-token"),
+        ),
+        (
+            "jwt-auth HS256, verified-token cache off",
+            "jwt_auth",
+            json!({ "keys": [{ "alg": "HS256", "secret": secret }], "cache_size": 0 }),
+            browser_headers(&bearer("hs")),
+        ),
+        (
+            "jwt-auth RS256, verified-token cache off",
+            "jwt_auth",
+            json!({ "keys": [{ "alg": "RS256", "pem": pem }], "cache_size": 0 }),
+            browser_headers(&bearer("rs")),
+        ),
+        (
+            "jwt-auth RS256, the same token again (cache hit)",
+            "jwt_auth",
+            json!({ "keys": [{ "alg": "RS256", "pem": pem }] }),
+            browser_headers(&bearer("rs")),
+        ),
+    ];
+    for (name, plugin, config, headers) in builtins {
+        for isolation in [Isolation::Pooled, Isolation::Request] {
+            let slot = support::slot(&rt, &sandbox, plugin, &config.to_string(), isolation);
+            let label = match isolation {
+                Isolation::Pooled => format!("built-in on_request: {name}"),
+                Isolation::Request => {
+                    format!("built-in fresh instance + init + on_request: {name}")
+                }
+            };
+            bench_on_request(c, &rt, &upstreams, &label, (&slot, isolation), &headers);
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod body;
 pub mod chain;
 pub mod config;
+pub mod cpu_time;
 pub mod crypto;
 pub mod exchange;
 pub mod fault;

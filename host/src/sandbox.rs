@@ -14,6 +14,7 @@ use wasmtime::{
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::cpu_time::Overtime;
 use crate::exchange::Exchange;
 use crate::guest_output::{GuestOutput, Stream};
 use crate::plugin::bindings::{Plugin, PluginPre};
@@ -62,6 +63,8 @@ pub struct HostState {
     /// Set when a host call waited on the network: the time spent waiting is not the plugin's CPU time,
     /// so the next epoch deadline is renewed once instead of trapping.
     pub waited_on_host: bool,
+    /// CPU time used by the current call past its wall-clock deadline.
+    pub(crate) overtime: Overtime,
     /// Live `crypto.key` resources, bounded by the crypto module.
     pub(crate) crypto_keys: usize,
 }
@@ -122,6 +125,10 @@ impl Sandbox {
             .memory_init_cow(true)
             .epoch_interruption(true)
             .concurrency_support(settings.concurrency_support);
+        // `perf` can then name the functions of plugins (it reads /tmp/perf-PID.map).
+        if std::env::var_os("WEIR_PERF_MAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
         spawn_epoch_ticker(&engine);
 
@@ -231,17 +238,22 @@ impl Sandbox {
             http_grants: limits.http.clone(),
             waited_on_host: false,
             crypto_keys: 0,
+            overtime: Overtime::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         let ticks = limits.deadline_ticks;
+        let budget = EPOCH_TICK * u32::try_from(ticks).unwrap_or(u32::MAX);
         store.epoch_deadline_callback(move |mut store| {
             let state = store.data_mut();
-            if std::mem::take(&mut state.waited_on_host) {
-                Ok(wasmtime::UpdateDeadline::Continue(ticks))
+            Ok(if std::mem::take(&mut state.waited_on_host) {
+                wasmtime::UpdateDeadline::Continue(ticks)
+            } else if state.overtime.exhausted(budget) {
+                wasmtime::UpdateDeadline::Interrupt
             } else {
-                Ok(wasmtime::UpdateDeadline::Interrupt)
-            }
+                // Look again at the next tick.
+                wasmtime::UpdateDeadline::Continue(1)
+            })
         });
         store.set_epoch_deadline(ticks);
         Ok(store)

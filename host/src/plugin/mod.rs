@@ -190,6 +190,7 @@ impl Instance {
         let state = self.store.data_mut();
         state.exchange = exchange;
         state.waited_on_host = false;
+        state.overtime.reset();
         self.store.set_epoch_deadline(self.deadline_ticks);
     }
 

@@ -12,6 +12,7 @@
 //! is removed before the upstream unless `forward = true`. Anything else is a 401 naming the reason.
 //! Signatures are checked by the host (`weir:plugin/crypto`), natively.
 
+mod cache;
 mod claims;
 mod claims_out;
 mod failure;
@@ -22,6 +23,7 @@ mod source;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use cache::{Claims, Verified};
 use claims::Policy;
 use claims_out::ClaimToHeader;
 use failure::Failure;
@@ -29,7 +31,7 @@ use jws::Jws;
 use keys::{Entry, Jwks, KeyConfig};
 use remote::{RemoteConfig, RemoteJwks};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use source::{HeaderSource, Sources};
 use weir_sdk::exclude::{Exclusions, is_token_byte};
 use weir_sdk::{Action, ConfigError, Plugin, Request, Result, log};
@@ -80,6 +82,9 @@ struct JwtAuth {
     hide_details: bool,
     #[serde(default = "default_max_token_size")]
     max_token_size: usize,
+    /// Verified tokens remembered per instance; 0 turns the cache off.
+    #[serde(default = "default_cache_size")]
+    cache_size: usize,
     #[serde(skip)]
     ready: Option<Ready>,
 }
@@ -100,6 +105,10 @@ fn default_max_token_size() -> usize {
     8192
 }
 
+fn default_cache_size() -> usize {
+    64
+}
+
 /// What `init` builds from the config.
 struct Ready {
     local: Vec<Entry>,
@@ -107,6 +116,7 @@ struct Ready {
     policy: Policy,
     sources: Sources,
     exclusions: Exclusions,
+    verified: Verified,
 }
 
 impl JwtAuth {
@@ -206,13 +216,15 @@ impl Plugin for JwtAuth {
             policy,
             sources,
             exclusions,
+            verified: Verified::new(self.cache_size),
         });
         Ok(())
     }
 
     fn on_request(&mut self, req: &mut Request) -> Result<Action> {
         let ready = self.ready.as_mut().expect("init builds the verifier");
-        let passes_unchecked = ready.exclusions.excludes(&req.method(), &req.path())
+        let passes_unchecked = (!ready.exclusions.is_empty()
+            && ready.exclusions.excludes(&req.method(), &req.path()))
             || (self.bypass_cors_preflight && is_cors_preflight(req));
         let found = if passes_unchecked {
             None
@@ -244,24 +256,39 @@ impl Plugin for JwtAuth {
 
 impl Ready {
     /// The claims of a token that is well-formed, signed by one of the keys, and within the policy.
-    fn verify(
-        &mut self,
-        token: &str,
-        max_size: usize,
-    ) -> core::result::Result<Map<String, Value>, Failure> {
+    fn verify(&mut self, token: &str, max_size: usize) -> core::result::Result<Claims, Failure> {
         if token.len() > max_size {
             return Err(Failure::TooLarge(max_size));
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.forget_if_keys_changed();
+        if let Some(claims) = self.verified.get(token) {
+            self.policy.check(&claims, now)?;
+            return Ok(claims);
         }
         let jws = Jws::parse(token)?;
         self.check_signature(&jws)?;
         let Ok(Value::Object(claims)) = serde_json::from_slice(&jws.payload) else {
             return Err(Failure::Malformed("Jwt payload is not a JSON object"));
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         self.policy.check(&claims, now)?;
+        let claims = Claims::new(claims);
+        // An unknown `kid` may have refreshed the keys on the way.
+        self.forget_if_keys_changed();
+        self.verified.insert(token, claims.clone());
         Ok(claims)
+    }
+
+    /// Refreshes a remote JWKS whose cache expired and forgets the verified tokens if the keys changed,
+    /// so that a cached token is only trusted while its key is.
+    fn forget_if_keys_changed(&mut self) {
+        let generation = self.remote.as_mut().map_or(0, |remote| {
+            remote.entries();
+            remote.generation()
+        });
+        self.verified.track(generation);
     }
 
     fn check_signature(&mut self, jws: &Jws) -> core::result::Result<(), Failure> {

@@ -39,6 +39,8 @@ pub struct RemoteJwks {
     entries: Vec<Entry>,
     fetched_at: Option<Instant>,
     attempted_at: Option<Instant>,
+    /// Counts successful fetches: what was verified with an older generation is not trusted any more.
+    generation: u64,
 }
 
 impl RemoteJwks {
@@ -50,6 +52,7 @@ impl RemoteJwks {
             entries: Vec::new(),
             fetched_at: None,
             attempted_at: None,
+            generation: 0,
         }
     }
 
@@ -62,6 +65,10 @@ impl RemoteJwks {
             self.fetch();
         }
         &self.entries
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Fetches again for a `kid` the cached keys lack. True when the keys changed.
@@ -82,6 +89,7 @@ impl RemoteJwks {
             Ok(entries) => {
                 self.entries = entries;
                 self.fetched_at = self.attempted_at;
+                self.generation += 1;
                 true
             }
             Err(e) => {

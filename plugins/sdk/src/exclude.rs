@@ -41,6 +41,11 @@ impl Exclusions {
         Ok(Self { paths, methods })
     }
 
+    /// True when nothing is excluded: the caller need not even ask for the method and path.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty() && self.methods.is_empty()
+    }
+
     /// `path` is percent-encoded as received. A path with a dot segment is never excluded: the upstream may
     /// resolve `/public/../admin` to `/admin`, which the pattern for `/public/.*` was not meant to open.
     pub fn excludes(&self, method: &str, path: &str) -> bool {

@@ -1,0 +1,115 @@
+//! What the host benches share: a plugin slot made the way the proxy makes one, and a request to run it on,
+//! without the network (the upstream is never called).
+#![allow(dead_code, reason = "each bench uses its own part")]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use tokio::runtime::Runtime;
+use weir::config::{Isolation, OnError, UpstreamConfig, UpstreamUrl};
+use weir::exchange::Exchange;
+use weir::plugin::{PluginSlot, SlotSettings};
+use weir::sandbox::{InstanceLimits, Label, Sandbox, SandboxSettings};
+use weir::upstream::{Upstream, Upstreams};
+
+/// A plugin built by `make plugins`, by file stem (`fixture`, `jwt_auth`).
+pub fn wasm(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../target/wasm32-wasip2/release/{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make plugins` first",
+        path.display()
+    );
+    path
+}
+
+/// One upstream `a` on a port nothing listens on.
+pub fn upstreams() -> Arc<Upstreams> {
+    let url = UpstreamUrl::try_from("http://127.0.0.1:9".to_owned()).expect("url");
+    let upstream = Upstream::new(
+        "a",
+        &UpstreamConfig {
+            url,
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            preserve_host: false,
+        },
+    );
+    Arc::new(Upstreams::new(
+        [("a".to_owned(), Arc::new(upstream))].into(),
+    ))
+}
+
+pub fn sandbox(concurrency_support: bool) -> Arc<Sandbox> {
+    Sandbox::new(&SandboxSettings {
+        max_instances: 64,
+        max_plugin_memory: 64 << 20,
+        concurrency_support,
+        cache_dir: None,
+    })
+    .expect("sandbox")
+}
+
+/// A GET of `/api/orders?page=2` with `headers`.
+pub fn exchange(upstreams: &Arc<Upstreams>, headers: &[(&str, &str)]) -> Box<Exchange> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.append(
+            HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            HeaderValue::from_str(value).expect("header value"),
+        );
+    }
+    Box::new(Exchange {
+        method: Method::GET,
+        path: "/api/orders".into(),
+        query: Some("page=2".into()),
+        original_uri: Uri::from_static("/api/orders?page=2"),
+        headers: map,
+        client_ip: [127, 0, 0, 1].into(),
+        upstream: upstreams.get("a").expect("upstream a").clone(),
+        upstreams: upstreams.clone(),
+        context: Default::default(),
+        response: None,
+        skip_body: false,
+    })
+}
+
+/// The slot of plugin `name` (a `.wasm` stem) with `config` (JSON), as a route entry would have it; a
+/// generous CPU deadline, since a bench measures rather than polices.
+pub fn slot(
+    rt: &Runtime,
+    sandbox: &Arc<Sandbox>,
+    name: &str,
+    config: &str,
+    isolation: Isolation,
+) -> Arc<PluginSlot> {
+    let pre = sandbox.load(&wasm(name)).expect("plugin loads");
+    let settings = SlotSettings {
+        limits: InstanceLimits {
+            memory: 16 << 20,
+            deadline_ticks: 1000,
+            env: vec![],
+            dirs: vec![],
+            http: Arc::new([]),
+        },
+        on_error: OnError::Deny,
+        isolation,
+        max_uses: u64::MAX,
+        max_idle: 4,
+    };
+    let label = Arc::new(Label {
+        route: "bench".into(),
+        plugin: name.into(),
+    });
+    rt.block_on(PluginSlot::new(
+        label,
+        sandbox.clone(),
+        pre,
+        config.into(),
+        settings,
+    ))
+    .expect("init")
+}
