@@ -175,7 +175,8 @@ def wrk(port, path, duration, connections, headers):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true", help="one second per row; fail on any error")
-    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
     args = parser.parse_args()
     duration = 1 if args.smoke else args.duration
@@ -228,38 +229,26 @@ def main():
         ("weir, full chain, concurrency_support = true", "weir", ("concurrency", full), "/api/json", [bearer_hs]),
     ]
 
-    results = []
-    failures = []
-    for name, kind, spec, path, hdrs in rows:
-        port = free_port()
-        proxy = None
-        if kind == "direct":
-            port = upstream_port
-        elif kind == "nginx":
-            conf = work / f"nginx-{spec}.conf"
-            conf.write_text(nginx_config(work, upstream_port, verifier_port, spec).replace("{port}", str(port)))
-            proxy = Process(["nginx", "-p", str(work), "-c", str(conf)], 0, work / f"nginx-{spec}.log")
-        else:
-            extra = ""
-            if isinstance(spec, tuple):
-                extra, spec = "concurrency_support = true\n", spec[1]
-            conf = work / f"weir-{len(results)}.toml"
-            conf.write_text(weir_config(upstream_port, spec, extra).replace("{port}", str(port)))
-            proxy = Process([str(BIN / "weir"), "run", "-c", str(conf)], 0, work / f"weir-{len(results)}.log")
-        try:
-            wait_port(port)
-            wrk(port, path, 1, 8, hdrs)  # warm-up: pools filled, code paged in
-            row = wrk(port, path, duration, args.connections, hdrs)
-        except Exception as e:  # a row that cannot run is reported, not hidden
-            row = {"rps": 0.0, "p50_ms": None, "p99_ms": None, "errors": -1, "socket_errors": str(e)}
+    # Rows are run in interleaved rounds and each row's median round is kept: on a noisy machine a slow
+    # minute then hurts every row a little instead of one row a lot.
+    rounds = 1 if args.smoke else args.rounds
+    runs = {name: [] for name, *_ in rows}
+    for round_no in range(rounds):
+        for index, (name, kind, spec, path, hdrs) in enumerate(rows):
+            row = run_row(work, index, kind, spec, path, hdrs, upstream_port, verifier_port, duration, args.connections)
+            runs[name].append(row)
+            print(f"[{round_no + 1}/{rounds}] {name:58} {row['rps']:>10.0f} req/s  errors={row['errors']}", flush=True)
+    results, failures = [], []
+    for name, *_ in rows:
+        ordered = sorted(runs[name], key=lambda r: r["rps"])
+        row = dict(ordered[len(ordered) // 2])
         row["name"] = name
-        row["peak_rss_mb"] = round(proxy.peak_rss() / 2**20, 1) if proxy and proxy.peak_rss() else None
-        if proxy:
-            proxy.stop()
-        if row["errors"] != 0 or row["rps"] == 0:
+        row["rps_rounds"] = [round(r["rps"]) for r in runs[name]]
+        rss = [r["peak_rss_mb"] for r in runs[name] if r["peak_rss_mb"] is not None]
+        row["peak_rss_mb"] = max(rss) if rss else None
+        if any(r["errors"] != 0 or r["rps"] == 0 for r in runs[name]):
             failures.append(name)
         results.append(row)
-        print(f"{name:58} {row['rps']:>10.0f} req/s  errors={row['errors']}", flush=True)
 
     upstream.stop()
     verifier.stop()
@@ -271,12 +260,12 @@ def main():
         r["vs_nginx"] = round(r["rps"] / nginx, 3)
 
     meta = machine()
-    (out_dir / "results.json").write_text(json.dumps({"machine": meta, "duration_s": duration, "connections": args.connections, "rows": results}, indent=2) + "\n")
+    (out_dir / "results.json").write_text(json.dumps({"machine": meta, "duration_s": duration, "rounds": rounds, "connections": args.connections, "rows": results}, indent=2) + "\n")
     table = render(results) + "\n" + targets(by_name)
     (out_dir / "results.md").write_text(
         "# Weir benchmark\n\n"
         + "\n".join(f"- {k}: {v}" for k, v in meta.items())
-        + f"\n- wrk: 1 thread, {args.connections} connections, {duration} s per row, after a 1 s warm-up; proxy on core 0, wrk and upstream on core 1\n\n"
+        + f"\n- wrk: 1 thread, {args.connections} connections, {duration} s per row after a 1 s warm-up, {rounds} interleaved rounds, the median round kept; proxy on core 0, wrk and upstream on core 1\n\n"
         + "Ratios, not absolute numbers, compare across machines.\n\n"
         + table
     )
@@ -305,15 +294,44 @@ def targets(by_name):
     return "\n".join(lines) + "\n"
 
 
+def run_row(work, index, kind, spec, path, hdrs, upstream_port, verifier_port, duration, connections):
+    """One row once: its proxy started fresh, a warm-up, then the measured wrk run."""
+    port = free_port()
+    proxy = None
+    if kind == "direct":
+        port = upstream_port
+    elif kind == "nginx":
+        conf = work / f"nginx-{spec}.conf"
+        conf.write_text(nginx_config(work, upstream_port, verifier_port, spec).replace("{port}", str(port)))
+        proxy = Process(["nginx", "-p", str(work), "-c", str(conf)], 0, work / f"nginx-{spec}.log")
+    else:
+        extra = ""
+        if isinstance(spec, tuple):
+            extra, spec = "concurrency_support = true\n", spec[1]
+        conf = work / f"weir-{index}.toml"
+        conf.write_text(weir_config(upstream_port, spec, extra).replace("{port}", str(port)))
+        proxy = Process([str(BIN / "weir"), "run", "-c", str(conf)], 0, work / f"weir-{index}.log")
+    try:
+        wait_port(port)
+        wrk(port, path, 1, 8, hdrs)  # warm-up: pools filled, code paged in
+        row = wrk(port, path, duration, connections, hdrs)
+    except Exception as e:  # a row that cannot run is reported, not hidden
+        row = {"rps": 0.0, "p50_ms": None, "p99_ms": None, "errors": -1, "socket_errors": str(e)}
+    row["peak_rss_mb"] = round(proxy.peak_rss() / 2**20, 1) if proxy and proxy.peak_rss() else None
+    if proxy:
+        proxy.stop()
+    return row
+
+
 def render(results):
     lines = [
-        "| row | req/s | p50 ms | p99 ms | peak RSS MB | × empty chain | × nginx proxy_pass |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| row | req/s | rounds (req/s) | p50 ms | p99 ms | peak RSS MB | × empty chain | × nginx proxy_pass |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     fmt = lambda v: "–" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
     for r in results:
         lines.append(
-            f"| {r['name']} | {r['rps']:.0f} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {fmt(r['peak_rss_mb'])} | {r['vs_empty_chain']:.2f} | {r['vs_nginx']:.2f} |"
+            f"| {r['name']} | {r['rps']:.0f} | {' / '.join(map(str, r['rps_rounds']))} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {fmt(r['peak_rss_mb'])} | {r['vs_empty_chain']:.2f} | {r['vs_nginx']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 

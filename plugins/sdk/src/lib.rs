@@ -23,6 +23,7 @@ pub mod context;
 pub mod crypto;
 mod error;
 pub mod exclude;
+mod headers;
 pub mod http;
 pub mod log;
 mod request;

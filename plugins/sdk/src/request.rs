@@ -18,6 +18,8 @@ impl Request {
         Self { _handle: () }
     }
 
+    crate::headers::header_methods!(host);
+
     pub fn method(&self) -> String {
         host::method()
     }
@@ -42,26 +44,6 @@ impl Request {
         host::client_addr()
     }
 
-    /// The first value of a header; names are case-insensitive.
-    pub fn header(&self, name: &str) -> Option<Vec<u8>> {
-        host::header(name)
-    }
-
-    /// The first value of a header as text; `None` when it is absent or not UTF-8.
-    pub fn header_str(&self, name: &str) -> Option<String> {
-        String::from_utf8(self.header(name)?).ok()
-    }
-
-    /// Every value of a header, in order.
-    pub fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
-        host::header_all(name)
-    }
-
-    /// Every header as `(name, value)`, in order.
-    pub fn headers(&self) -> Vec<(String, Vec<u8>)> {
-        host::headers()
-    }
-
     /// The name of the upstream the request will go to.
     pub fn upstream(&self) -> String {
         host::upstream()
@@ -75,21 +57,6 @@ impl Request {
     /// Replaces the query (without the leading `?`); `None` removes it.
     pub fn set_query(&mut self, query: Option<&str>) -> Result<()> {
         Ok(host::set_query(query)?)
-    }
-
-    /// Replaces every value of a header. The host refuses invalid names and values (CR, LF, NUL) and
-    /// hop-by-hop headers.
-    pub fn set_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<()> {
-        Ok(host::set_header(name, value.as_ref())?)
-    }
-
-    /// Adds a value after the header's existing ones.
-    pub fn append_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<()> {
-        Ok(host::append_header(name, value.as_ref())?)
-    }
-
-    pub fn remove_header(&mut self, name: &str) -> Result<()> {
-        Ok(host::remove_header(name)?)
     }
 
     /// Sends the request to another upstream of the config, by name; an unknown name is an error.

@@ -15,6 +15,8 @@ impl Response {
         Self { _handle: () }
     }
 
+    crate::headers::header_methods!(host);
+
     pub fn status(&self) -> u16 {
         host::status()
     }
@@ -22,40 +24,6 @@ impl Response {
     /// Sets a status from 200 to 599.
     pub fn set_status(&mut self, status: u16) -> Result<()> {
         Ok(host::set_status(status)?)
-    }
-
-    /// The first value of a header; names are case-insensitive.
-    pub fn header(&self, name: &str) -> Option<Vec<u8>> {
-        host::header(name)
-    }
-
-    /// The first value of a header as text; `None` when it is absent or not UTF-8.
-    pub fn header_str(&self, name: &str) -> Option<String> {
-        String::from_utf8(self.header(name)?).ok()
-    }
-
-    /// Every value of a header, in order.
-    pub fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
-        host::header_all(name)
-    }
-
-    /// Every header as `(name, value)`, in order.
-    pub fn headers(&self) -> Vec<(String, Vec<u8>)> {
-        host::headers()
-    }
-
-    /// Replaces every value of a header; the host refuses invalid names and values and hop-by-hop headers.
-    pub fn set_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<()> {
-        Ok(host::set_header(name, value.as_ref())?)
-    }
-
-    /// Adds a value after the header's existing ones.
-    pub fn append_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<()> {
-        Ok(host::append_header(name, value.as_ref())?)
-    }
-
-    pub fn remove_header(&mut self, name: &str) -> Result<()> {
-        Ok(host::remove_header(name)?)
     }
 
     /// Leaves this response's body alone: this plugin's response body hook is not called for it (say, a
