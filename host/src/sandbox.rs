@@ -115,8 +115,9 @@ impl Sandbox {
             // One fiber stack per plugin call in flight.
             .total_stacks(n)
             .max_memory_size(usize::try_from(settings.max_plugin_memory)?)
-            // Keep a slot's pages resident and reset them with memset: a pooled slot is reused constantly.
-            .linear_memory_keep_resident(1 << 20)
+            // No `linear_memory_keep_resident`: it resets the first bytes of a freed memory with memset, and
+            // a Rust plugin's first MiB is its stack, touched only at the top. Measured with a fresh instance
+            // per request: 2x the requests per second and a third of the peak RSS without it.
             .table_keep_resident(1 << 16);
 
         let mut config = Config::new();
