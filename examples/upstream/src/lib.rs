@@ -129,7 +129,8 @@ fn respond(name: &str, query: Option<&str>, n: u64) -> Response<Body> {
     let (mut noisy, mut chunk) = (false, None);
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode(value);
+        // `%XX` escapes decoded; `+` stays as it is (this is a URI query, not a form).
+        let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
         match key {
             "status" => {
                 *response.status_mut() = value
@@ -164,30 +165,6 @@ fn respond(name: &str, query: Option<&str>, n: u64) -> Response<Body> {
         name.parse().unwrap_or_else(|_| "?".parse().expect("valid")),
     );
     response
-}
-
-/// `%XX` escapes decoded; `+` stays as it is (this is a URI query, not a form).
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `n` bytes that do not compress: a fixed xorshift sequence, the same on every call.
