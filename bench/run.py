@@ -268,6 +268,7 @@ def main():
         + f"\n- wrk: 1 thread, {args.connections} connections, {duration} s per row after a 1 s warm-up, {rounds} interleaved rounds, the median round kept; proxy on core 0, wrk and upstream on core 1\n\n"
         + "Ratios, not absolute numbers, compare across machines.\n\n"
         + table
+        + analysis()
     )
     if not args.smoke:
         update_readme(table, meta)
@@ -292,6 +293,12 @@ def targets(by_name):
         ratio = by_name[row]["rps"] / (by_name[peer]["rps"] or 1)
         lines.append(f"| {what} | {ratio:.2f} | ≥ {least:.2f} | {'met' if ratio >= least else 'missed'} |")
     return "\n".join(lines) + "\n"
+
+
+def analysis():
+    """The hand-written analysis of the targets missed, kept in bench/analysis.md."""
+    path = ROOT / "bench" / "analysis.md"
+    return "\n" + path.read_text() if path.exists() else ""
 
 
 def run_row(work, index, kind, spec, path, hdrs, upstream_port, verifier_port, duration, connections):
