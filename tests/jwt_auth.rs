@@ -2,10 +2,11 @@
 //! the real `weir` binary with the plugin built by `make plugins`, the echo upstream reporting what it
 //! received. The `headers` built-in after `jwt-auth` copies `jwt.sub` from the context into `x-sub`.
 
+#[path = "jwt/mint.rs"]
+mod jwt_mint;
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -42,20 +43,7 @@ impl Minted {
 }
 
 fn mint(request: Value) -> Minted {
-    let mut child = Command::new("python3")
-        .arg(workspace().join("tests/jwt/mint.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run python3 (PyJWT: `make test-deps`)");
-    serde_json::to_writer(child.stdin.take().expect("stdin"), &request).expect("write request");
-    let out = child.wait_with_output().expect("mint.py output");
-    assert!(
-        out.status.success(),
-        "mint.py failed (is PyJWT installed? `make test-deps`)"
-    );
-    Minted(serde_json::from_slice(&out.stdout).expect("mint.py JSON"))
+    Minted(jwt_mint::run(&request))
 }
 
 fn now() -> u64 {

@@ -3,10 +3,11 @@
 //! off (Weir's default) and on; then each built-in's `on_request` on a browser-like request. Plugins are
 //! built by `make plugins`; the RS256 token and key are made by PyJWT (tests/jwt/mint.py).
 
+#[path = "../../tests/jwt/mint.rs"]
+mod jwt_mint;
 mod support;
 
 use std::hint::black_box;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -86,16 +87,7 @@ fn minted() -> Value {
             "rs": { "key": "rsa", "alg": "RS256", "claims": claims },
         },
     });
-    let mut child = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/jwt/mint.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 with PyJWT (`make test-deps`)");
-    serde_json::to_writer(child.stdin.take().expect("stdin"), &request).expect("write");
-    let out = child.wait_with_output().expect("mint.py");
-    assert!(out.status.success(), "mint.py failed: is PyJWT installed?");
-    serde_json::from_slice(&out.stdout).expect("JSON")
+    jwt_mint::run(&request)
 }
 
 fn bench(c: &mut Criterion) {
