@@ -223,8 +223,7 @@ impl Plugin for JwtAuth {
 
     fn on_request(&mut self, req: &mut Request) -> Result<Action> {
         let ready = self.ready.as_mut().expect("init builds the verifier");
-        let passes_unchecked = (!ready.exclusions.is_empty()
-            && ready.exclusions.excludes(&req.method(), &req.path()))
+        let passes_unchecked = ready.exclusions.excludes(req)
             || (self.bypass_cors_preflight && is_cors_preflight(req));
         let found = if passes_unchecked {
             None

@@ -1,7 +1,7 @@
 //! Requests a guard lets through untouched: the `exclude_paths` (regexes) and `exclude_methods` config
 //! fields that the auth plugins share.
 
-use crate::ConfigError;
+use crate::{ConfigError, Request};
 use regex::Regex;
 
 pub struct Exclusions {
@@ -41,16 +41,21 @@ impl Exclusions {
         Ok(Self { paths, methods })
     }
 
-    /// True when nothing is excluded: the caller need not even ask for the method and path.
-    pub fn is_empty(&self) -> bool {
-        self.paths.is_empty() && self.methods.is_empty()
+    /// Whether `req` passes unchecked. The method and the path are asked of the host only when a rule of
+    /// their kind is configured, so a guard with no exclusions costs no host call here.
+    pub fn excludes(&self, req: &Request) -> bool {
+        (!self.methods.is_empty() && self.method_excluded(&req.method()))
+            || (!self.paths.is_empty() && self.path_excluded(&req.path()))
+    }
+
+    fn method_excluded(&self, method: &str) -> bool {
+        self.methods.iter().any(|m| m == method)
     }
 
     /// `path` is percent-encoded as received. A path with a dot segment is never excluded: the upstream may
     /// resolve `/public/../admin` to `/admin`, which the pattern for `/public/.*` was not meant to open.
-    pub fn excludes(&self, method: &str, path: &str) -> bool {
-        self.methods.iter().any(|m| m == method)
-            || (!has_dot_segment(path) && self.paths.iter().any(|r| r.is_match(path)))
+    fn path_excluded(&self, path: &str) -> bool {
+        !has_dot_segment(path) && self.paths.iter().any(|r| r.is_match(path))
     }
 }
 
@@ -80,11 +85,11 @@ mod tests {
     #[test]
     fn path_patterns_match_the_whole_path() {
         let ex = exclusions(&["/health", "/public/.*"], &[]);
-        assert!(ex.excludes("GET", "/health"));
-        assert!(ex.excludes("POST", "/public/a/b"));
-        assert!(!ex.excludes("GET", "/admin/health"));
-        assert!(!ex.excludes("GET", "/healthz"));
-        assert!(!ex.excludes("GET", "/"));
+        assert!(ex.path_excluded("/health"));
+        assert!(ex.path_excluded("/public/a/b"));
+        assert!(!ex.path_excluded("/admin/health"));
+        assert!(!ex.path_excluded("/healthz"));
+        assert!(!ex.path_excluded("/"));
     }
 
     #[test]
@@ -96,17 +101,17 @@ mod tests {
             "/public/..\\admin",
             "/public/./x",
         ] {
-            assert!(!ex.excludes("GET", path), "{path}");
+            assert!(!ex.path_excluded(path), "{path}");
         }
-        assert!(ex.excludes("GET", "/public/..x/.y"));
+        assert!(ex.path_excluded("/public/..x/.y"));
     }
 
     #[test]
     fn methods_compare_upper_cased() {
         let ex = exclusions(&[], &["options", "HEAD"]);
-        assert!(ex.excludes("OPTIONS", "/x"));
-        assert!(ex.excludes("HEAD", "/x"));
-        assert!(!ex.excludes("GET", "/x"));
+        assert!(ex.method_excluded("OPTIONS"));
+        assert!(ex.method_excluded("HEAD"));
+        assert!(!ex.method_excluded("GET"));
     }
 
     #[test]

@@ -106,7 +106,7 @@ impl Plugin for TokenAuth {
 
     fn on_request(&mut self, req: &mut Request) -> Result<Action> {
         let ready = self.ready.as_ref().expect("init builds the guard");
-        if !ready.exclusions.is_empty() && ready.exclusions.excludes(&req.method(), &req.path()) {
+        if ready.exclusions.excludes(req) {
             return Ok(Action::Continue);
         }
         match ready
