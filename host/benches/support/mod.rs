@@ -43,12 +43,15 @@ pub fn upstreams() -> Arc<Upstreams> {
     ))
 }
 
+/// With Weir's compile cache, so that a plugin loaded by several slots (pooled and fresh) is compiled once.
 pub fn sandbox(concurrency_support: bool) -> Arc<Sandbox> {
     Sandbox::new(&SandboxSettings {
         max_instances: 64,
         max_plugin_memory: 64 << 20,
         concurrency_support,
-        cache_dir: None,
+        cache_dir: Some(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/weir-bench-cache"),
+        ),
     })
     .expect("sandbox")
 }
