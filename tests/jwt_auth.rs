@@ -89,13 +89,8 @@ fn toml(value: &Value) -> String {
 /// removing any the client sent.
 fn chain(config: &str) -> String {
     format!(
-        r#"[[routes.plugins]]
-plugin = "jwt-auth"
-config = {{ {config} }}
-[[routes.plugins]]
-plugin = "headers"
-config.request = {{ remove = ["x-sub"], set = {{ "x-sub" = "{{ctx.jwt.sub}}" }} }}
-"#
+        "[[routes.plugins]]\nplugin = \"jwt-auth\"\nconfig = {{ {config} }}\n{}",
+        context_to_header("x-sub", "jwt.sub")
     )
 }
 
@@ -484,10 +479,8 @@ fn remote_config(url: &str, grant: Option<SocketAddr>) -> String {
         r#"[[routes.plugins]]
 plugin = "jwt-auth"
 config = {{ issuer = "{ISSUER}", audiences = ["api"], remote_jwks = {{ url = "{url}", cache_duration_seconds = 1 }} }}{grants}
-[[routes.plugins]]
-plugin = "headers"
-config.request = {{ remove = ["x-sub"], set = {{ "x-sub" = "{{ctx.jwt.sub}}" }} }}
-"#
+{}"#,
+        context_to_header("x-sub", "jwt.sub")
     )
 }
 

@@ -12,13 +12,8 @@ use support::*;
 /// under `key` into `x-identity`; a client's own `x-identity` is removed first, so it can never pass as one.
 fn chain(config: &str, key: &str) -> String {
     format!(
-        r#"[[routes.plugins]]
-plugin = "token-auth"
-config = {{ {config} }}
-[[routes.plugins]]
-plugin = "headers"
-config.request = {{ remove = ["x-identity"], set = {{ "x-identity" = "{{ctx.{key}}}" }} }}
-"#
+        "[[routes.plugins]]\nplugin = \"token-auth\"\nconfig = {{ {config} }}\n{}",
+        context_to_header("x-identity", key)
     )
 }
 

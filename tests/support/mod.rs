@@ -58,6 +58,14 @@ pub fn fixture(config: &str) -> String {
     format!("[[routes.plugins]]\npath = \"{{fixture}}\"\nconfig = {{ {config} }}\n")
 }
 
+/// A `headers` entry setting request header `header` from context key `key`, after removing any value the
+/// client sent, so that a client can never pass one off as what an earlier plugin found.
+pub fn context_to_header(header: &str, key: &str) -> String {
+    format!(
+        "[[routes.plugins]]\nplugin = \"headers\"\nconfig.request = {{ remove = [\"{header}\"], set = {{ \"{header}\" = \"{{ctx.{key}}}\" }} }}\n"
+    )
+}
+
 /// A loopback address where nothing listens.
 pub fn closed_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
