@@ -28,9 +28,12 @@ plugins: wasm-target
 run: build
 	examples/demo/run.sh
 
-# Tests check Weir against libraries nobody here wrote: PyJWT mints tokens, Python's gzip decodes bodies.
+# Tests check Weir against libraries nobody here wrote: PyJWT mints tokens, Python's gzip decodes bodies,
+# and the edge suite (tests/edge.rs) runs its hostile requests against nginx too.
 test-deps:
 	python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'pyjwt[crypto]==2.*'
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
 
 test: plugins test-deps
 	$(CARGO) test $(addprefix -p ,$(HOST_CRATES) $(GUEST_TESTED))

@@ -107,6 +107,11 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
+/// `GET /` with `token` as the bearer.
+async fn call(weir: &Weir, token: &str) -> Reply {
+    get_with(&weir.url("/"), &[("authorization", &bearer(token))]).await
+}
+
 /// Asserts the request reached the upstream as `sub` and the token did not.
 fn assert_passed(reply: &Reply, sub: &str, token: &str) {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
@@ -344,6 +349,41 @@ async fn bad_tokens_are_refused_each_with_its_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_issued_in_the_future_passes_only_within_the_clock_skew() {
+    let issued = |iat: Value| json!({ "key": "hmac", "alg": "HS256", "claims": claims(json!({ "iat": iat, "exp": now() + 7200 })) });
+    let minted = mint(json!({
+        "keys": { "hmac": "hmac" },
+        "tokens": {
+            "hour_ahead": issued(json!(now() + 3600)),
+            "within_skew": issued(json!(now() + 30)),
+            "not_a_number": issued(json!("tomorrow")),
+        },
+    }));
+    let keys = format!(
+        r#"keys = [{{ alg = "HS256", secret = {} }}]"#,
+        minted.key_str("hmac", "secret")
+    );
+    let weir = start(&base_config(&keys)).await;
+    let hour_ahead = minted.token("hour_ahead");
+    let reply = call(&weir, &hour_ahead).await;
+    assert_refused(&reply, "issued_in_future");
+    assert_eq!(reply.json()["message"], "Jwt iat is in the future");
+    assert_refused(
+        &call(&weir, &minted.token("not_a_number")).await,
+        "malformed",
+    );
+    let within_skew = minted.token("within_skew");
+    // The second request is a verified-token cache hit, which checks the time claims again.
+    for _ in 0..2 {
+        assert_passed(&call(&weir, &within_skew).await, "alice", &within_skew);
+    }
+
+    // The skew shown wide rather than zero: on a loaded machine `within_skew` may have come of age by now.
+    let lenient = start(&base_config(&format!("{keys}, clock_skew_seconds = 7200"))).await;
+    assert_passed(&call(&lenient, &hour_ahead).await, "alice", &hour_ahead);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_tokens_get_a_bare_challenge_and_details_can_be_hidden() {
     let minted = mint(json!({
         "keys": { "hmac": "hmac" },
@@ -395,11 +435,6 @@ async fn keys_rotate_by_kid_without_downtime() {
     );
     let upstream = upstream("a").await;
     let (old_token, new_token) = (minted.token("old"), minted.token("new"));
-    let call = |weir: &Weir, token: &str| {
-        let url = weir.url("/");
-        let auth = bearer(token);
-        async move { get_with(&url, &[("authorization", &auth)]).await }
-    };
 
     let rollover = Weir::start(&one_route(
         upstream,

@@ -250,6 +250,14 @@ upstream = "a"
 [[routes.plugins]]
 plugin = "path-rewrite"
 config = {{ strip_prefix = "/strip" }}
+
+[[routes]]
+name = "from-header"
+path_prefix = "/t"
+upstream = "a"
+[[routes.plugins]]
+plugin = "path-rewrite"
+config = {{ template = "/t/{{header.x-t}}{{path}}" }}
 "#,
         upstream_table("a", a)
     ));
@@ -284,8 +292,26 @@ config = {{ strip_prefix = "/strip" }}
         "/a/b"
     );
     assert_eq!(Echo(get(&weir.url("/strip")).await.json()).path(), "/");
-    let escape = get(&weir.url("/strip/a/%2e%2e/%2e%2e/etc/passwd")).await;
-    assert_eq!(escape.status, StatusCode::BAD_REQUEST, "{}", escape.text());
+    // The client's path is normalised before routing: this one is `/etc/passwd`, which no route serves.
+    let dots = get(&weir.url("/strip/a/%2e%2e/%2e%2e/etc/passwd")).await;
+    assert_eq!(dots.status, StatusCode::NOT_FOUND, "{}", dots.text());
+    let climb = get(&weir.url("/strip/%2e%2e/%2e%2e/etc/passwd")).await;
+    assert_eq!(climb.status, StatusCode::BAD_REQUEST, "{}", climb.text());
+    assert_eq!(climb.text(), "the path climbs above the root\n");
+
+    // A rewrite from a client's header goes through the host's normaliser too: bytes a path cannot hold
+    // are escaped (this once panicked the connection), a climb above the root is the client's 400.
+    let odd = get_with(&weir.url("/t/x"), &[("x-t", "a<b>\"")]).await;
+    assert_eq!(odd.status, StatusCode::OK, "{}", odd.text());
+    assert_eq!(Echo(odd.json()).path(), "/t/a%3Cb%3E%22/t/x");
+    let up = get_with(&weir.url("/t/x"), &[("x-t", "../../..")]).await;
+    assert_eq!(up.status, StatusCode::BAD_REQUEST, "{}", up.text());
+    assert_eq!(
+        up.text(),
+        "path-rewrite: path \"/t/../../../t/x\" refused: the path climbs above the root\n"
+    );
+    let sideways = get_with(&weir.url("/t/x"), &[("x-t", "../u")]).await;
+    assert_eq!(Echo(sideways.json()).path(), "/u/t/x");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

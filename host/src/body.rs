@@ -15,9 +15,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub enum ProxyBody {
     Full(Option<Bytes>),
+    /// A response body streamed from the upstream.
     Incoming(Incoming),
-    /// A request body under the route's `max_request_body`.
-    Limited(Limited<Incoming>),
+    /// The client's request body, under the route's `max_request_body` (`usize::MAX` when it has none).
+    Request(Limited<Incoming>),
     /// Chunks produced by a task running body hooks.
     Channel(mpsc::Receiver<Result<Bytes, BoxError>>),
 }
@@ -32,29 +33,18 @@ impl ProxyBody {
         ProxyBody::Full((!bytes.is_empty()).then_some(bytes))
     }
 
-    /// The incoming request body, bounded when the route sets a limit.
-    pub fn incoming(body: Incoming, limit: Option<u64>) -> Self {
-        match limit {
-            Some(limit) => ProxyBody::Limited(Limited::new(
-                body,
-                usize::try_from(limit).unwrap_or(usize::MAX),
-            )),
-            None => ProxyBody::Incoming(body),
-        }
+    /// The client's request body, bounded when the route sets a limit.
+    pub fn request(body: Incoming, limit: Option<u64>) -> Self {
+        let limit = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        ProxyBody::Request(Limited::new(body, limit))
     }
 }
 
-/// True if the error came from a request body over its limit.
-pub fn is_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(err);
-    while let Some(e) = cause {
-        if e.is::<LengthLimitError>() {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
-}
+/// A request body that could not be read: broken chunked framing, or the client went away mid-body. The
+/// client's fault, which an upstream send must not report as the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the request body: {0}")]
+pub struct ClientBodyError(#[source] BoxError);
 
 impl Body for ProxyBody {
     type Data = Bytes;
@@ -67,7 +57,13 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-            ProxyBody::Limited(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Request(body) => Pin::new(body).poll_frame(cx).map_err(|e| {
+                if e.is::<LengthLimitError>() {
+                    e
+                } else {
+                    Box::new(ClientBodyError(e)) as BoxError
+                }
+            }),
             ProxyBody::Channel(rx) => rx
                 .poll_recv(cx)
                 .map(|chunk| chunk.map(|c| c.map(Frame::data))),
@@ -78,7 +74,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(bytes) => bytes.is_none(),
             ProxyBody::Incoming(body) => body.is_end_stream(),
-            ProxyBody::Limited(body) => body.is_end_stream(),
+            ProxyBody::Request(body) => body.is_end_stream(),
             ProxyBody::Channel(_) => false,
         }
     }
@@ -89,7 +85,7 @@ impl Body for ProxyBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             ProxyBody::Incoming(body) => body.size_hint(),
-            ProxyBody::Limited(body) => body.size_hint(),
+            ProxyBody::Request(body) => body.size_hint(),
             ProxyBody::Channel(_) => SizeHint::default(),
         }
     }

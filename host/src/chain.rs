@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, Response, StatusCode, header};
+use http::{HeaderMap, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -20,8 +20,8 @@ use crate::exchange::{self, Exchange, ResponseHead};
 use crate::fault::{self, Fault, error_response};
 use crate::plugin::bindings::{Action, LocalResponse};
 use crate::plugin::{BodyKind, Instance, PluginError, PluginSlot};
-use crate::proxy::{Route, Trace, from_upstream};
-use crate::upstream::{Outgoing, Upstreams};
+use crate::proxy::{Proxy, Route, Trace, from_upstream};
+use crate::upstream::Outgoing;
 
 /// A plugin of the chain with the instance serving this request.
 struct Stage {
@@ -65,10 +65,13 @@ impl Failure {
 /// small enough that memory stays flat whatever the body size.
 const BODY_CHANNEL_CHUNKS: usize = 4;
 
+/// Runs the chain on a request admitted by [`crate::inbound`]: `parts.uri` is the normalised origin-form
+/// target, `original_uri` what the client sent.
 pub async fn run(
+    proxy: &Proxy,
     route: &Route,
-    upstreams: &Arc<Upstreams>,
     parts: Parts,
+    original_uri: Uri,
     body: ProxyBody,
     client_ip: IpAddr,
     trace: &mut Trace,
@@ -77,18 +80,20 @@ pub async fn run(
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
         method: parts.method,
-        original_uri: parts.uri,
+        original_uri,
         headers: parts.headers,
         client_ip,
         upstream: route.upstream.clone(),
-        upstreams: upstreams.clone(),
+        upstreams: proxy.upstreams.clone(),
+        path_policy: proxy.inbound.path,
         context: Default::default(),
         response: None,
         skip_body: false,
     });
 
     let mut stages: Vec<Stage> = Vec::with_capacity(route.chain.len());
-    let mut answer: Option<LocalResponse> = None;
+    // The plugin's answer, and the plugin, to blame if the answer is invalid.
+    let mut answer: Option<(LocalResponse, Arc<PluginSlot>)> = None;
     for slot in &route.chain {
         let result = match slot.checkout().await {
             Ok(mut instance) => {
@@ -115,7 +120,7 @@ pub async fn run(
         match result {
             Ok(Action::Continue) => {}
             Ok(Action::Respond(local)) => {
-                answer = Some(local);
+                answer = Some((local, slot.clone()));
                 break;
             }
             Err(error) => {
@@ -131,17 +136,10 @@ pub async fn run(
     }
 
     let (status, headers, body) = match answer {
-        Some(local) => match local_answer(local) {
+        Some((local, slot)) => match local_answer(local) {
             Ok(head_and_body) => head_and_body,
             Err(error) => {
-                let failure = Failure {
-                    slot: stages
-                        .last()
-                        .expect("the answering plugin is a stage")
-                        .slot
-                        .clone(),
-                    error,
-                };
+                let failure = Failure { slot, error };
                 return finish_all(stages, failure.response());
             }
         },
@@ -164,7 +162,9 @@ pub async fn run(
             let upstream = exchange.upstream.clone();
             let sent = upstream.send(out, upstream_body).await;
             if let Some(task) = task {
-                let (back, failure) = task.await.expect("body task panicked");
+                let Ok((back, failure)) = task.await else {
+                    return error_response(&Fault::Internal("the request body task panicked"));
+                };
                 stages = back;
                 if let Some(failure) = failure {
                     return finish_all(stages, failure.response());
@@ -200,10 +200,16 @@ pub async fn run(
         }
     }
 
-    let ResponseHead {
+    let Some(ResponseHead {
         status,
         mut headers,
-    } = exchange.response.take().expect("set above");
+    }) = exchange.response.take()
+    else {
+        return finish_all(
+            stages,
+            error_response(&Fault::Internal("the response head went missing")),
+        );
+    };
     stages.reverse();
     let (streaming, done): (Vec<Stage>, Vec<Stage>) =
         stages.into_iter().partition(|s| s.response_body);
@@ -215,12 +221,18 @@ pub async fn run(
         headers.remove(header::CONTENT_LENGTH);
         let (body, task) = spawn_body_task(BodyKind::Response, body, streaming);
         tokio::spawn(async move {
-            let (stages, failure) = task.await.expect("body task panicked");
-            if let Some(failure) = failure {
-                // The head is already sent: the client sees the body cut short, the log says why.
-                fault::report(&failure.fault());
+            match task.await {
+                Ok((stages, failure)) => {
+                    if let Some(failure) = failure {
+                        // The head is already sent: the client sees the body cut short, the log says why.
+                        fault::report(&failure.fault());
+                    }
+                    finish(stages);
+                }
+                Err(_) => {
+                    fault::report(&Fault::Internal("the response body task panicked"));
+                }
             }
-            finish(stages);
         });
         body
     };

@@ -1,8 +1,10 @@
 //! The TOML config file: typed, with the checks inside the types, so that the parser points at the line.
 //!
-//! Parsing here is pure: nothing is loaded or compiled. Cross-field rules live in [`ConfigFile::validate`],
-//! which reports every problem at once, each with file, line and field.
+//! Parsing here is pure: nothing is loaded or compiled. Ranges and cross-field rules live in
+//! [`Source::validate`], which reports every problem at once, each with file, line and field; the ranges
+//! themselves, and why each end is where it is, are in [`limits`].
 
+pub mod limits;
 mod units;
 
 use std::collections::BTreeMap;
@@ -13,8 +15,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
-pub use units::{ByteSize, HostPattern, MethodName, PathRegex, UpstreamUrl};
+use crate::normalise::{self, PathPolicy};
+use limits::{Bounds, Limit};
+pub use units::{ByteSize, HostPattern, HttpGrant, MethodName, PathRegex, UpstreamUrl};
 
 /// The whole config file as written.
 #[derive(Debug, Deserialize)]
@@ -40,18 +45,30 @@ pub struct ServerConfig {
     pub plugin_dir: Option<PathBuf>,
     /// Where compiled plugins are cached; defaults to `$XDG_CACHE_HOME/weir` or `~/.cache/weir`.
     pub cache_dir: Option<PathBuf>,
-    /// Tokio worker threads; defaults to the number of cores.
+    /// Tokio worker threads; defaults to the number of cores. Range: [`limits::WORKERS`].
     pub workers: Option<usize>,
     /// Plugin instances alive at once, pooled or in flight, across all routes. Requests beyond it get 503.
+    /// Range: [`limits::MAX_INSTANCES`], and no fewer than the plugin entries.
     pub max_instances: u32,
-    /// The largest memory any plugin may be granted (`memory` per plugin stays below it).
+    /// The largest memory any plugin may be granted (`memory` per plugin stays below it). Range:
+    /// [`limits::PLUGIN_MEMORY`].
     pub max_plugin_memory: ByteSize,
     /// Wasmtime's component-model concurrency machinery. Weir's contract has no `async func`, and turning it
     /// off makes every plugin call cheaper (see README, "Design").
     pub concurrency_support: bool,
-    /// How long a graceful shutdown waits for requests in flight.
+    /// How long a graceful shutdown waits for requests in flight. Range: [`limits::SHUTDOWN_TIMEOUT`].
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// What a `%2F` or `%5C` (an escaped `/` or `\`) in a request path does; see README, "Request
+    /// normalisation".
+    pub escaped_slashes: EscapedSlashes,
+    /// Runs of `/` in a request path become one, as nginx does by default.
+    pub merge_slashes: bool,
+    /// The request's header fields; a larger head gets 431 and the connection is closed. Range:
+    /// [`limits::REQUEST_HEAD`].
+    pub max_request_head: ByteSize,
+    /// The request target; a longer one gets 414. Range: [`limits::REQUEST_TARGET`].
+    pub max_request_target: ByteSize,
 }
 
 impl Default for ServerConfig {
@@ -67,18 +84,38 @@ impl Default for ServerConfig {
             max_plugin_memory: ByteSize(256 << 20),
             concurrency_support: false,
             shutdown_timeout: Duration::from_secs(10),
+            escaped_slashes: EscapedSlashes::Keep,
+            merge_slashes: true,
+            // Envoy's default is 60 KiB; nginx's 4 × 8 KiB buffers hold 32 KiB.
+            max_request_head: ByteSize(64 << 10),
+            // Twice the 8000 octets RFC 9112 §3 recommends supporting, and twice nginx's 8 KiB line.
+            max_request_target: ByteSize(16 << 10),
         }
     }
+}
+
+/// Envoy's `path_with_escaped_slashes_action`: an escaped slash is never a segment boundary for routing
+/// unless the config says to decode it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EscapedSlashes {
+    /// Left escaped (hex upper-cased): part of a segment for routing, forwarded as sent.
+    #[default]
+    Keep,
+    /// The request gets 400.
+    Reject,
+    /// Decoded to `/`, and the path normalised after, so the route sees the segments the upstream will.
+    Decode,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     pub url: UpstreamUrl,
-    /// Connecting longer than this gives 504.
+    /// Connecting longer than this gives 504. Range: [`limits::UPSTREAM_TIMEOUT`].
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// Waiting longer than this for the response head gives 504.
+    /// Waiting longer than this for the response head gives 504. Range: [`limits::UPSTREAM_TIMEOUT`].
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// Send the client's `Host` instead of the upstream's own authority (nginx's default is the latter).
@@ -106,7 +143,8 @@ pub struct RouteConfig {
     pub methods: Option<Vec<MethodName>>,
     pub host: Option<HostPattern>,
     pub upstream: Spanned<String>,
-    /// Requests with a larger body get 413.
+    /// Requests with a larger body get 413; 0 allows no body at all. Any `u64`: the body is counted, never
+    /// held whole.
     pub max_request_body: Option<ByteSize>,
     #[serde(default)]
     pub plugins: Vec<Spanned<PluginEntry>>,
@@ -125,15 +163,17 @@ pub struct PluginEntry {
     pub config: toml::Table,
     #[serde(default)]
     pub on_error: OnError,
-    /// CPU time per plugin call before the call is stopped.
+    /// CPU time per plugin call before the call is stopped. Range: [`limits::PLUGIN_TIMEOUT`].
     #[serde(default = "default_plugin_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// Linear memory cap per instance.
+    /// Linear memory cap per instance. Range: [`limits::PLUGIN_MEMORY`], and at most
+    /// `server.max_plugin_memory`.
     #[serde(default = "default_plugin_memory")]
     pub memory: ByteSize,
     #[serde(default)]
     pub isolation: Isolation,
-    /// A pooled instance is retired after this many requests (bounds any leak inside the plugin).
+    /// A pooled instance is retired after this many requests (bounds any leak inside the plugin). Range:
+    /// [`limits::MAX_USES`].
     #[serde(default = "default_max_uses")]
     pub max_uses: u64,
     /// What the sandbox lets this plugin see. Nothing by default.
@@ -187,7 +227,7 @@ pub struct Grants {
     pub dirs: BTreeMap<String, PathBuf>,
     /// Hosts the plugin may call over HTTP: `"auth.example.com"` (any port) or `"127.0.0.1:8080"`.
     #[serde(default)]
-    pub http: Vec<String>,
+    pub http: Vec<HttpGrant>,
 }
 
 /// A problem found in a config file: where it is and what is wrong.
@@ -242,6 +282,15 @@ pub struct Source {
     pub config: ConfigFile,
 }
 
+/// One step from the top of the file to a value: a key, or a position in an array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+use Step::{Index, Key};
+
 impl Source {
     pub fn read(file: &Path) -> Result<Source, ConfigErrors> {
         let text = std::fs::read_to_string(file).map_err(|e| {
@@ -257,11 +306,16 @@ impl Source {
 
     pub fn parse(file: &Path, text: String) -> Result<Source, ConfigErrors> {
         let config: ConfigFile = toml::from_str(&text).map_err(|e| {
-            let position = e.span().map(|s| line_col(&text, s.start));
+            let start = e.span().map(|s| s.start);
+            // The parser knows where the bad value is but not whose it is: the field is found from where.
+            let location = start.and_then(|offset| {
+                let tree = DeTable::parse_recoverable(&text).0.into_inner();
+                field_location(&tree, &path_at(&tree, offset))
+            });
             ConfigErrors(vec![ConfigError {
                 file: file.to_owned(),
-                position,
-                location: String::new(),
+                position: start.map(|offset| line_col(&text, offset)),
+                location: location.unwrap_or_default(),
                 message: e.message().trim_end().to_owned(),
             }])
         })?;
@@ -294,20 +348,113 @@ impl Source {
         }
     }
 
-    /// The cross-field rules the types cannot express. Loading runs them too, so that `weir check` reports
-    /// these and the plugins' own errors together.
+    /// An error about the field at `path` (`[Key("server"), Key("max_instances")]`), placed on its value,
+    /// or where its table starts when the file leaves the field to its default.
+    pub fn field_error(&self, path: &[Step], message: impl Into<String>) -> ConfigError {
+        self.field_error_in(&self.tree(), path, message.into())
+    }
+
+    fn field_error_in(&self, tree: &DeTable, path: &[Step], message: String) -> ConfigError {
+        let start = (1..=path.len())
+            .rev()
+            .find_map(|len| lookup(tree, &path[..len]))
+            .map(|value| value.span().start);
+        ConfigError {
+            file: self.file.clone(),
+            position: start.map(|offset| line_col(&self.text, offset)),
+            location: field_location(tree, path).unwrap_or_default(),
+            message,
+        }
+    }
+
+    /// How request paths are normalised, from `[server]`.
+    pub fn path_policy(&self) -> PathPolicy {
+        PathPolicy {
+            escaped_slashes: self.config.server.escaped_slashes,
+            merge_slashes: self.config.server.merge_slashes,
+        }
+    }
+
+    /// The file as a tree of spanned values: where each value is written.
+    fn tree(&self) -> DeTable<'_> {
+        DeTable::parse_recoverable(&self.text).0.into_inner()
+    }
+
+    /// The ranges and the cross-field rules the types cannot express. `weir check` and `weir run` both run
+    /// them (loading does, and `run` once more before it sizes its runtime), so that run never meets a value
+    /// check let through; loading also reports these together with the plugins' own errors.
     pub fn validate(&self) -> Vec<ConfigError> {
         let c = &self.config;
-        let mut errors = Vec::new();
+        let tree = self.tree();
+        let mut found = Findings {
+            source: self,
+            tree: &tree,
+            errors: Vec::new(),
+        };
+
+        let server = &c.server;
+        let field = |name| [Key("server"), Key(name)];
+        if let Some(workers) = server.workers {
+            found.bound(&field("workers"), &limits::WORKERS, workers);
+        }
+        found.bound(
+            &field("max_instances"),
+            &limits::MAX_INSTANCES,
+            server.max_instances,
+        );
+        // Loading runs every entry's `init` on an instance of its own, so with fewer slots than entries
+        // the last ones could never load, nor a request find an instance for every link of its chain.
+        let entries: usize = c.routes.iter().map(|r| r.get_ref().plugins.len()).sum();
+        if limits::MAX_INSTANCES.contains(server.max_instances)
+            && u32::try_from(entries).map_or(true, |entries| entries > server.max_instances)
+        {
+            found.refuse(
+                &field("max_instances"),
+                format!(
+                    "{} is fewer than the {entries} plugin entries, each of which needs an instance",
+                    server.max_instances
+                ),
+            );
+        }
+        found.bound(
+            &field("max_plugin_memory"),
+            &limits::PLUGIN_MEMORY,
+            server.max_plugin_memory,
+        );
+        found.bound(
+            &field("max_request_head"),
+            &limits::REQUEST_HEAD,
+            server.max_request_head,
+        );
+        found.bound(
+            &field("max_request_target"),
+            &limits::REQUEST_TARGET,
+            server.max_request_target,
+        );
+        found.bound(
+            &field("shutdown_timeout"),
+            &limits::SHUTDOWN_TIMEOUT,
+            server.shutdown_timeout,
+        );
+        // `run` would drop a bad directive silently; `check` says so.
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&server.log_level) {
+            found.refuse(
+                &field("log_level"),
+                format!("\"{}\" is not a log filter: {e}", server.log_level),
+            );
+        }
+
         for (name, upstream) in &c.upstreams {
-            if upstream.get_ref().timeout.is_zero() {
-                errors.push(self.error(
-                    upstream.span().start,
-                    format!("upstream \"{name}\", field \"timeout\""),
-                    "must be above zero",
-                ));
+            let u = upstream.get_ref();
+            for (field, value) in [
+                ("connect_timeout", u.connect_timeout),
+                ("timeout", u.timeout),
+            ] {
+                let path = [Key("upstreams"), Key(name), Key(field)];
+                found.bound(&path, &limits::UPSTREAM_TIMEOUT, value);
             }
         }
+
         for (index, route) in c.routes.iter().enumerate() {
             let r = route.get_ref();
             let where_ = route_label(index, r);
@@ -317,25 +464,29 @@ impl Source {
                 r.path_regex.is_some(),
             ];
             if matchers.iter().filter(|m| **m).count() > 1 {
-                errors.push(self.error(
+                found.at(
                     route.span().start,
                     where_.clone(),
                     "set at most one of \"path\", \"path_prefix\" and \"path_regex\"",
-                ));
+                );
             }
+            // Requests are matched in the normal form, so a path written otherwise could never match.
             for (field, value) in [("path", &r.path), ("path_prefix", &r.path_prefix)] {
-                if let Some(p) = value
-                    && !p.starts_with('/')
-                {
-                    errors.push(self.error(
-                        route.span().start,
-                        format!("{where_}, field \"{field}\""),
-                        format!("\"{p}\" must start with '/'"),
-                    ));
+                let Some(p) = value else { continue };
+                let at = [Key("routes"), Index(index), Key(field)];
+                match normalise::path(p, self.path_policy()) {
+                    Err(e) => found.refuse(&at, format!("\"{p}\" is not a request path: {e}")),
+                    Ok(normal) if normal != p.as_str() => found.refuse(
+                        &at,
+                        format!(
+                            "\"{p}\" never matches: requests are matched in normal form, write \"{normal}\""
+                        ),
+                    ),
+                    Ok(_) => {}
                 }
             }
             if !c.upstreams.contains_key(r.upstream.get_ref()) {
-                errors.push(self.error(
+                found.at(
                     r.upstream.span().start,
                     format!("{where_}, field \"upstream\""),
                     format!(
@@ -343,59 +494,108 @@ impl Source {
                         r.upstream.get_ref(),
                         known(c.upstreams.keys())
                     ),
-                ));
+                );
             }
             for (position, entry) in r.plugins.iter().enumerate() {
                 let p = entry.get_ref();
                 let label = format!("{where_}, {}", plugin_label(position, p));
+                let field = |name| {
+                    [
+                        Key("routes"),
+                        Index(index),
+                        Key("plugins"),
+                        Index(position),
+                        Key(name),
+                    ]
+                };
                 match (&p.plugin, &p.path) {
-                    (Some(_), Some(_)) | (None, None) => errors.push(self.error(
+                    (Some(_), Some(_)) | (None, None) => found.at(
                         entry.span().start,
                         label.clone(),
                         "set exactly one of \"plugin\" (a built-in name) and \"path\" (a .wasm file)",
-                    )),
+                    ),
                     _ => {}
                 }
-                if p.memory > c.server.max_plugin_memory {
-                    errors.push(self.error(
-                        entry.span().start,
-                        format!("{label}, field \"memory\""),
+                if let Some(refusal) = limits::PLUGIN_MEMORY.refuse(p.memory) {
+                    found.refuse(&field("memory"), refusal);
+                } else if p.memory > c.server.max_plugin_memory {
+                    found.refuse(
+                        &field("memory"),
                         format!(
                             "{} is above server.max_plugin_memory ({})",
                             p.memory, c.server.max_plugin_memory
                         ),
-                    ));
+                    );
                 }
-                if p.timeout.is_zero() || p.max_uses == 0 {
-                    let field = if p.timeout.is_zero() {
-                        "timeout"
-                    } else {
-                        "max_uses"
-                    };
-                    errors.push(self.error(
-                        entry.span().start,
-                        format!("{label}, field \"{field}\""),
-                        "must be above zero",
-                    ));
-                }
+                found.bound(&field("timeout"), &limits::PLUGIN_TIMEOUT, p.timeout);
+                found.bound(&field("max_uses"), &limits::MAX_USES, p.max_uses);
                 for host_dir in p.grants.dirs.values() {
                     if !self.resolve(host_dir).is_dir() {
-                        errors.push(self.error(
+                        found.at(
                             entry.span().start,
                             format!("{label}, field \"grants.dirs\""),
                             format!("{} is not a directory", host_dir.display()),
-                        ));
+                        );
                     }
                 }
             }
         }
-        errors
+        found.errors
+    }
+}
+
+impl ServerConfig {
+    /// True when the settings the sandbox is built from are in range. Out of range they may ask for more
+    /// address space than exists, so the sandbox is not even tried (`validate` reports them).
+    pub fn sandbox_settings_in_range(&self) -> bool {
+        limits::MAX_INSTANCES.contains(self.max_instances)
+            && limits::PLUGIN_MEMORY.contains(self.max_plugin_memory)
+    }
+}
+
+impl PluginEntry {
+    /// True when the limits its instances are made with are in range. Out of range they can overflow the
+    /// sandbox's deadline arithmetic, so loading makes no instance (`validate` reports them).
+    pub fn limits_in_range(&self, server: &ServerConfig) -> bool {
+        limits::PLUGIN_MEMORY.contains(self.memory)
+            && self.memory <= server.max_plugin_memory
+            && limits::PLUGIN_TIMEOUT.contains(self.timeout)
+            && limits::MAX_USES.contains(self.max_uses)
+    }
+}
+
+/// `validate`'s errors so far, each placed where the file says what is wrong.
+struct Findings<'s, 't> {
+    source: &'s Source,
+    tree: &'t DeTable<'s>,
+    errors: Vec<ConfigError>,
+}
+
+impl Findings<'_, '_> {
+    fn refuse(&mut self, path: &[Step], message: impl Into<String>) {
+        let error = self.source.field_error_in(self.tree, path, message.into());
+        self.errors.push(error);
+    }
+
+    fn bound<T: Limit>(&mut self, path: &[Step], bounds: &Bounds<T>, value: T) {
+        if let Some(refusal) = bounds.refuse(value) {
+            self.refuse(path, refusal);
+        }
+    }
+
+    fn at(&mut self, span_start: usize, location: String, message: impl Into<String>) {
+        let error = self.source.error(span_start, location, message);
+        self.errors.push(error);
     }
 }
 
 /// `route "api"` or `route #2` when it has no name.
 pub fn route_label(index: usize, route: &RouteConfig) -> String {
-    match &route.name {
+    route_label_named(index, route.name.as_deref())
+}
+
+fn route_label_named(index: usize, name: Option<&str>) -> String {
+    match name {
         Some(name) => format!("route \"{name}\""),
         None => format!("route #{}", index + 1),
     }
@@ -403,12 +603,113 @@ pub fn route_label(index: usize, route: &RouteConfig) -> String {
 
 /// `plugin #1 (path-rewrite)`.
 pub fn plugin_label(position: usize, entry: &PluginEntry) -> String {
-    let name = match (&entry.plugin, &entry.path) {
-        (Some(name), _) => name.clone(),
-        (None, Some(path)) => path.display().to_string(),
-        (None, None) => "?".into(),
+    let path = entry.path.as_ref().map(|p| p.display().to_string());
+    plugin_label_named(position, entry.plugin.as_deref().or(path.as_deref()))
+}
+
+fn plugin_label_named(position: usize, name: Option<&str>) -> String {
+    format!("plugin #{} ({})", position + 1, name.unwrap_or("?"))
+}
+
+/// `route "api", plugin #1 (path-rewrite), field "timeout"` for the value at `path`, named as the typed
+/// labels above name it; `None` when the path ends above any field (a whole route, or the key of an unknown
+/// field, which the parser's message names already).
+fn field_location(tree: &DeTable, path: &[Step]) -> Option<String> {
+    let text = |path: &[Step]| lookup(tree, path).and_then(|v| v.get_ref().as_str());
+    let (owner, field) = match path {
+        [Key("server"), field @ ..] => ("server".to_owned(), field),
+        [Key("upstreams"), Key(name), field @ ..] => (format!("upstream \"{name}\""), field),
+        [
+            Key("routes"),
+            Index(route),
+            Key("plugins"),
+            Index(entry),
+            field @ ..,
+        ] => {
+            let key = |key| {
+                text(&[
+                    Key("routes"),
+                    Index(*route),
+                    Key("plugins"),
+                    Index(*entry),
+                    Key(key),
+                ])
+            };
+            let route_name = text(&[Key("routes"), Index(*route), Key("name")]);
+            let owner = format!(
+                "{}, {}",
+                route_label_named(*route, route_name),
+                plugin_label_named(*entry, key("plugin").or_else(|| key("path")))
+            );
+            (owner, field)
+        }
+        [Key("routes"), Index(route), field @ ..] => {
+            let route_name = text(&[Key("routes"), Index(*route), Key("name")]);
+            (route_label_named(*route, route_name), field)
+        }
+        _ => return None,
     };
-    format!("plugin #{} ({name})", position + 1)
+    if field.is_empty() {
+        return None;
+    }
+    let field: Vec<String> = field
+        .iter()
+        .map(|step| match step {
+            Key(key) => (*key).to_owned(),
+            Index(index) => index.to_string(),
+        })
+        .collect();
+    Some(format!("{owner}, field \"{}\"", field.join(".")))
+}
+
+/// The value at `path`, if the file writes one.
+fn lookup<'t>(tree: &'t DeTable, path: &[Step]) -> Option<&'t Spanned<DeValue<'t>>> {
+    let (Key(first), rest) = path.split_first()? else {
+        return None;
+    };
+    let mut value = tree.get(*first)?;
+    for step in rest {
+        value = match (step, value.get_ref()) {
+            (Key(key), DeValue::Table(table)) => table.get(*key)?,
+            (Index(index), DeValue::Array(array)) => array.get(*index)?,
+            _ => return None,
+        };
+    }
+    Some(value)
+}
+
+/// The path of the innermost value whose text holds `offset`.
+fn path_at<'t>(tree: &'t DeTable, offset: usize) -> Vec<Step<'t>> {
+    let mut path = Vec::new();
+    in_table(tree, offset, &mut path);
+    path
+}
+
+fn in_table<'t>(table: &'t DeTable, offset: usize, path: &mut Vec<Step<'t>>) -> bool {
+    table.iter().any(|(key, value)| {
+        path.push(Key(key.get_ref()));
+        let found = in_value(value, offset, path);
+        if !found {
+            path.pop();
+        }
+        found
+    })
+}
+
+fn in_value<'t>(value: &'t Spanned<DeValue>, offset: usize, path: &mut Vec<Step<'t>>) -> bool {
+    let inside = match value.get_ref() {
+        DeValue::Table(table) => in_table(table, offset, path),
+        DeValue::Array(array) => array.iter().enumerate().any(|(index, item)| {
+            path.push(Index(index));
+            let found = in_value(item, offset, path);
+            if !found {
+                path.pop();
+            }
+            found
+        }),
+        _ => false,
+    };
+    inside || value.span().contains(&offset)
 }
 
 fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
@@ -463,12 +764,98 @@ mod tests {
     }
 
     #[test]
+    fn route_paths_must_be_in_the_normal_form_requests_are_matched_in() {
+        let e = errors(
+            "[upstreams.a]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\npath_prefix = \"/%7euser/../api\"\nupstream = \"a\"\n[[routes]]\npath = \"/a/%2e%2e/..\"\nupstream = \"a\"\n",
+        );
+        assert_eq!(
+            e,
+            [
+                "weir.toml:4:15: route #1, field \"path_prefix\": \"/%7euser/../api\" never matches: requests are matched in normal form, write \"/api\"",
+                "weir.toml:7:8: route #2, field \"path\": \"/a/%2e%2e/..\" is not a request path: the path climbs above the root",
+            ]
+        );
+    }
+
+    #[test]
     fn plugin_needs_exactly_one_source() {
         let e = errors(
             "[upstreams.a]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nupstream = \"a\"\n[[routes.plugins]]\nconfig = {}\n",
         );
         assert_eq!(e.len(), 1);
         assert!(e[0].contains("route #1, plugin #1 (?)"), "{}", e[0]);
+    }
+
+    const ONE_ROUTE: &str = "[upstreams.a]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"api\"\nupstream = \"a\"\n[[routes.plugins]]\nplugin = \"path-rewrite\"\n";
+
+    #[test]
+    fn ranges_are_refused_on_the_value_naming_the_field() {
+        let e = errors(&format!("{ONE_ROUTE}timeout = \"0ms\"\nmax_uses = 0\n"));
+        assert_eq!(
+            e,
+            [
+                "weir.toml:8:11: route \"api\", plugin #1 (path-rewrite), field \"timeout\": must be above zero: at least 1ms (one epoch tick)",
+                "weir.toml:9:12: route \"api\", plugin #1 (path-rewrite), field \"max_uses\": must be above zero",
+            ]
+        );
+        let e = errors(&format!("[server]\nworkers = 0\n{ONE_ROUTE}"));
+        assert_eq!(
+            e,
+            ["weir.toml:2:11: server, field \"workers\": must be above zero"]
+        );
+    }
+
+    #[test]
+    fn cross_field_rules_point_at_the_value_or_its_table() {
+        let e = errors(&format!(
+            "[server]\nlisten = \"127.0.0.1:1\"\nmax_instances = 1\n{ONE_ROUTE}memory = \"1GiB\"\n"
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("weir.toml:11:10: route \"api\", plugin #1 (path-rewrite), field \"memory\": 1GiB is above server.max_plugin_memory (256MiB)"),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "[server]\nmax_instances = 1\n{ONE_ROUTE}[[routes.plugins]]\nplugin = \"headers\"\n"
+        ));
+        assert_eq!(
+            e,
+            [
+                "weir.toml:2:17: server, field \"max_instances\": 1 is fewer than the 2 plugin entries, each of which needs an instance"
+            ]
+        );
+        // A field the file leaves to its default is placed on its table.
+        let source =
+            Source::parse(Path::new("weir.toml"), format!("[server]\n{ONE_ROUTE}")).unwrap();
+        let error = source.field_error(&[Key("server"), Key("max_instances")], "too many");
+        assert_eq!(
+            error.to_string(),
+            "weir.toml:1:1: server, field \"max_instances\": too many"
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_the_field_they_are_in() {
+        let e = errors("[server]\nworkers = -1\n");
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].starts_with("weir.toml:2:11: server, field \"workers\": invalid value"),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{ONE_ROUTE}grants.http = [\"ok.example\", \"http://x\"]\n"
+        ));
+        assert_eq!(
+            e,
+            [
+                "weir.toml:8:30: route \"api\", plugin #1 (path-rewrite), field \"grants.http.1\": \"http://x\" is a URL: write host or host:port"
+            ]
+        );
+        let e = errors("[upstreams.a]\nurl = \"http://127.0.0.1:1\"\nconnect_timeout = \"soon\"\n");
+        assert!(
+            e[0].starts_with("weir.toml:3:19: upstream \"a\", field \"connect_timeout\": "),
+            "{e:?}"
+        );
     }
 
     #[test]

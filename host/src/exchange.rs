@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri};
 
+use crate::normalise::PathPolicy;
 use crate::upstream::{Upstream, Upstreams};
 
 /// The request head being proxied, the per-request context, and, in the response phase, the response head.
@@ -19,6 +20,8 @@ pub struct Exchange {
     pub client_ip: IpAddr,
     pub upstream: Arc<Upstream>,
     pub upstreams: Arc<Upstreams>,
+    /// The server's normalisation rules, which a path a plugin sets goes through too.
+    pub path_policy: PathPolicy,
     pub context: HashMap<String, String>,
     /// Set once the response head is known; from then on the request is read-only.
     pub response: Option<ResponseHead>,
@@ -76,32 +79,6 @@ pub fn lookup_name(name: &str) -> Option<HeaderName> {
     HeaderName::from_bytes(name.as_bytes()).ok()
 }
 
-/// Checks a path a plugin sets: absolute, ASCII, no whitespace or control bytes, no `?` or `#`.
-pub fn settable_path(path: &str) -> Result<(), String> {
-    if !path.starts_with('/') {
-        return Err(format!("path {path:?} must start with '/'"));
-    }
-    if let Some(bad) = path
-        .bytes()
-        .find(|b| !b.is_ascii_graphic() || matches!(b, b'?' | b'#'))
-    {
-        return Err(format!(
-            "path {path:?} contains the invalid byte 0x{bad:02x}"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a query a plugin sets: the characters a URI query allows.
-pub fn settable_query(query: &str) -> Result<(), String> {
-    if let Some(bad) = query.bytes().find(|b| !b.is_ascii_graphic() || *b == b'#') {
-        return Err(format!(
-            "query {query:?} contains the invalid byte 0x{bad:02x}"
-        ));
-    }
-    Ok(())
-}
-
 /// Removes the hop-by-hop headers of a message, including those its `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
@@ -132,14 +109,6 @@ mod tests {
         assert!(settable_name("bad name").is_err());
         assert!(settable_name("Transfer-Encoding").is_err());
         assert_eq!(settable_name("X-Api-Key").unwrap().as_str(), "x-api-key");
-    }
-
-    #[test]
-    fn paths() {
-        assert!(settable_path("/a/b").is_ok());
-        assert!(settable_path("a").is_err());
-        assert!(settable_path("/a b").is_err());
-        assert!(settable_path("/a?x").is_err());
     }
 
     #[test]

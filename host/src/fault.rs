@@ -1,9 +1,12 @@
 //! Whose fault a failed request was, and the one place that turns that into a status code. Details go to
 //! the log; the client gets a short plain-text body and nothing of the plugin's internals.
 
+use std::borrow::Cow;
+
 use http::{Response, StatusCode, header};
 
 use crate::body::ProxyBody;
+use crate::inbound::{ALLOW, Refusal};
 use crate::plugin::PluginError;
 use crate::sandbox::Label;
 use crate::upstream::UpstreamError;
@@ -11,50 +14,122 @@ use crate::upstream::UpstreamError;
 pub enum Fault<'a> {
     NoRoute,
     BodyTooLarge,
+    /// The request head broke the protocol's rules.
+    Client(&'a Refusal),
     Upstream(&'a UpstreamError),
     Plugin {
         label: &'a Label,
         error: &'a PluginError,
     },
+    /// A bug in Weir, reported instead of a panic.
+    Internal(&'static str),
 }
 
 /// The response for a fault.
 pub fn error_response(fault: &Fault<'_>) -> Response<ProxyBody> {
     let (status, text) = report(fault);
-    let mut response = Response::new(ProxyBody::full(text));
+    let body = match text {
+        Cow::Borrowed(text) => ProxyBody::full(text),
+        Cow::Owned(text) => ProxyBody::full(text),
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = status;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    match fault {
+        Fault::Client(Refusal::Trace) => {
+            headers.insert(header::ALLOW, header::HeaderValue::from_static(ALLOW));
+        }
+        // After a broken body or a tunnel request the next bytes on the connection cannot be trusted to
+        // start a request: nothing more is read from it.
+        Fault::Client(Refusal::Connect | Refusal::ChunkedTwice)
+        | Fault::Upstream(UpstreamError::ClientBody(_)) => {
+            headers.insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
+        _ => {}
+    }
     response
 }
 
 /// Logs the fault's details and gives the status and the short text the client sees.
-pub fn report(fault: &Fault<'_>) -> (StatusCode, &'static str) {
+pub fn report(fault: &Fault<'_>) -> (StatusCode, Cow<'static, str>) {
     match fault {
-        Fault::NoRoute => (StatusCode::NOT_FOUND, "no route for this request\n"),
-        Fault::BodyTooLarge | Fault::Upstream(UpstreamError::BodyTooLarge) => {
-            (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")
+        Fault::NoRoute => (StatusCode::NOT_FOUND, "no route for this request\n".into()),
+        Fault::BodyTooLarge | Fault::Upstream(UpstreamError::BodyTooLarge) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large\n".into(),
+        ),
+        Fault::Client(refusal) => {
+            // A client's mistake is not the proxy's trouble: debug, so a noisy client cannot flood the log.
+            tracing::debug!("request refused: {refusal}");
+            let status = match refusal {
+                Refusal::Connect => StatusCode::NOT_IMPLEMENTED,
+                Refusal::Trace => StatusCode::METHOD_NOT_ALLOWED,
+                Refusal::Expectation(_) => StatusCode::EXPECTATION_FAILED,
+                Refusal::TargetTooLong(_) => StatusCode::URI_TOO_LONG,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            (status, format!("{refusal}\n").into())
+        }
+        Fault::Upstream(e @ UpstreamError::ClientBody(_)) => {
+            tracing::debug!("{e}");
+            (StatusCode::BAD_REQUEST, "malformed request body\n".into())
+        }
+        Fault::Upstream(e @ UpstreamError::Target(_)) => {
+            tracing::error!("{e}");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot form the upstream request\n".into(),
+            )
         }
         Fault::Upstream(e @ UpstreamError::Unreachable { .. }) => {
             tracing::warn!("{e}");
-            (StatusCode::BAD_GATEWAY, "upstream unreachable\n")
+            (StatusCode::BAD_GATEWAY, "upstream unreachable\n".into())
         }
         Fault::Upstream(e @ UpstreamError::Timeout { .. }) => {
             tracing::warn!("{e}");
-            (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n")
+            (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n".into())
         }
         Fault::Plugin { label, error } if error.is_overload() => {
             tracing::warn!(route = %label.route, plugin = %label.plugin, "no plugin instance available: {error}");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "proxy overloaded, try again\n",
+                "proxy overloaded, try again\n".into(),
             )
         }
         Fault::Plugin { label, error } => {
             tracing::error!(route = %label.route, plugin = %label.plugin, "plugin failed: {error}");
-            (StatusCode::INTERNAL_SERVER_ERROR, "plugin error\n")
+            (StatusCode::INTERNAL_SERVER_ERROR, "plugin error\n".into())
+        }
+        Fault::Internal(what) => {
+            tracing::error!("internal error: {what}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n".into())
         }
     }
+}
+
+/// An error and its causes, outermost first.
+pub fn causes<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| e.source())
+}
+
+/// True if `err` or one of its causes is an `E`: body errors reach the proxy as causes of hyper's errors.
+pub fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    causes(err).any(|e| e.is::<E>())
+}
+
+/// `outer: cause: root cause`, for the log.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    causes(err)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }

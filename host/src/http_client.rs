@@ -10,6 +10,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::config::HttpGrant;
 use crate::plugin::bindings::weir::plugin::http_client::{Host, IncomingResponse, OutgoingRequest};
 use crate::sandbox::HostState;
 
@@ -39,21 +40,12 @@ impl Host for HostState {
     }
 }
 
-/// True when `authority` (`host` or `host:port`) is granted: a grant names a host (any port) or a host and
-/// port.
-fn granted(grants: &[String], uri: &Uri) -> bool {
-    let (Some(host), Some(authority)) = (uri.host(), uri.authority()) else {
-        return false;
-    };
-    let with_port = format!("{host}:{}", uri.port_u16().unwrap_or(80));
-    grants.iter().any(|g| {
-        g.eq_ignore_ascii_case(host)
-            || g.eq_ignore_ascii_case(&with_port)
-            || g.eq_ignore_ascii_case(authority.as_str())
-    })
+/// True when some grant covers the URL's host and port.
+fn granted(grants: &[HttpGrant], uri: &Uri) -> bool {
+    grants.iter().any(|grant| grant.allows(uri))
 }
 
-async fn send(grants: &[String], request: OutgoingRequest) -> Result<IncomingResponse, String> {
+async fn send(grants: &[HttpGrant], request: OutgoingRequest) -> Result<IncomingResponse, String> {
     let uri: Uri = request
         .url
         .parse()
@@ -118,7 +110,10 @@ mod tests {
 
     #[test]
     fn grants_name_a_host_or_a_host_and_port() {
-        let grants = ["auth.example.com".to_owned(), "127.0.0.1:8123".to_owned()];
+        let grants: Vec<HttpGrant> = ["auth.example.com", "127.0.0.1:8123", "[::1]:8080"]
+            .iter()
+            .map(|g| g.parse().unwrap())
+            .collect();
         let ok = |url: &str| granted(&grants, &url.parse().unwrap());
         assert!(ok("http://auth.example.com/jwks"));
         assert!(ok("http://AUTH.example.com:9000/jwks"));
@@ -126,5 +121,8 @@ mod tests {
         assert!(!ok("http://127.0.0.1:8124/"));
         assert!(!ok("http://evil.example.com/"));
         assert!(!ok("http://auth.example.com.evil.com/"));
+        assert!(ok("http://[0:0::1]:8080/"));
+        assert!(!ok("http://[::1]/"));
+        assert!(!ok("http://127.0.0.1/"));
     }
 }

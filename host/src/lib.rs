@@ -1,6 +1,7 @@
 //! Weir: a reverse proxy that runs a chain of sandboxed WebAssembly components on every request.
 //!
-//! The request path: [`server`] accepts, [`proxy::Proxy::handle`] picks a route ([`routes`]), [`chain`] runs
+//! The request path: [`server`] accepts, [`inbound`] admits the request head and [`normalise`]s its path,
+//! [`proxy::Proxy::handle`] picks a route ([`routes`]), [`chain`] runs
 //! the route's plugins ([`plugin`], inside the [`sandbox`]) around the [`upstream`] call, and [`fault`]
 //! turns any failure into its status code.
 
@@ -13,8 +14,10 @@ pub mod exchange;
 pub mod fault;
 pub mod guest_output;
 pub mod http_client;
+pub mod inbound;
 pub mod inspect;
 pub mod load;
+pub mod normalise;
 pub mod plugin;
 pub mod proxy;
 pub mod routes;

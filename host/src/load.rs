@@ -1,23 +1,79 @@
-//! From a parsed config to a running [`Proxy`]: compile every plugin once, make every (route, plugin) pool
-//! and run its first `init`. `weir check` and `weir run` both do all of it, and every failure is reported at
-//! once with the file, line, route, plugin and field.
+//! From a parsed config to a running [`Proxy`]: validate it, build the sandbox, compile every plugin once,
+//! make every (route, plugin) pool and run its first `init`. `weir check` and `weir run` both do all of it
+//! through [`prepare`], and every failure is reported at once with the file, line, route, plugin and field.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{ConfigErrors, PluginEntry, Source, plugin_label, route_label};
+use crate::config::{
+    ConfigError, ConfigErrors, PluginEntry, ServerConfig, Source, Step, plugin_label, route_label,
+};
+use crate::inbound;
 use crate::plugin::bindings::PluginPre;
 use crate::plugin::{PluginError, PluginSlot, SlotSettings};
 use crate::proxy::{Proxy, Route};
 use crate::routes::RouteMatch;
-use crate::sandbox::{EPOCH_TICK, HostState, InstanceLimits, Label, Sandbox};
+use crate::sandbox::{
+    EPOCH_TICK, HostState, InstanceLimits, Label, Sandbox, SandboxSettings, default_cache_dir,
+};
 use crate::upstream::{Upstream, Upstreams};
 
 /// Idle instances kept per (route, plugin). Under more concurrency than this, extra instances are made and
 /// dropped after use; this bounds the memory an idle proxy keeps.
 const MAX_IDLE_INSTANCES: usize = 64;
 
+/// What `weir check` and `weir run` both do before serving, in one place so that they cannot differ:
+/// validate, build the sandbox, load every plugin. A config that passes here is one `run` can serve.
+pub async fn prepare(
+    source: &Source,
+    plugin_dir: &Path,
+) -> Result<(Proxy, Arc<Sandbox>), ConfigErrors> {
+    let sandbox = match sandbox(source) {
+        Ok(sandbox) => sandbox,
+        Err(refused) => {
+            let mut errors = source.validate();
+            errors.extend(refused);
+            return Err(ConfigErrors(errors));
+        }
+    };
+    let proxy = load(source, &sandbox, plugin_dir).await?;
+    Ok((proxy, sandbox))
+}
+
+/// The sandbox `[server]` asks for. The error is `None` when its settings are out of range, which
+/// `validate` reports; otherwise the settings were in range but this machine has less address space (or a
+/// lower `ulimit -v`) than the range allows for, and the error says so on `max_instances`.
+fn sandbox(source: &Source) -> Result<Arc<Sandbox>, Option<ConfigError>> {
+    let server = &source.config.server;
+    if !server.sandbox_settings_in_range() {
+        return Err(None);
+    }
+    Sandbox::new(&sandbox_settings(server, Some(source))).map_err(|e| {
+        Some(source.field_error(
+            &[Step::Key("server"), Step::Key("max_instances")],
+            format!(
+                "cannot reserve address space for {} plugin instances: {e:#}",
+                server.max_instances
+            ),
+        ))
+    })
+}
+
+/// The sandbox's settings; without a source (`weir plugin inspect`), the defaults.
+pub fn sandbox_settings(server: &ServerConfig, source: Option<&Source>) -> SandboxSettings {
+    SandboxSettings {
+        max_instances: server.max_instances,
+        max_plugin_memory: server.max_plugin_memory.0,
+        concurrency_support: server.concurrency_support,
+        cache_dir: match (&server.cache_dir, source) {
+            (Some(dir), Some(source)) => Some(source.resolve(dir)),
+            _ => default_cache_dir(),
+        },
+    }
+}
+
+/// Loads every route with a sandbox already built; [`prepare`] is the whole of it.
 pub async fn load(
     source: &Source,
     sandbox: &Arc<Sandbox>,
@@ -65,6 +121,9 @@ pub async fn load(
                     continue;
                 }
             };
+            if !entry.get_ref().limits_in_range(&config.server) {
+                continue; // reported by the config's own validation
+            }
             let settings = match slot_settings(source, entry.get_ref()) {
                 Ok(settings) => settings,
                 Err(message) => {
@@ -72,8 +131,14 @@ pub async fn load(
                     continue;
                 }
             };
-            let plugin_config =
-                serde_json::to_string(&entry.get_ref().config).expect("a TOML table is valid JSON");
+            let plugin_config = match serde_json::to_string(&entry.get_ref().config) {
+                Ok(json) => json,
+                Err(e) => {
+                    let location = format!("{label}, field \"config\"");
+                    errors.push(source.error(at, location, format!("cannot be made JSON: {e}")));
+                    continue;
+                }
+            };
             let log_label = Arc::new(Label {
                 route: route_name.clone(),
                 plugin: plugin_label(position, entry.get_ref()),
@@ -88,6 +153,18 @@ pub async fn load(
                         format!("config.{field}")
                     };
                     errors.push(source.error(at, format!("{label}, field \"{field}\""), message));
+                }
+                Err(e) if memory_refused(&e) => {
+                    let field = [
+                        Step::Key("routes"),
+                        Step::Index(index),
+                        Step::Key("plugins"),
+                        Step::Index(position),
+                        Step::Key("memory"),
+                    ];
+                    let memory = entry.get_ref().memory;
+                    let message = format!("{memory} is too little for this plugin: {e}");
+                    errors.push(source.field_error(&field, message));
                 }
                 Err(e) => errors.push(source.error(at, label, format!("init failed: {e}"))),
             }
@@ -110,7 +187,19 @@ pub async fn load(
         routes,
         upstreams,
         access_log: config.server.access_log,
+        inbound: inbound::Rules {
+            path: source.path_policy(),
+            max_target: usize::try_from(config.server.max_request_target.0).unwrap_or(usize::MAX),
+        },
     })
+}
+
+/// True when instantiating or initialising a plugin failed because its `memory` cap refused a grow, which
+/// wasmtime's `StoreLimits` reports only as text ("forcing trap when growing memory to N bytes", in the
+/// pinned wasmtime 48).
+fn memory_refused(error: &PluginError) -> bool {
+    matches!(error, PluginError::Instantiate(_) | PluginError::Trap(_))
+        && error.to_string().contains("growing memory")
 }
 
 /// Where a plugin's `.wasm` is: a built-in by name in the plugin directory, or a path from the config.

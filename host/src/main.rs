@@ -10,8 +10,8 @@ use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use weir::config::{ServerConfig, Source};
-use weir::sandbox::{Sandbox, SandboxSettings, default_cache_dir};
+use weir::config::{ConfigErrors, ServerConfig, Source};
+use weir::sandbox::Sandbox;
 use weir::{inspect, load, server};
 
 #[derive(Parser)]
@@ -77,18 +77,6 @@ fn init_logging(level: &str) {
         .init();
 }
 
-fn sandbox_settings(server: &ServerConfig, source: Option<&Source>) -> SandboxSettings {
-    SandboxSettings {
-        max_instances: server.max_instances,
-        max_plugin_memory: server.max_plugin_memory.0,
-        concurrency_support: server.concurrency_support,
-        cache_dir: match (&server.cache_dir, source) {
-            (Some(dir), Some(source)) => Some(source.resolve(dir)),
-            _ => default_cache_dir(),
-        },
-    }
-}
-
 fn plugin_dir(source: &Source) -> PathBuf {
     match &source.config.server.plugin_dir {
         Some(dir) => source.resolve(dir),
@@ -96,19 +84,15 @@ fn plugin_dir(source: &Source) -> PathBuf {
     }
 }
 
-/// Parses and loads everything; config errors are printed and give `Ok(Err(exit code))`.
-async fn load_all(
-    source: &Source,
-) -> anyhow::Result<Result<(weir::proxy::Proxy, Arc<Sandbox>), ExitCode>> {
-    let sandbox = Sandbox::new(&sandbox_settings(&source.config.server, Some(source)))
-        .context("cannot start the WebAssembly sandbox")?;
-    match load::load(source, &sandbox, &plugin_dir(source)).await {
-        Ok(proxy) => Ok(Ok((proxy, sandbox))),
-        Err(errors) => {
+/// Validates and loads everything, as `load::prepare` does for both commands; config errors are printed
+/// and give `Err(exit code)`.
+async fn load_all(source: &Source) -> Result<(weir::proxy::Proxy, Arc<Sandbox>), ExitCode> {
+    load::prepare(source, &plugin_dir(source))
+        .await
+        .map_err(|errors| {
             eprintln!("{errors}");
-            Ok(Err(ExitCode::FAILURE))
-        }
-    }
+            ExitCode::FAILURE
+        })
 }
 
 fn read_source(config: &Path) -> Result<Source, ExitCode> {
@@ -131,10 +115,17 @@ fn run(config: &Path) -> anyhow::Result<ExitCode> {
         Ok(source) => source,
         Err(code) => return Ok(code),
     };
+    // The runtime is sized by the config, so the config is held to its ranges before the runtime exists
+    // (`workers = 0` is refused here, not asserted on by tokio); `load_all` validates again, as check does.
+    let errors = source.validate();
+    if !errors.is_empty() {
+        eprintln!("{}", ConfigErrors(errors));
+        return Ok(ExitCode::FAILURE);
+    }
     init_logging(&source.config.server.log_level);
     let runtime = runtime(source.config.server.workers)?;
     runtime.block_on(async {
-        let (proxy, _sandbox) = match load_all(&source).await? {
+        let (proxy, _sandbox) = match load_all(&source).await {
             Ok(loaded) => loaded,
             Err(code) => return Ok(code),
         };
@@ -145,13 +136,7 @@ fn run(config: &Path) -> anyhow::Result<ExitCode> {
         // Tests and scripts read this line for the bound address (the config may say port 0).
         println!("weir listening on http://{}", listener.local_addr()?);
         let proxy = Arc::new(ArcSwap::from_pointee(proxy));
-        server::serve(
-            listener,
-            proxy,
-            shutdown_signal(),
-            source.config.server.shutdown_timeout,
-        )
-        .await;
+        server::serve(listener, proxy, shutdown_signal(), &source.config.server).await;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -172,7 +157,7 @@ fn check(config: &Path) -> anyhow::Result<ExitCode> {
     };
     init_logging("warn");
     runtime(Some(1))?.block_on(async {
-        let (proxy, _sandbox) = match load_all(&source).await? {
+        let (proxy, _sandbox) = match load_all(&source).await {
             Ok(loaded) => loaded,
             Err(code) => return Ok(code),
         };
@@ -189,7 +174,7 @@ fn check(config: &Path) -> anyhow::Result<ExitCode> {
 
 fn inspect_plugin(file: &Path) -> anyhow::Result<ExitCode> {
     init_logging("warn");
-    let sandbox = Sandbox::new(&sandbox_settings(&ServerConfig::default(), None))?;
+    let sandbox = Sandbox::new(&load::sandbox_settings(&ServerConfig::default(), None))?;
     let inspection = inspect::inspect(&sandbox, file)?;
     print!("{}", inspection.report);
     Ok(if inspection.fits {

@@ -5,13 +5,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{Request, Response, header};
+use http::{HeaderMap, HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 
 use crate::body::ProxyBody;
 use crate::chain;
 use crate::exchange::strip_hop_by_hop;
 use crate::fault::{Fault, error_response};
+use crate::inbound::{self, Admitted};
 use crate::plugin::PluginSlot;
 use crate::routes::RouteMatch;
 use crate::upstream::{Outgoing, Upstream, Upstreams};
@@ -20,6 +21,7 @@ pub struct Proxy {
     pub routes: Vec<Route>,
     pub upstreams: Arc<Upstreams>,
     pub access_log: bool,
+    pub inbound: inbound::Rules,
 }
 
 pub struct Route {
@@ -69,29 +71,35 @@ impl Proxy {
         client_ip: IpAddr,
         trace: &mut Trace,
     ) -> Response<ProxyBody> {
-        let host = request
-            .headers()
+        let (mut parts, body) = request.into_parts();
+        let original_uri = match inbound::admit(&mut parts, self.inbound) {
+            Ok(Admitted::Forward { original }) => original,
+            Ok(Admitted::ServerOptions) => return server_options(),
+            Err(refusal) => return error_response(&Fault::Client(&refusal)),
+        };
+        let host = parts
+            .headers
             .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| request.uri().authority().map(|a| a.as_str()));
-        let Some(route) = self.routes.iter().find(|r| {
-            r.matcher
-                .matches(request.method(), host, request.uri().path())
-        }) else {
+            .and_then(|h| h.to_str().ok());
+        let Some(route) = self
+            .routes
+            .iter()
+            .find(|r| r.matcher.matches(&parts.method, host, parts.uri.path()))
+        else {
             return error_response(&Fault::NoRoute);
         };
         trace.route = Some(route.name.clone());
         if let Some(limit) = route.max_request_body
-            && declared_length(&request).is_some_and(|len| len > limit)
+            && declared_length(&parts.headers).is_some_and(|len| len > limit)
         {
             return error_response(&Fault::BodyTooLarge);
         }
 
-        let (mut parts, body) = request.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let body = ProxyBody::incoming(body, route.max_request_body);
+        let body = ProxyBody::request(body, route.max_request_body);
         if !route.chain.is_empty() {
-            return chain::run(route, &self.upstreams, parts, body, client_ip, trace).await;
+            let original_uri = original_uri.unwrap_or_else(|| parts.uri.clone());
+            return chain::run(self, route, parts, original_uri, body, client_ip, trace).await;
         }
 
         // An empty chain: no exchange, no copies, the body streams straight through.
@@ -110,14 +118,22 @@ impl Proxy {
     }
 }
 
-fn declared_length(request: &Request<Incoming>) -> Option<u64> {
-    request
-        .headers()
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(header::CONTENT_LENGTH)?
         .to_str()
         .ok()?
         .parse()
         .ok()
+}
+
+/// The answer to `OPTIONS *`: what Weir forwards.
+fn server_options() -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::empty());
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(inbound::ALLOW));
+    response
 }
 
 /// The upstream's response as it goes back to the client: its hop-by-hop headers removed.

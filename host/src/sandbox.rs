@@ -14,6 +14,7 @@ use wasmtime::{
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::config::HttpGrant;
 use crate::cpu_time::Overtime;
 use crate::exchange::Exchange;
 use crate::guest_output::{GuestOutput, Stream};
@@ -40,8 +41,8 @@ pub struct InstanceLimits {
     pub env: Vec<(String, String)>,
     /// Guest path → host directory, read-only.
     pub dirs: Vec<(String, PathBuf)>,
-    /// `host` or `host:port` the plugin may send HTTP requests to.
-    pub http: Arc<[String]>,
+    /// Where the plugin may send HTTP requests.
+    pub http: Arc<[HttpGrant]>,
 }
 
 /// Names a plugin in logs: which route, which link of its chain.
@@ -59,7 +60,7 @@ pub struct HostState {
     /// The exchange being handled; only set while a hook runs.
     pub exchange: Option<Box<Exchange>>,
     pub label: Arc<Label>,
-    pub http_grants: Arc<[String]>,
+    pub http_grants: Arc<[HttpGrant]>,
     /// Set when a host call waited on the network: the time spent waiting is not the plugin's CPU time,
     /// so the next epoch deadline is renewed once instead of trapping.
     pub waited_on_host: bool,

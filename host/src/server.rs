@@ -13,6 +13,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use crate::config::ServerConfig;
 use crate::proxy::Proxy;
 
 /// A client that has not sent a full request head within this time is dropped (slowloris).
@@ -22,8 +23,24 @@ pub async fn serve(
     listener: TcpListener,
     proxy: Arc<ArcSwap<Proxy>>,
     shutdown: impl Future<Output = ()>,
-    grace: Duration,
+    settings: &ServerConfig,
 ) {
+    let grace = settings.shutdown_timeout;
+    let mut http1 = http1::Builder::new();
+    // The parser caps the whole head, line included, and checks that before the target's length: its cap
+    // leaves room for the longest target allowed, so a long target gets 414 from admission, not 431.
+    let head = settings
+        .max_request_head
+        .0
+        .saturating_add(settings.max_request_target.0);
+    let head = usize::try_from(head).unwrap_or(usize::MAX);
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_header_size(head)
+        // A head still arriving is buffered up to this, so the limit holds for slow clients too (hyper
+        // refuses a buffer under 8 KiB).
+        .max_buf_size(head.max(8 << 10));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -46,10 +63,7 @@ pub async fn serve(
             let proxy = proxy.load_full();
             async move { Ok::<_, Infallible>(proxy.handle(request, client).await) }
         });
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
+        let connection = http1.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {

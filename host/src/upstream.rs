@@ -13,8 +13,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::body::{self, ProxyBody};
+use http_body_util::LengthLimitError;
+
+use crate::body::{ClientBodyError, ProxyBody};
 use crate::config::{UpstreamConfig, UpstreamUrl};
+use crate::fault;
 
 /// Idle upstream connections are kept this long: below the 60–75 s keep-alive of common servers, so Weir
 /// closes first and never sends on a connection the upstream is closing.
@@ -28,13 +31,20 @@ pub enum UpstreamError {
     Timeout { upstream: String },
     #[error("the request body is over the route's max_request_body")]
     BodyTooLarge,
+    /// The client's body broke off or broke its framing while it was being forwarded.
+    #[error("{0}")]
+    ClientBody(String),
+    /// The normalised path and query did not make a URI: a bug, reported instead of a panic.
+    #[error("cannot form the upstream target: {0}")]
+    Target(String),
 }
 
 pub struct Upstream {
     pub name: String,
     url: UpstreamUrl,
     timeout: Duration,
-    preserve_host: bool,
+    /// The `Host` sent upstream, unless `preserve_host` keeps the client's.
+    host: Option<HeaderValue>,
     client: Client<HttpConnector, ProxyBody>,
 }
 
@@ -59,7 +69,10 @@ impl Upstream {
             name: name.to_owned(),
             url: config.url.clone(),
             timeout: config.timeout,
-            preserve_host: config.preserve_host,
+            host: (!config.preserve_host).then(|| {
+                HeaderValue::from_str(config.url.authority.as_str())
+                    .expect("an authority's characters are valid in a header value")
+            }),
             client,
         }
     }
@@ -70,7 +83,7 @@ impl Upstream {
         out: Outgoing<'_>,
         body: ProxyBody,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let request = self.request(out, body);
+        let request = self.request(out, body)?;
         match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Err(_) => Err(UpstreamError::Timeout {
                 upstream: self.name.clone(),
@@ -80,7 +93,11 @@ impl Upstream {
         }
     }
 
-    fn request(&self, out: Outgoing<'_>, body: ProxyBody) -> Request<ProxyBody> {
+    fn request(
+        &self,
+        out: Outgoing<'_>,
+        body: ProxyBody,
+    ) -> Result<Request<ProxyBody>, UpstreamError> {
         let mut path_and_query =
             String::with_capacity(self.url.base_path.len() + out.path.len() + 32);
         path_and_query.push_str(&self.url.base_path);
@@ -94,62 +111,60 @@ impl Upstream {
             .authority(self.url.authority.clone())
             .path_and_query(path_and_query)
             .build()
-            .expect("the path and query were validated when they were set");
+            .map_err(|e| UpstreamError::Target(e.to_string()))?;
 
         let mut headers = out.headers;
         add_forwarded(&mut headers, out.client_ip);
-        if !self.preserve_host {
-            let authority = HeaderValue::from_str(self.url.authority.as_str())
-                .expect("an authority is a valid value");
-            headers.insert(header::HOST, authority);
+        if let Some(host) = &self.host {
+            headers.insert(header::HOST, host.clone());
         }
         let mut request = Request::new(body);
         *request.method_mut() = out.method;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
-        request
+        Ok(request)
     }
 
     fn classify(&self, err: &hyper_util::client::legacy::Error) -> UpstreamError {
-        if body::is_too_large(err) {
+        if fault::caused_by::<LengthLimitError>(err) {
             return UpstreamError::BodyTooLarge;
         }
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
-        let mut reason = String::new();
-        while let Some(e) = cause {
-            if let Some(io) = e.downcast_ref::<std::io::Error>()
-                && io.kind() == std::io::ErrorKind::TimedOut
-            {
-                return UpstreamError::Timeout {
-                    upstream: self.name.clone(),
-                };
-            }
-            if !reason.is_empty() {
-                reason.push_str(": ");
-            }
-            reason.push_str(&e.to_string());
-            cause = e.source();
+        if fault::caused_by::<ClientBodyError>(err) {
+            return UpstreamError::ClientBody(fault::error_chain(err));
+        }
+        let timed_out = fault::causes(err).any(|e| {
+            e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        });
+        if timed_out {
+            return UpstreamError::Timeout {
+                upstream: self.name.clone(),
+            };
         }
         UpstreamError::Unreachable {
             upstream: self.name.clone(),
-            reason,
+            reason: fault::error_chain(err),
         }
     }
 }
 
-/// `X-Forwarded-For` gets the client appended; `X-Forwarded-Proto` and `X-Forwarded-Host` say what the
-/// client asked for, so the upstream can build public URLs.
+/// `X-Forwarded-For` gets the client appended after every value the client sent (joined into one line),
+/// so the last address is the one Weir saw; `X-Forwarded-Proto` and `X-Forwarded-Host` say what the client
+/// asked for, so the upstream can build public URLs.
 fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr) {
     const XFF: &str = "x-forwarded-for";
     let ip = client_ip.to_string();
-    let forwarded_for = match headers.get(XFF).and_then(|v| v.to_str().ok()) {
-        Some(previous) => format!("{previous}, {ip}"),
-        None => ip,
+    let mut forwarded_for: Vec<u8> = Vec::with_capacity(ip.len());
+    for previous in headers.get_all(XFF) {
+        forwarded_for.extend_from_slice(previous.as_bytes());
+        forwarded_for.extend_from_slice(b", ");
+    }
+    forwarded_for.extend_from_slice(ip.as_bytes());
+    // Every part is a valid header value, so the join is one; were it not, no client value may pass.
+    match HeaderValue::from_bytes(&forwarded_for) {
+        Ok(value) => headers.insert(XFF, value),
+        Err(_) => headers.remove(XFF),
     };
-    headers.insert(
-        XFF,
-        HeaderValue::from_str(&forwarded_for).expect("IP addresses are valid values"),
-    );
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert("x-forwarded-host", host);

@@ -1,6 +1,8 @@
 //! Test harness: the real `weir` binary on a loopback port, real upstreams, a real HTTP client.
 #![allow(dead_code, reason = "each test file uses its own part of the harness")]
 
+pub mod raw;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

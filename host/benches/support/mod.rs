@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use tokio::runtime::Runtime;
-use weir::config::{Isolation, OnError, UpstreamConfig, UpstreamUrl};
+use weir::config::{EscapedSlashes, Isolation, OnError, UpstreamConfig, UpstreamUrl};
 use weir::exchange::Exchange;
+use weir::normalise::PathPolicy;
 use weir::plugin::{PluginSlot, SlotSettings};
 use weir::sandbox::{InstanceLimits, Label, Sandbox, SandboxSettings};
 use weir::upstream::{Upstream, Upstreams};
@@ -74,6 +75,10 @@ pub fn exchange(upstreams: &Arc<Upstreams>, headers: &[(&str, &str)]) -> Box<Exc
         client_ip: [127, 0, 0, 1].into(),
         upstream: upstreams.get("a").expect("upstream a").clone(),
         upstreams: upstreams.clone(),
+        path_policy: PathPolicy {
+            escaped_slashes: EscapedSlashes::Keep,
+            merge_slashes: true,
+        },
         context: Default::default(),
         response: None,
         skip_body: false,

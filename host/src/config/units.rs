@@ -60,6 +60,7 @@ impl FromStr for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
+            n if n >= 1 << 30 && n % (1 << 30) == 0 => write!(f, "{}GiB", n >> 30),
             n if n >= 1 << 20 && n % (1 << 20) == 0 => write!(f, "{}MiB", n >> 20),
             n if n >= 1 << 10 && n % (1 << 10) == 0 => write!(f, "{}KiB", n >> 10),
             n => write!(f, "{n}B"),
@@ -179,6 +180,160 @@ impl TryFrom<String> for UpstreamUrl {
     }
 }
 
+/// A host a plugin may send HTTP requests to: `auth.internal` (any port), `auth.internal:8080`,
+/// `10.0.0.7:8080` or `[::1]:8080`. One parser reads both the grant and the host of every URL a plugin asks
+/// for, so the two cannot disagree on what a host is (case, brackets, a spelling of an address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpGrant {
+    host: Host,
+    /// `None` grants every port.
+    port: Option<u16>,
+}
+
+/// A DNS name (lower-cased) or an IP address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Host {
+    Name(String),
+    V4(std::net::Ipv4Addr),
+    V6(std::net::Ipv6Addr),
+}
+
+impl HttpGrant {
+    /// True when this grant covers a request to `uri`, an `http://` URL (port 80 when it names none).
+    pub fn allows(&self, uri: &http::Uri) -> bool {
+        let Some(Ok(host)) = uri.host().map(Host::parse) else {
+            return false;
+        };
+        host == self.host
+            && self
+                .port
+                .is_none_or(|port| uri.port_u16().unwrap_or(80) == port)
+    }
+}
+
+/// By hand rather than `try_from`: a grant is an array element, and only an error raised while the
+/// element itself is read carries the element's position, which names `grants.http.N`.
+impl<'de> Deserialize<'de> for HttpGrant {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = HttpGrant;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("host or host:port")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<HttpGrant, E> {
+                text.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
+
+impl FromStr for HttpGrant {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let refuse = |why: &str| Err(format!("\"{text}\" {why}: write host or host:port"));
+        if text.is_empty() {
+            return refuse("is empty");
+        }
+        if text.contains("://") {
+            return refuse("is a URL");
+        }
+        if text
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return refuse("has whitespace");
+        }
+        if text.contains('@') {
+            return refuse("has userinfo");
+        }
+        if text.contains(['/', '?', '#']) {
+            return refuse("has a path");
+        }
+        let (host, port) = match text.strip_prefix('[') {
+            Some(rest) => match rest.split_once(']') {
+                Some((_, "")) => (text, None),
+                Some((address, after)) => match after.strip_prefix(':') {
+                    Some(port) => (&text[..address.len() + 2], Some(port)),
+                    None => return refuse("has text after the IPv6 address"),
+                },
+                None => return refuse("has no ']' after its IPv6 address"),
+            },
+            None => match text.rsplit_once(':') {
+                Some((host, _)) if host.contains(':') => {
+                    return refuse("is an IPv6 address without brackets");
+                }
+                Some((host, port)) => (host, Some(port)),
+                None => (text, None),
+            },
+        };
+        let host = match Host::parse(host) {
+            Ok(host) => host,
+            Err(why) => return refuse(why),
+        };
+        let port = match port {
+            None => None,
+            // `u16::from_str` takes a sign; a port is digits only.
+            Some(port) => match port.parse::<u16>() {
+                Ok(number) if number > 0 && port.bytes().all(|b| b.is_ascii_digit()) => {
+                    Some(number)
+                }
+                _ => return refuse("has a port that is not 1 to 65535"),
+            },
+        };
+        Ok(HttpGrant { host, port })
+    }
+}
+
+impl Host {
+    /// The error says what the host is not, to follow the text it came from.
+    fn parse(text: &str) -> Result<Host, &'static str> {
+        if let Some(inner) = text.strip_prefix('[') {
+            return inner
+                .strip_suffix(']')
+                .and_then(|address| address.parse().ok())
+                .map(Host::V6)
+                .ok_or("is not an IPv6 address");
+        }
+        // As in URLs (WHATWG): a host whose last label is a number is an IPv4 address or nothing.
+        let last = text.rsplit('.').next().unwrap_or(text);
+        if !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()) {
+            return text
+                .parse()
+                .map(Host::V4)
+                .map_err(|_| "is not an IPv4 address");
+        }
+        // RFC 1035 labels; `_` too, which DNS allows and container service names use.
+        let label = |l: &str| {
+            (1..=63).contains(&l.len())
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if text.len() <= 253 && text.split('.').all(label) {
+            Ok(Host::Name(text.to_ascii_lowercase()))
+        } else {
+            Err("is not a DNS name or an IP address")
+        }
+    }
+}
+
+impl fmt::Display for HttpGrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            Host::Name(name) => write!(f, "{name}")?,
+            Host::V4(address) => write!(f, "{address}")?,
+            Host::V6(address) => write!(f, "[{address}]")?,
+        }
+        match self.port {
+            Some(port) => write!(f, ":{port}"),
+            None => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +360,56 @@ mod tests {
         assert!(wild.matches("a.example.com"));
         assert!(!wild.matches("example.com"));
         assert!(HostPattern::try_from("exa mple".to_string()).is_err());
+    }
+
+    #[test]
+    fn http_grants_are_a_host_or_a_host_and_port() {
+        for good in [
+            "auth.example.com",
+            "Auth.Example.com:8080",
+            "127.0.0.1:8123",
+            "10.0.0.7",
+            "[::1]",
+            "[::1]:8080",
+            "my_service:65535",
+            "localhost:1",
+            "localhost:080",
+        ] {
+            assert!(good.parse::<HttpGrant>().is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "http://auth.example.com",
+            "auth.example.com/jwks",
+            "/jwks",
+            "user@auth.example.com",
+            "auth example.com",
+            " auth.example.com",
+            "auth.example.com:0",
+            "auth.example.com:65536",
+            "auth.example.com:",
+            "auth.example.com:+80",
+            "::1",
+            "[::1",
+            "[::1]x",
+            "[not-v6]:80",
+            "999.1.1.1",
+            "1.2.3",
+            "-auth.example.com",
+            "auth..example.com",
+            "auth.example.com.",
+            "auth.example.com?x",
+        ] {
+            assert!(bad.parse::<HttpGrant>().is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(
+            "[0:0::1]:80".parse::<HttpGrant>().unwrap().to_string(),
+            "[::1]:80"
+        );
+        assert_eq!(
+            "http://x".parse::<HttpGrant>().unwrap_err(),
+            "\"http://x\" is a URL: write host or host:port"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use wasmtime::Result;
 
 use super::bindings::weir::plugin::{context, log, request, response, types};
 use crate::exchange::{self, Exchange, ResponseHead};
+use crate::normalise;
 use crate::sandbox::HostState;
 
 type Header = (String, Vec<u8>);
@@ -129,18 +130,23 @@ impl request::Host for HostState {
 
     fn set_path(&mut self, path: String) -> Result<Result<(), String>> {
         Ok(self.request_mut()?.and_then(|ex| {
-            exchange::settable_path(&path)?;
-            ex.path = path;
+            let normal = normalise::path(&path, ex.path_policy)
+                .map_err(|e| format!("path {path:?} refused: {e}"))?;
+            ex.path = normal.into_owned();
             Ok(())
         }))
     }
 
     fn set_query(&mut self, query: Option<String>) -> Result<Result<(), String>> {
         Ok(self.request_mut()?.and_then(|ex| {
-            if let Some(q) = &query {
-                exchange::settable_query(q)?;
-            }
-            ex.query = query;
+            ex.query = match &query {
+                Some(q) => Some(
+                    normalise::query(q)
+                        .map_err(|e| format!("query {q:?} refused: {e}"))?
+                        .into_owned(),
+                ),
+                None => None,
+            };
             Ok(())
         }))
     }

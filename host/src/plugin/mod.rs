@@ -96,6 +96,14 @@ impl PluginSlot {
         Ok(slot)
     }
 
+    /// The idle instances. Nothing panics while holding the lock, but were it poisoned the list is still
+    /// sound (a push or a pop either happened or did not), so the pool keeps working.
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub fn wants_body(&self, kind: BodyKind) -> bool {
         self.hooks.contains(match kind {
             BodyKind::Request => Hooks::REQUEST_BODY,
@@ -106,7 +114,7 @@ impl PluginSlot {
     /// An initialised instance for one request: a pooled one if any is idle, else a new one.
     pub async fn checkout(&self) -> Result<Instance, PluginError> {
         if self.settings.isolation == Isolation::Pooled
-            && let Some(instance) = self.idle.lock().expect("pool lock").pop()
+            && let Some(instance) = self.idle().pop()
         {
             return Ok(instance);
         }
@@ -131,7 +139,7 @@ impl PluginSlot {
         {
             return;
         }
-        let mut idle = self.idle.lock().expect("pool lock");
+        let mut idle = self.idle();
         if idle.len() < self.settings.max_idle {
             idle.push(instance);
         }

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use weir_sdk::template::Template;
+use weir_sdk::template::{Missing, Template, Values};
 use weir_sdk::{ConfigError, Request, log};
 
 /// A phase as written in the config.
@@ -77,21 +77,37 @@ fn render<'a>(
     req: &Request,
     (name, template): &'a (String, Template),
 ) -> Option<(&'a str, String)> {
-    match template.render(req, None) {
-        Ok(value) if valid_value(&value) => Some((name, value)),
-        // Only a placeholder's value can bring them in: the template's own text was checked at init.
-        Ok(_) => {
+    match value(req, template) {
+        Ok(value) => Some((name, value)),
+        Err(Unset::ControlCharacters) => {
             log::warn(&format!(
                 "header {name} not set: its value has control characters"
             ));
             None
         }
-        Err(missing) => {
+        Err(Unset::Missing(missing)) => {
             if log::enabled(log::Level::Debug) {
                 log::debug(&format!("header {name} not set: {missing}"));
             }
             None
         }
+    }
+}
+
+/// Why a header is left out on a request.
+enum Unset {
+    Missing(Missing),
+    /// Only a placeholder's value can bring them in: the template's own text was checked at init.
+    ControlCharacters,
+}
+
+/// [`render`] without the logging, which needs the host: the part that native tests can reach.
+fn value(values: &impl Values, template: &Template) -> Result<String, Unset> {
+    let value = template.render(values, None).map_err(Unset::Missing)?;
+    if valid_value(&value) {
+        Ok(value)
+    } else {
+        Err(Unset::ControlCharacters)
     }
 }
 
@@ -195,5 +211,117 @@ mod tests {
                 .starts_with("unknown placeholder `{nope}`")
         );
         assert!(build(r#"{"set": {"x-a": "tab\tok {{literal}}"}}"#).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use weir_sdk::template::Snapshot;
+
+    /// RFC 9110's `tchar`, spelled differently from [`header_name`]: what it excludes.
+    fn is_tchar(b: u8) -> bool {
+        b.is_ascii_graphic() && !br#""(),/:;<=>?@[\]{}"#.contains(&b)
+    }
+
+    fn has_control(text: &str) -> bool {
+        text.bytes().any(|b| b != b'\t' && (b < 0x20 || b == 0x7f))
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            12 => "[A-Za-z0-9!#$%&'*+.^_`|~-]{1,8}",
+            1 => prop::sample::select(vec!["Connection", "content-length", "TE"]).prop_map(str::to_owned),
+            1 => "[a-z :;\"(),/{}\t]{0,4}",
+            1 => any::<String>(),
+        ]
+    }
+
+    /// Templates, broken ones, and text with the control characters a header value must not have.
+    fn value_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            12 => "[a\t ]{0,4}(\\{\\{|\\}\\}|\\{(path|query|ctx\\.a|header\\.x-a)\\})?[a ]{0,4}",
+            1 => "[a {}]{0,4}\\{(path|nope)\\}[a {}]{0,4}",
+            1 => "[a\t\r\n\u{0}\u{7f}]{0,8}",
+            1 => any::<String>(),
+        ]
+    }
+
+    /// Every request value the same text, often with CR, LF, NUL or DEL in it; the header any bytes.
+    fn hostile_request() -> impl Strategy<Value = Snapshot> {
+        let text = || prop_oneof!["[a\t\r\n\u{0}\u{7f}é]{0,8}", any::<String>()];
+        let header = prop_oneof![
+            text().prop_map(String::into_bytes),
+            prop::collection::vec(any::<u8>(), 0..8),
+        ];
+        (text(), prop::option::of(text()), header).prop_map(|(text, query, header)| Snapshot {
+            path: text.clone(),
+            query,
+            method: text.clone(),
+            upstream: text.clone(),
+            original_uri: text.clone(),
+            client_addr: text.clone(),
+            context: [("a".to_owned(), text)].into(),
+            headers: vec![("x-a".to_owned(), header)],
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// A phase that builds has only lowercase token names the proxy lets plugins change, and values
+        /// free of control characters but tab.
+        #[test]
+        fn a_phase_builds_only_from_valid_names_and_values(
+            set in prop::collection::btree_map(name(), value_text(), 0..4),
+            append in prop::collection::btree_map(name(), value_text(), 0..4),
+            remove in prop::collection::vec(name(), 0..4),
+        ) {
+            let config = PhaseConfig { set, append, remove };
+            let Ok(phase) = Phase::build("request", &config) else {
+                return Ok(());
+            };
+            let names = phase.remove.iter().chain(phase.set.iter().chain(&phase.append).map(|(n, _)| n));
+            for name in names {
+                prop_assert!(!name.is_empty() && name.bytes().all(is_tchar), "{name:?}");
+                prop_assert!(!name.bytes().any(|b| b.is_ascii_uppercase()), "{name:?}");
+                prop_assert!(!MANAGED.contains(&name.as_str()), "{name:?}");
+            }
+            for value in config.set.values().chain(config.append.values()) {
+                prop_assert!(!has_control(value), "{value:?}");
+            }
+            prop_assert_eq!(phase.set.len(), config.set.len());
+            prop_assert_eq!(phase.append.len(), config.append.len());
+            prop_assert_eq!(phase.remove.len(), config.remove.len());
+        }
+
+        /// Whatever the request carries, a header's value is its template rendered, and never holds CR,
+        /// LF or another control character but tab: a request cannot inject a header line.
+        #[test]
+        fn request_values_never_bring_control_characters_into_a_header(
+            text in prop::sample::select(vec![
+                "{path}",
+                "x {query} y",
+                "{ctx.a}",
+                "{header.X-A}",
+                "{method}{upstream}{original_uri}{client_addr}",
+                "tab\tand {{braces}}",
+            ]),
+            req in hostile_request(),
+        ) {
+            let template = header_template("set.x", text).unwrap();
+            let rendered = template.render(&req, None);
+            match value(&req, &template) {
+                Ok(value) => {
+                    prop_assert!(!has_control(&value), "{value:?}");
+                    prop_assert_eq!(rendered, Ok(value));
+                }
+                Err(Unset::ControlCharacters) => {
+                    prop_assert!(rendered.is_ok_and(|r| has_control(&r)));
+                }
+                Err(Unset::Missing(missing)) => prop_assert_eq!(rendered, Err(missing)),
+            }
+        }
     }
 }

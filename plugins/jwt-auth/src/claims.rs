@@ -33,6 +33,10 @@ impl Policy {
         if nbf.is_some_and(|nbf| now + skew < nbf) {
             return Err(Failure::NotYetValid);
         }
+        // As PyJWT: a token from an issuer whose clock runs ahead (beyond the skew) is not trusted yet.
+        if iat.is_some_and(|iat| now + skew < iat) {
+            return Err(Failure::IssuedInFuture);
+        }
         if let (Some(max), Some(exp)) = (self.max_lifetime, exp) {
             // Without `iat` the lifetime left is what counts.
             if exp - iat.unwrap_or(now) > max as f64 {
@@ -139,6 +143,39 @@ mod tests {
             ..policy()
         };
         assert_eq!(check(&lenient, base(json!({}))), Ok(()));
+    }
+
+    #[test]
+    fn iat_may_be_in_the_future_by_the_clock_skew_and_no_more() {
+        let now = NOW as f64;
+        let claims = |iat: Value| json!({ "iss": "https://issuer", "aud": "api", "exp": now + 7200.0, "iat": iat });
+        assert_eq!(check(&policy(), claims(json!(now + 60.0))), Ok(()));
+        assert_eq!(
+            check(&policy(), claims(json!(now + 60.5))),
+            Err(Failure::IssuedInFuture)
+        );
+        assert_eq!(
+            check(&policy(), claims(json!(now + 3600.0))),
+            Err(Failure::IssuedInFuture)
+        );
+        assert_eq!(check(&policy(), claims(json!(now - 86400.0))), Ok(()));
+        let strict = Policy {
+            clock_skew: 0,
+            ..policy()
+        };
+        assert_eq!(check(&strict, claims(json!(now))), Ok(()));
+        assert_eq!(
+            check(&strict, claims(json!(now + 1.0))),
+            Err(Failure::IssuedInFuture)
+        );
+        // PyJWT's `int(iat)` takes "1800000000" too; a NumericDate is a JSON number (RFC 7519 section 2).
+        for not_a_number in [json!("1800000000"), json!(null), json!(true), json!([now])] {
+            assert_eq!(
+                check(&policy(), claims(not_a_number.clone())),
+                Err(Failure::Malformed("Jwt iat is not a number")),
+                "{not_a_number}"
+            );
+        }
     }
 
     #[test]

@@ -14,13 +14,14 @@
 //! `replacement` also the regex's groups. Paths a prefix or regex does not match pass unchanged; the query
 //! is always kept.
 //!
-//! The rewritten path has its `.`/`..` segments resolved (`%2e` counts as a dot). One that escapes the root,
-//! or is not a valid path, gets a local 400 instead of reaching the upstream, as does a template whose
-//! placeholder has no value (a context key an earlier plugin did not set, such as a claim the token lacks).
+//! The host normalises the rewritten path as it normalised the client's (dot segments resolved, `%2e` counts
+//! as a dot). One that climbs above the root, or is not a valid path, gets a local 400 instead of reaching
+//! the upstream, as does a template whose placeholder has no value (a context key an earlier plugin did not
+//! set, such as a claim the token lacks).
 //! Values are inserted as they are, so a client-controlled `{header.…}` can move the path anywhere under
 //! the root: keep such values out of paths that select what the client may see.
 
-mod normalise;
+mod config_path;
 mod rule;
 
 use rule::Rule;
@@ -96,10 +97,11 @@ impl Plugin for PathRewrite {
             Ok(None) => return Ok(Action::Continue),
             Err(missing) => return Ok(bad_request(&missing.to_string())),
         };
-        match normalise::normalise(&rewritten) {
-            Ok(new) if new == path => {}
-            Ok(new) => req.set_path(&new)?,
-            Err(reason) => return Ok(bad_request(&format!("rewritten path {reason}"))),
+        if rewritten != path
+            && let Err(refusal) = req.set_path(&rewritten)
+        {
+            // The host's reason names the path and what is wrong with it.
+            return Ok(bad_request(refusal.message()));
         }
         Ok(Action::Continue)
     }

@@ -1,6 +1,6 @@
 //! The four ways to rewrite, built from the config at `init`.
 
-use crate::normalise;
+use crate::config_path;
 use regex::Regex;
 use weir_sdk::template::{Missing, Template};
 use weir_sdk::{ConfigError, Request};
@@ -23,7 +23,7 @@ impl Rule {
     /// double the slash in front of the rest.
     pub fn prefix(field: &str, from: &str, to: &str) -> Result<Self, ConfigError> {
         let absolute = |name: &str, value: &str| {
-            normalise::check(value)
+            config_path::check(value)
                 .map_err(|reason| ConfigError::new(name, format!("`{value}` {reason}")))
         };
         absolute(&prefix_field(field, "from"), from)?;

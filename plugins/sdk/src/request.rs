@@ -24,7 +24,8 @@ impl Request {
         host::method()
     }
 
-    /// The path, percent-encoded as received (or as an earlier plugin set it), without the query.
+    /// The path in the host's normal form (dot segments resolved, escapes of unreserved characters decoded),
+    /// as the route matched it or as an earlier plugin set it, without the query.
     pub fn path(&self) -> String {
         host::path()
     }
@@ -49,7 +50,8 @@ impl Request {
         host::upstream()
     }
 
-    /// Replaces the path: an absolute path (`/…`) without spaces, control bytes, `?` or `#`.
+    /// Replaces the path: an absolute path (`/…`) without spaces, control bytes, `?` or `#`, which the host
+    /// normalises; one that climbs above the root is refused.
     pub fn set_path(&mut self, path: &str) -> Result<()> {
         Ok(host::set_path(path)?)
     }

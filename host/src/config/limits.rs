@@ -1,0 +1,247 @@
+//! The valid range of every number, size and duration in the config, and why each end is where it is.
+//!
+//! [`super::Source::validate`] holds every value to these, and `weir check` and `weir run` both run it, so
+//! no value that check accepts can make run panic or fail: each limit is the point past which something
+//! below Weir (tokio, wasmtime, the address space) would refuse the value or quietly mean something else.
+
+use std::time::Duration;
+
+use super::ByteSize;
+use crate::sandbox::EPOCH_TICK;
+
+/// An inclusive range, with the reason for an end when it is not plain "zero means nothing".
+pub struct Bounds<T> {
+    pub min: T,
+    pub max: T,
+    min_reason: Option<&'static str>,
+    max_reason: Option<&'static str>,
+}
+
+/// Tokio worker threads. Tokio asserts on 0. Each worker is an OS thread polling for work, so more than the
+/// machine's cores only adds contention; 1024 is beyond any machine Weir is meant for, while a typo such as
+/// `workers = 80000` would spawn threads until the OS refuses and tokio panics.
+pub const WORKERS: Bounds<usize> = Bounds {
+    min: 1,
+    max: 1024,
+    min_reason: None,
+    max_reason: None,
+};
+
+/// Plugin instances alive at once. Every slot of wasmtime's pooling allocator reserves a 4 GiB
+/// static-memory region and a 32 MiB guard (wasmtime's 64-bit defaults), whatever `max_plugin_memory` is:
+/// 16384 slots are 64.5 TiB of address space, half of the 128 TiB a process has with 4-level paging; on
+/// this kind of machine 30000 slots (118 TiB) already fail to map. A machine with less address space, or a
+/// `ulimit -v`, can refuse fewer: that is reported against this field when the sandbox is built.
+pub const MAX_INSTANCES: Bounds<u32> = Bounds {
+    min: 1,
+    max: 16384,
+    min_reason: None,
+    max_reason: Some("each instance reserves 4GiB + 32MiB of address space"),
+};
+
+/// A plugin's linear memory, and the largest any plugin may have. Wasm memory grows in 64 KiB pages, so
+/// less than one page can hold nothing; a wasm32 memory addresses at most 4 GiB, which is also the pooling
+/// allocator's reservation per slot (wasmtime refuses to start with a larger `max_memory_size`).
+pub const PLUGIN_MEMORY: Bounds<ByteSize> = Bounds {
+    min: ByteSize(64 << 10),
+    max: ByteSize(4 << 30),
+    min_reason: Some("one WebAssembly page"),
+    max_reason: Some("all a wasm32 memory can address"),
+};
+
+/// A request's header fields. Below 1 KiB a browser's ordinary request does not fit; above 1 MiB a
+/// connection that is only sending headers holds more memory than any real client needs.
+pub const REQUEST_HEAD: Bounds<ByteSize> = Bounds {
+    min: ByteSize(1 << 10),
+    max: ByteSize(1 << 20),
+    min_reason: None,
+    max_reason: None,
+};
+
+/// A request target. RFC 9112 §3 recommends supporting 8000 octets in the request line, so less than
+/// 1 KiB refuses ordinary links; the HTTP/1 parser refuses targets over 64 KiB - 2 itself.
+pub const REQUEST_TARGET: Bounds<ByteSize> = Bounds {
+    min: ByteSize(1 << 10),
+    max: ByteSize(64 << 10),
+    min_reason: None,
+    max_reason: Some("the HTTP/1 parser's own limit"),
+};
+
+/// The longest wall-clock wait. `tokio::time::sleep` cuts any duration to 30 years, a `timeout` whose
+/// deadline overflows `Instant` never fires, and one that lands within a millisecond of `Instant`'s end
+/// overflows in tokio's rounding: past some length a duration stops meaning what it says. A year is far
+/// beyond any timeout a proxy needs and well inside what tokio keeps exactly.
+const LONGEST_WAIT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// How long a graceful shutdown waits for requests in flight; 0 cuts them off at once.
+pub const SHUTDOWN_TIMEOUT: Bounds<Duration> = Bounds {
+    min: Duration::ZERO,
+    max: LONGEST_WAIT,
+    min_reason: None,
+    max_reason: None,
+};
+
+/// An upstream's connect and response-head timeouts. Tokio's timer counts whole milliseconds (a shorter
+/// deadline is rounded up to one), and 0 would answer every request with 504.
+pub const UPSTREAM_TIMEOUT: Bounds<Duration> = Bounds {
+    min: Duration::from_millis(1),
+    max: LONGEST_WAIT,
+    min_reason: Some("the timer's resolution"),
+    max_reason: None,
+};
+
+/// A plugin's CPU time per call, counted in epoch ticks: less than one tick cannot be measured, and the
+/// sandbox converts a call's tick count to a `u32` for its CPU budget, so 2^32 − 1 ticks (about 49.7 days)
+/// is the most it holds; past it the budget was silently cut, and near `u64::MAX` ticks (`"500000000000y"`)
+/// the engine's epoch deadline overflowed and panicked in check and run alike.
+pub const PLUGIN_TIMEOUT: Bounds<Duration> = Bounds {
+    min: EPOCH_TICK,
+    max: EPOCH_TICK.saturating_mul(u32::MAX),
+    min_reason: Some("one epoch tick"),
+    max_reason: Some("2^32 - 1 epoch ticks"),
+};
+
+/// Requests a pooled instance serves before it is retired: 0 would retire it unused. The count is a `u64`
+/// that one request increments, so no real maximum exists.
+pub const MAX_USES: Bounds<u64> = Bounds {
+    min: 1,
+    max: u64::MAX,
+    min_reason: None,
+    max_reason: None,
+};
+
+impl<T: Limit> Bounds<T> {
+    /// `None` when `value` is in range, otherwise what is wrong with it.
+    pub fn refuse(&self, value: T) -> Option<String> {
+        if value < self.min {
+            let mut message = if value.is_zero() {
+                "must be above zero".to_owned()
+            } else {
+                format!("must be at least {}", self.min.show())
+            };
+            if let Some(reason) = self.min_reason {
+                if value.is_zero() {
+                    message.push_str(&format!(": at least {} ({reason})", self.min.show()));
+                } else {
+                    message.push_str(&format!(" ({reason})"));
+                }
+            }
+            Some(message)
+        } else if value > self.max {
+            Some(match self.max_reason {
+                Some(reason) => format!("must be at most {} ({reason})", self.max.show()),
+                None => format!("must be at most {}", self.max.show()),
+            })
+        } else {
+            None
+        }
+    }
+
+    pub fn contains(&self, value: T) -> bool {
+        self.refuse(value).is_none()
+    }
+}
+
+/// A value a bound can hold, shown in the syntax the config file uses for it.
+pub trait Limit: PartialOrd + Copy {
+    fn is_zero(&self) -> bool;
+    fn show(&self) -> String;
+}
+
+macro_rules! integer_limit {
+    ($($t:ty),*) => {$(
+        impl Limit for $t {
+            fn is_zero(&self) -> bool {
+                *self == 0
+            }
+            fn show(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+
+integer_limit!(u32, u64, usize);
+
+impl Limit for ByteSize {
+    fn is_zero(&self) -> bool {
+        self.0 == 0
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Limit for Duration {
+    fn is_zero(&self) -> bool {
+        Duration::is_zero(self)
+    }
+
+    /// The largest unit that divides the duration, so that the text reads back to the same value
+    /// (`humantime` would write 365 days as "11months 30days 3h 50m 24s").
+    fn show(&self) -> String {
+        const UNITS: [(&str, u128); 6] = [
+            ("d", 86_400_000_000_000),
+            ("h", 3_600_000_000_000),
+            ("m", 60_000_000_000),
+            ("s", 1_000_000_000),
+            ("ms", 1_000_000),
+            ("us", 1_000),
+        ];
+        let nanos = self.as_nanos();
+        if nanos == 0 {
+            return "0s".into();
+        }
+        UNITS
+            .iter()
+            .find(|(_, size)| nanos.is_multiple_of(*size))
+            .map_or_else(
+                || format!("{nanos}ns"),
+                |(unit, size)| format!("{}{unit}", nanos / size),
+            )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_show_in_the_largest_exact_unit() {
+        assert_eq!(LONGEST_WAIT.show(), "365d");
+        assert_eq!(PLUGIN_TIMEOUT.max.show(), "4294967295ms");
+        assert_eq!(Duration::from_micros(1500).show(), "1500us");
+        assert_eq!(Duration::ZERO.show(), "0s");
+    }
+
+    #[test]
+    fn messages_name_the_end_that_was_passed() {
+        assert_eq!(WORKERS.refuse(0).as_deref(), Some("must be above zero"));
+        assert_eq!(
+            WORKERS.refuse(1025).as_deref(),
+            Some("must be at most 1024")
+        );
+        assert_eq!(WORKERS.refuse(1024), None);
+        assert_eq!(
+            PLUGIN_TIMEOUT.refuse(Duration::ZERO).as_deref(),
+            Some("must be above zero: at least 1ms (one epoch tick)")
+        );
+        assert_eq!(
+            PLUGIN_MEMORY.refuse(ByteSize(1000)).as_deref(),
+            Some("must be at least 64KiB (one WebAssembly page)")
+        );
+        assert_eq!(
+            PLUGIN_MEMORY.refuse(ByteSize((4 << 30) + 1)).as_deref(),
+            Some("must be at most 4GiB (all a wasm32 memory can address)")
+        );
+        assert_eq!(SHUTDOWN_TIMEOUT.refuse(Duration::ZERO), None);
+    }
+
+    /// What the sandbox does with the largest plugin timeout: its tick count must fit the `u32` it is
+    /// converted to.
+    #[test]
+    fn the_longest_plugin_timeout_fits_the_sandbox_tick_count() {
+        let ticks = PLUGIN_TIMEOUT.max.as_nanos() / EPOCH_TICK.as_nanos();
+        assert_eq!(ticks, u128::from(u32::MAX));
+    }
+}

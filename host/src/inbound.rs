@@ -1,0 +1,327 @@
+//! What a client's request head must be before any route sees it (RFC 9112 §3, RFC 9110 §7.2): a method
+//! the proxy can forward, exactly one valid Host, a target in origin form, and a path in the one normal form
+//! (see [`normalise`]). Everything after this reads the request as admitted here.
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Method, Uri, Version};
+
+use crate::normalise::{self, PathPolicy, TargetError};
+
+/// The methods a `405` or a server-wide `OPTIONS *` advertises. Extension methods are forwarded too; these
+/// are the ones every upstream is expected to know.
+pub const ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH";
+
+/// What the server's config says about admission.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    pub path: PathPolicy,
+    /// The longest request target, in bytes; longer gets 414.
+    pub max_target: usize,
+}
+
+/// Why a request head is refused; always the client's fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}")]
+    Target(#[from] TargetError),
+    #[error("an HTTP/1.1 request needs a Host header")]
+    MissingHost,
+    #[error("more than one Host header")]
+    DuplicateHost,
+    #[error("invalid Host {0:?}")]
+    InvalidHost(String),
+    #[error("the target's scheme is not http or https")]
+    Scheme,
+    #[error("the asterisk target is only for OPTIONS")]
+    Asterisk,
+    /// A tunnel would take the connection out of HTTP: a reverse proxy has no business opening one.
+    #[error("CONNECT is not supported")]
+    Connect,
+    /// TRACE echoes the request, cookies and credentials added by the proxy included (cross-site tracing).
+    #[error("TRACE is not allowed")]
+    Trace,
+    #[error("unsupported expectation {0:?}")]
+    Expectation(String),
+    #[error("chunked is applied more than once")]
+    ChunkedTwice,
+    #[error("the request target is longer than {0} bytes")]
+    TargetTooLong(usize),
+}
+
+/// What to do with an admitted request.
+pub enum Admitted {
+    /// Route and forward it. When the target was changed (normalised, or from absolute form), this is the
+    /// target as the client sent it, for `{original_uri}`.
+    Forward { original: Option<Uri> },
+    /// `OPTIONS *`: a question about the server, answered by Weir.
+    ServerOptions,
+}
+
+/// Checks the head and rewrites it in place to what the rest of the proxy reads: the target in origin form
+/// with its path normalised, and Host set from an absolute-form target.
+pub fn admit(parts: &mut Parts, rules: Rules) -> Result<Admitted, Refusal> {
+    if parts.method == Method::CONNECT {
+        return Err(Refusal::Connect);
+    }
+    if parts.method == Method::TRACE {
+        return Err(Refusal::Trace);
+    }
+    check_expect(parts)?;
+    if target_len(&parts.uri) > rules.max_target {
+        return Err(Refusal::TargetTooLong(rules.max_target));
+    }
+    if parts.uri.path() == "*" && parts.uri.authority().is_none() {
+        return if parts.method == Method::OPTIONS {
+            Ok(Admitted::ServerOptions)
+        } else {
+            Err(Refusal::Asterisk)
+        };
+    }
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host = hosts.next().cloned();
+    if hosts.next().is_some() {
+        return Err(Refusal::DuplicateHost);
+    }
+    // RFC 9112 §3.2: an HTTP/1.1 request needs its Host, even with an absolute-form target.
+    if host.is_none() && parts.version == Version::HTTP_11 {
+        return Err(Refusal::MissingHost);
+    }
+    let absolute = parts.uri.authority().is_some();
+    if absolute {
+        // RFC 9112 §3.2.2: the target's authority wins over the Host the client sent.
+        if !matches!(parts.uri.scheme_str(), Some("http" | "https")) {
+            return Err(Refusal::Scheme);
+        }
+        let authority = parts.uri.authority().map_or("", |a| a.as_str());
+        let value = valid_host(authority.as_bytes())?;
+        parts.headers.insert(header::HOST, value);
+    } else if let Some(value) = host {
+        valid_host(value.as_bytes())?;
+    }
+    check_framing(parts)?;
+
+    let path = normalise::path(parts.uri.path(), rules.path)?;
+    let query = match parts.uri.query() {
+        Some(q) => Some(normalise::query(q)?),
+        None => None,
+    };
+    let unchanged = !absolute
+        && matches!(path, std::borrow::Cow::Borrowed(_))
+        && query
+            .as_ref()
+            .is_none_or(|q| matches!(q, std::borrow::Cow::Borrowed(_)));
+    if unchanged {
+        return Ok(Admitted::Forward { original: None });
+    }
+    let target = match &query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.into_owned(),
+    };
+    // The normal form only holds bytes a URI allows, so this parse fails only on a bug; it is still a
+    // refusal, never a panic.
+    let origin_form = Uri::try_from(target).map_err(|_| TargetError::InvalidByte(0))?;
+    let original = std::mem::replace(&mut parts.uri, origin_form);
+    Ok(Admitted::Forward {
+        original: Some(original),
+    })
+}
+
+/// RFC 9112 §6.1: chunked is applied at most once. The parser has framed the body by the last coding
+/// already; a second `chunked`, in one field or two, means the client and some other hop may disagree.
+/// (`Content-Length` beside `Transfer-Encoding` never gets here: the parser drops the length, frames the
+/// body as chunked and closes the connection after it, as RFC 9112 §6.3 allows.)
+fn check_framing(parts: &Parts) -> Result<(), Refusal> {
+    let chunked = parts
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        .count();
+    if chunked > 1 {
+        return Err(Refusal::ChunkedTwice);
+    }
+    Ok(())
+}
+
+/// The target's length as sent, near enough: the parsed URI keeps its parts, not the line.
+fn target_len(uri: &Uri) -> usize {
+    let scheme = uri.scheme_str().map_or(0, |s| s.len() + 3);
+    let authority = uri.authority().map_or(0, |a| a.as_str().len());
+    let path_and_query = uri.path_and_query().map_or(0, |p| p.as_str().len());
+    scheme + authority + path_and_query
+}
+
+/// `Expect: 100-continue` is answered by the server when the body is first read, and is this hop's alone:
+/// it is removed before forwarding. Any other expectation gets 417 (RFC 9110 §10.1.1).
+fn check_expect(parts: &mut Parts) -> Result<(), Refusal> {
+    let Some(value) = parts.headers.get(header::EXPECT) else {
+        return Ok(());
+    };
+    if !value.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+        return Err(Refusal::Expectation(
+            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        ));
+    }
+    parts.headers.remove(header::EXPECT);
+    Ok(())
+}
+
+/// RFC 9110 §7.2: `uri-host [ ":" port ]`, where the host is a bracketed IPv6 literal or a reg-name/IPv4
+/// (unreserved, sub-delims and escapes), and the port, when present, fits 16 bits. Userinfo is refused.
+fn valid_host(value: &[u8]) -> Result<HeaderValue, Refusal> {
+    let invalid = || Refusal::InvalidHost(String::from_utf8_lossy(value).into_owned());
+    let (host, port) = match value.strip_prefix(b"[") {
+        Some(rest) => {
+            let close = rest.iter().position(|&b| b == b']').ok_or_else(invalid)?;
+            let (literal, after) = rest.split_at(close);
+            let literal = std::str::from_utf8(literal).map_err(|_| invalid())?;
+            literal
+                .parse::<std::net::Ipv6Addr>()
+                .map_err(|_| invalid())?;
+            let after = after.get(1..).unwrap_or_default();
+            let port = match after {
+                [] => None,
+                [b':', port @ ..] => Some(port),
+                _ => return Err(invalid()),
+            };
+            (None, port)
+        }
+        None => match value.iter().position(|&b| b == b':') {
+            Some(colon) => (value.get(..colon), value.get(colon + 1..)),
+            None => (Some(value), None),
+        },
+    };
+    if let Some(host) = host {
+        // RFC 3986 §3.2.2 `reg-name`, which also spells an IPv4 address.
+        let reg_name =
+            |&b: &u8| normalise::is_unreserved(b) || normalise::is_sub_delim(b) || b == b'%';
+        if host.is_empty() || !host.iter().all(reg_name) {
+            return Err(invalid());
+        }
+    }
+    if let Some(port) = port {
+        // An empty port is allowed by the grammar (`*DIGIT`) and means the default.
+        let digits = std::str::from_utf8(port).map_err(|_| invalid())?;
+        if !digits.is_empty()
+            && (!digits.bytes().all(|b| b.is_ascii_digit()) || digits.parse::<u16>().is_err())
+        {
+            return Err(invalid());
+        }
+    }
+    HeaderValue::from_bytes(value).map_err(|_| invalid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EscapedSlashes;
+
+    const POLICY: Rules = Rules {
+        path: PathPolicy {
+            escaped_slashes: EscapedSlashes::Keep,
+            merge_slashes: true,
+        },
+        max_target: 64,
+    };
+
+    fn parts(method: &str, target: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut builder = http::Request::builder().method(method).uri(target);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn hosts() {
+        for good in [
+            "a",
+            "a.example:8080",
+            "127.0.0.1",
+            "[::1]:80",
+            "[::1]",
+            "a:",
+            "x_y",
+        ] {
+            assert!(valid_host(good.as_bytes()).is_ok(), "{good}");
+        }
+        for bad in [
+            "", "a b", "a@b", "a:b:c", "a:99999", "a:-1", "[::1", "[zz]", "[::1]x", ":80", "a/b",
+        ] {
+            assert!(valid_host(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_is_required_once_in_http_11() {
+        let mut p = parts("GET", "/", &[]);
+        assert_eq!(admit(&mut p, POLICY).err(), Some(Refusal::MissingHost));
+        let mut p = parts("GET", "/", &[("host", "a"), ("host", "b")]);
+        assert_eq!(admit(&mut p, POLICY).err(), Some(Refusal::DuplicateHost));
+        let mut p = parts("GET", "/", &[]);
+        p.version = Version::HTTP_10;
+        assert!(admit(&mut p, POLICY).is_ok());
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form_with_its_host() {
+        let mut p = parts("GET", "http://b.example/x/../y?q", &[("host", "a")]);
+        let Ok(Admitted::Forward {
+            original: Some(original),
+        }) = admit(&mut p, POLICY)
+        else {
+            panic!("admitted with the original kept");
+        };
+        assert_eq!(original, "http://b.example/x/../y?q");
+        assert_eq!(p.uri, "/y?q");
+        assert_eq!(p.headers[header::HOST], "b.example");
+        let mut p = parts("GET", "http://b.example/x", &[]);
+        assert_eq!(admit(&mut p, POLICY).err(), Some(Refusal::MissingHost));
+        let mut p = parts("GET", "ftp://b.example/x", &[("host", "a")]);
+        assert_eq!(admit(&mut p, POLICY).err(), Some(Refusal::Scheme));
+    }
+
+    #[test]
+    fn long_targets_get_414() {
+        let fits = format!("/{}", "a".repeat(63));
+        assert!(admit(&mut parts("GET", &fits, &[("host", "a")]), POLICY).is_ok());
+        let long = format!("/{}", "a".repeat(64));
+        assert_eq!(
+            admit(&mut parts("GET", &long, &[("host", "a")]), POLICY).err(),
+            Some(Refusal::TargetTooLong(64))
+        );
+    }
+
+    #[test]
+    fn chunked_at_most_once() {
+        let te = |values: &[&str]| {
+            let mut headers = vec![("host", "a")];
+            headers.extend(values.iter().map(|v| ("transfer-encoding", *v)));
+            admit(&mut parts("POST", "/", &headers), POLICY).err()
+        };
+        assert_eq!(te(&["chunked"]), None);
+        assert_eq!(te(&["gzip, chunked"]), None);
+        assert_eq!(te(&["chunked", "chunked"]), Some(Refusal::ChunkedTwice));
+        assert_eq!(te(&["chunked , Chunked"]), Some(Refusal::ChunkedTwice));
+    }
+
+    #[test]
+    fn methods_and_expectations() {
+        let mut p = parts("CONNECT", "a.example:443", &[("host", "a.example:443")]);
+        assert_eq!(admit(&mut p, POLICY).err(), Some(Refusal::Connect));
+        let mut p = parts("TRACE", "/", &[("host", "a")]);
+        assert_eq!(admit(&mut p, POLICY).err(), Some(Refusal::Trace));
+        let mut p = parts("OPTIONS", "*", &[("host", "a")]);
+        assert!(matches!(admit(&mut p, POLICY), Ok(Admitted::ServerOptions)));
+        let mut p = parts("GET", "/", &[("host", "a"), ("expect", "100-Continue")]);
+        assert!(admit(&mut p, POLICY).is_ok());
+        assert!(!p.headers.contains_key(header::EXPECT));
+        let mut p = parts("GET", "/", &[("host", "a"), ("expect", "teapot")]);
+        assert!(matches!(
+            admit(&mut p, POLICY),
+            Err(Refusal::Expectation(_))
+        ));
+    }
+}
