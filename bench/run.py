@@ -5,10 +5,15 @@ Every row proxies the same loopback upstream (`weir-upstream`). Load comes from 
 and duration; the proxy is pinned to core 0, wrk and the upstream to core 1 where the machine has two
 cores. Results go to bench/results.md and bench/results.json, and the summary table into the README.
 
-Ratios, not absolute numbers, are what compare across machines: this machine is small and noisy.
+The primary measure is the proxy's CPU time per request, not req/s: wrk and the upstream share one core, so
+req/s is capped by that core as much as by the proxy, while CPU per request is the proxy's cost alone. Ratios,
+not absolute numbers, are what compare across machines: this machine is small and noisy.
 
-`--smoke` runs every row for a second and fails if any row served errors: CI runs it so the harness
-never rots.
+A concurrency sweep runs the five-plugin chain at 64, 256 and 1,024 connections: plugin instances should
+scale with cores, not connections.
+
+`--smoke` runs every row for a second and fails if any row served errors (the sweep only on harness errors:
+its overload answers are what it measures): CI runs it so the harness never rots.
 """
 
 import argparse
@@ -17,6 +22,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -25,11 +31,33 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "target" / "release"
-PLUGINS = BIN / "plugins"
 JWT_SECRET = "bench-secret-that-is-long-enough-for-hs256"
+SWEEP_CONNECTIONS = (64, 256, 1024)
+EMPTY = "weir, empty chain"
+NGINX = "nginx proxy_pass"
+FULL = "weir, full chain (jwt HS256 + path-rewrite + headers)"
+JWT_HS = "weir + jwt-auth HS256"
+NGINX_AUTH = "nginx + auth_request (native HS256 verifier)"
+GZIP = "weir + gzip level 6 (64 KiB text)"
+NGINX_GZIP = "nginx gzip on, level 6 (64 KiB text)"
+CLOCK_TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
+
+
+class Row(NamedTuple):
+    name: str
+    kind: str  # "direct", "nginx" or "weir"
+    spec: object  # the weir chain, ("concurrency", chain), or the nginx mode
+    path: str
+    headers: list
+    connections: int
+
+
+def sweep_name(connections):
+    return f"weir, five-plugin chain, {connections:,} connections"
 
 
 def free_port():
@@ -56,10 +84,53 @@ def pinned(core):
     return []
 
 
+def raise_open_files(connections):
+    """At 1,024 connections the proxy holds a socket per client and up to one per upstream connection, past
+    the usual soft limit of 1,024; wrk and the proxy, as children, inherit the raised limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 2 * connections + 256
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        raise SystemExit(f"open files: the hard limit {hard} is below the {wanted} the sweep needs")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else wanted, hard))
+
+
+def proc_stat(pid):
+    """The fields of /proc/PID/stat after the command name, which may itself hold spaces and parentheses."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def descendants(pid):
+    """The pid and every process below it: nginx's workers are its master's children."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            children.setdefault(int(proc_stat(stat.parent.name)[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError):
+            continue  # exited while we looked
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    return tree
+
+
 class Process:
     def __init__(self, argv, core, log):
         self.log = open(log, "wb")
         self.proc = subprocess.Popen(pinned(core) + argv, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def cpu_us(self):
+        """utime + stime of the process and its children, all threads included, in µs."""
+        total = 0
+        for pid in descendants(self.proc.pid):
+            try:
+                fields = proc_stat(pid)
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total * CLOCK_TICK_US
 
     def peak_rss(self):
         try:
@@ -77,6 +148,17 @@ class Process:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+class Fixture(NamedTuple):
+    """What every row shares: its scratch directory, the upstream, the JWT verifier, the window."""
+
+    work: Path
+    upstream: Process
+    upstream_port: int
+    verifier: Process
+    verifier_port: int
+    duration: int
 
 
 def mint_tokens(work):
@@ -147,14 +229,14 @@ http {{
 
 
 def wrk(port, path, duration, connections, headers):
+    # One thread is enough for 1,024 connections (wrk multiplexes them with epoll), and wrk has one core.
     argv = pinned(1) + ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     for h in headers:
         argv += ["-H", h]
     argv.append(f"http://127.0.0.1:{port}{path}")
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    socket_errors = re.search(r"Socket errors: (.*)", out)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
 
     def percentile(p):
         m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", out, re.M)
@@ -163,13 +245,92 @@ def wrk(port, path, duration, connections, headers):
         value, unit = float(m.group(1)), m.group(2)
         return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
+    kinds = ("connect", "read", "write", "timeout")
     return {
-        "rps": rps,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests": int(re.search(r"(\d+) requests in ", out).group(1)),
         "p50_ms": percentile(50),
         "p99_ms": percentile(99),
-        "errors": int(errors.group(1)) if errors else 0,
-        "socket_errors": socket_errors.group(1) if socket_errors else None,
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": dict(zip(kinds, map(int, socket_errors.groups()))) if socket_errors else dict.fromkeys(kinds, 0),
     }
+
+
+def measured_wrk(port, row, fixture, measured):
+    """The measured wrk run, with the CPU the measured processes spent in its window (warm-up excluded).
+
+    `measured` is (label, process) pairs; the first is the one whose core's busy share is reported."""
+    before = [p.cpu_us() for _, p in measured]
+    start = time.monotonic()
+    result = wrk(port, row.path, fixture.duration, row.connections, row.headers)
+    wall_us = (time.monotonic() - start) * 1e6
+    spent = [p.cpu_us() - b for (_, p), b in zip(measured, before)]
+    requests = result["requests"] or 1
+    result["cpu_us_per_req"] = round(sum(spent) / requests, 2)
+    result["cpu_us_per_req_by_process"] = {label: round(s / requests, 2) for (label, _), s in zip(measured, spent)}
+    result["core_busy"] = round(spent[0] / wall_us, 3)
+    # A 503 costs the proxy little, so under overload req/s counts cheap refusals: 2xx req/s does not.
+    result["ok_rps"] = round(result["rps"] * (result["requests"] - result["non_2xx"]) / requests, 2)
+    return result
+
+
+def start_proxy(row, index, fixture, port):
+    """The row's proxy, started fresh, and the processes whose CPU counts for the row."""
+    if row.kind == "direct":
+        return None, [("upstream", fixture.upstream)]
+    if row.kind == "nginx":
+        conf = fixture.work / f"nginx-{row.spec}.conf"
+        conf.write_text(nginx_config(fixture.work, fixture.upstream_port, fixture.verifier_port, row.spec).replace("{port}", str(port)))
+        proxy = Process(["nginx", "-p", str(fixture.work), "-c", str(conf)], 0, fixture.work / f"nginx-{row.spec}.log")
+        # auth_request hands the JWT check Weir does in-process to the verifier: its CPU is part of the cost.
+        helpers = [("verifier", fixture.verifier)] if row.spec == "auth" else []
+        return proxy, [("nginx", proxy)] + helpers
+    extra, chain = "", row.spec
+    if isinstance(chain, tuple):
+        extra, chain = "concurrency_support = true\n", chain[1]
+    conf = fixture.work / f"weir-{index}.toml"
+    conf.write_text(weir_config(fixture.upstream_port, chain, extra).replace("{port}", str(port)))
+    proxy = Process([str(BIN / "weir"), "run", "-c", str(conf)], 0, fixture.work / f"weir-{index}.log")
+    return proxy, [("weir", proxy)]
+
+
+def run_row(index, row, fixture):
+    """One row once: its proxy started fresh, a warm-up, then the measured wrk run."""
+    port = fixture.upstream_port if row.kind == "direct" else free_port()
+    proxy, measured = None, []
+    try:
+        proxy, measured = start_proxy(row, index, fixture, port)
+        wait_port(port)
+        # Warm-up at the row's own connections: pools filled to what the measured run holds, code paged in.
+        wrk(port, row.path, 1, row.connections, row.headers)
+        result = measured_wrk(port, row, fixture, measured)
+    except Exception as e:  # a row that cannot run is reported, not hidden
+        result = {"harness_error": str(e), "rps": 0.0, "requests": 0, "non_2xx": None, "cpu_us_per_req": None}
+    rss = proxy.peak_rss() if proxy else None
+    result["peak_rss_mb"] = round(rss / 2**20, 1) if rss else None
+    if proxy:
+        proxy.stop()
+    return result
+
+
+def summarise(row, runs):
+    """The median round by CPU per request, the primary measure, with every round's figures beside it."""
+    ordered = sorted(runs, key=lambda r: (r["cpu_us_per_req"] is None, r["cpu_us_per_req"] or 0))
+    result = dict(ordered[len(ordered) // 2])
+    result["name"] = row.name
+    result["connections"] = row.connections
+    result["cpu_rounds"] = [r["cpu_us_per_req"] for r in runs]
+    result["rps_rounds"] = [round(r["rps"]) for r in runs]
+    rss = [r["peak_rss_mb"] for r in runs if r["peak_rss_mb"] is not None]
+    result["peak_rss_mb"] = max(rss) if rss else None
+    return result
+
+
+def failed(run, in_sweep):
+    """Any error fails a row, except in the sweep, which exists to show overload: there only the harness can fail."""
+    if "harness_error" in run:
+        return True
+    return not in_sweep and (run["non_2xx"] != 0 or sum(run["socket_errors"].values()) != 0 or run["requests"] == 0)
 
 
 def main():
@@ -183,6 +344,7 @@ def main():
     out_dir = ROOT / ("target/bench-smoke" if args.smoke else "bench")
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="weir-bench-"))
+    raise_open_files(max(SWEEP_CONNECTIONS + (args.connections,)))
 
     hs, rs, rsa_public = mint_tokens(work)
     (work / "rsa.pem").write_text(rsa_public)
@@ -195,78 +357,83 @@ def main():
     )
     wait_port(upstream_port)
     wait_port(verifier_port)
+    fixture = Fixture(work, upstream, upstream_port, verifier, verifier_port, duration)
 
     bearer_hs = f"Authorization: Bearer {hs}"
     bearer_rs = f"Authorization: Bearer {rs}"
+    token_ok = "Authorization: Token bench-token"
     gzip_ok = "Accept-Encoding: gzip"
     jwt_hs = plugin("jwt-auth", f'{{ keys = [{{ alg = "HS256", secret = "{JWT_SECRET}" }}] }}')
     jwt_rs = plugin("jwt-auth", f'{{ keys = [{{ alg = "RS256", pem = """{rsa_public}""" }}] }}')
     jwt_rs_uncached = plugin("jwt-auth", f'{{ keys = [{{ alg = "RS256", pem = """{rsa_public}""" }}], cache_size = 0 }}')
+    # A "Token" authorization is no Bearer token: jwt-auth finds none and, allowed to, lets it pass.
+    jwt_optional = plugin("jwt-auth", f'{{ keys = [{{ alg = "HS256", secret = "{JWT_SECRET}" }}], allow_missing = true }}')
     rewrite = plugin("path-rewrite", '{ strip_prefix = "/api" }')
     headers = plugin("headers", '{ request = { set = { "x-api-key" = "secret" } }, response = { set = { "x-upstream" = "{upstream}" } } }')
     token = plugin("token-auth", '{ tokens = { bench = "bench-token" } }')
     gzip = plugin("gzip", "{ level = 6 }")
     full = jwt_hs + rewrite + headers
+    five = token + jwt_optional + rewrite + headers + gzip
     fresh = "".join(p + 'isolation = "request"\n' for p in [jwt_hs, rewrite, headers])
 
     rows = [
-        # name, kind, weir chain or nginx mode, path, request headers
-        ("upstream directly", "direct", None, "/json", []),
-        ("nginx proxy_pass", "nginx", "proxy", "/json", []),
-        ("nginx + auth_request (native HS256 verifier)", "nginx", "auth", "/json", [bearer_hs]),
-        ("nginx gzip on, level 6 (64 KiB text)", "nginx", "gzip", "/text/65536", [gzip_ok]),
-        ("weir, empty chain", "weir", "", "/json", []),
-        ("weir + headers", "weir", headers, "/json", []),
-        ("weir + path-rewrite", "weir", rewrite, "/api/json", []),
-        ("weir + jwt-auth HS256", "weir", jwt_hs, "/json", [bearer_hs]),
-        ("weir + jwt-auth RS256", "weir", jwt_rs, "/json", [bearer_rs]),
-        ("weir + jwt-auth RS256, token cache off", "weir", jwt_rs_uncached, "/json", [bearer_rs]),
-        ("weir + token-auth", "weir", token, "/json", ["Authorization: Token bench-token"]),
-        ("weir + gzip level 6 (64 KiB text)", "weir", gzip, "/text/65536", [gzip_ok]),
-        ("weir, full chain (jwt HS256 + path-rewrite + headers)", "weir", full, "/api/json", [bearer_hs]),
-        ("weir, full chain + gzip (64 KiB text)", "weir", full + gzip, "/api/text/65536", [bearer_hs, gzip_ok]),
-        ("weir, full chain, isolation = request", "weir", fresh, "/api/json", [bearer_hs]),
-        ("weir, full chain, concurrency_support = true", "weir", ("concurrency", full), "/api/json", [bearer_hs]),
+        Row(name, kind, spec, path, hdrs, args.connections)
+        for name, kind, spec, path, hdrs in [
+            ("upstream directly", "direct", None, "/json", []),
+            (NGINX, "nginx", "proxy", "/json", []),
+            (NGINX_AUTH, "nginx", "auth", "/json", [bearer_hs]),
+            (NGINX_GZIP, "nginx", "gzip", "/text/65536", [gzip_ok]),
+            (EMPTY, "weir", "", "/json", []),
+            ("weir + headers", "weir", headers, "/json", []),
+            ("weir + path-rewrite", "weir", rewrite, "/api/json", []),
+            (JWT_HS, "weir", jwt_hs, "/json", [bearer_hs]),
+            ("weir + jwt-auth RS256", "weir", jwt_rs, "/json", [bearer_rs]),
+            ("weir + jwt-auth RS256, token cache off", "weir", jwt_rs_uncached, "/json", [bearer_rs]),
+            ("weir + token-auth", "weir", token, "/json", [token_ok]),
+            (GZIP, "weir", gzip, "/text/65536", [gzip_ok]),
+            (FULL, "weir", full, "/api/json", [bearer_hs]),
+            ("weir, full chain + gzip (64 KiB text)", "weir", full + gzip, "/api/text/65536", [bearer_hs, gzip_ok]),
+            ("weir, full chain, isolation = request", "weir", fresh, "/api/json", [bearer_hs]),
+            ("weir, full chain, concurrency_support = true", "weir", ("concurrency", full), "/api/json", [bearer_hs]),
+        ]
     ]
+    # No Accept-Encoding, as wrk sends by default: gzip inspects each response and passes it through.
+    sweep = [Row(sweep_name(c), "weir", five, "/api/json", [token_ok], c) for c in SWEEP_CONNECTIONS]
 
     # Rows are run in interleaved rounds and each row's median round is kept: on a noisy machine a slow
     # minute then hurts every row a little instead of one row a lot.
     rounds = 1 if args.smoke else args.rounds
-    runs = {name: [] for name, *_ in rows}
+    runs = {row.name: [] for row in rows + sweep}
     for round_no in range(rounds):
-        for index, (name, kind, spec, path, hdrs) in enumerate(rows):
-            row = run_row(work, index, kind, spec, path, hdrs, upstream_port, verifier_port, duration, args.connections)
-            runs[name].append(row)
-            print(f"[{round_no + 1}/{rounds}] {name:58} {row['rps']:>10.0f} req/s  errors={row['errors']}", flush=True)
-    results, failures = [], []
-    for name, *_ in rows:
-        ordered = sorted(runs[name], key=lambda r: r["rps"])
-        row = dict(ordered[len(ordered) // 2])
-        row["name"] = name
-        row["rps_rounds"] = [round(r["rps"]) for r in runs[name]]
-        rss = [r["peak_rss_mb"] for r in runs[name] if r["peak_rss_mb"] is not None]
-        row["peak_rss_mb"] = max(rss) if rss else None
-        if any(r["errors"] != 0 or r["rps"] == 0 for r in runs[name]):
-            failures.append(name)
-        results.append(row)
-
+        for index, row in enumerate(rows + sweep):
+            run = run_row(index, row, fixture)
+            runs[row.name].append(run)
+            print(f"[{round_no + 1}/{rounds}] {progress(row, run)}", flush=True)
     upstream.stop()
     verifier.stop()
-    by_name = {r["name"]: r for r in results}
-    empty = by_name["weir, empty chain"]["rps"] or 1
-    nginx = by_name["nginx proxy_pass"]["rps"] or 1
+
+    failures = [row.name for row in rows + sweep if any(failed(run, row in sweep) for run in runs[row.name])]
+    results = [summarise(row, runs[row.name]) for row in rows]
+    sweep_results = [summarise(row, runs[row.name]) for row in sweep]
+    by_name = {r["name"]: r for r in results + sweep_results}
     for r in results:
-        r["vs_empty_chain"] = round(r["rps"] / empty, 3)
-        r["vs_nginx"] = round(r["rps"] / nginx, 3)
+        r["cpu_vs_empty_chain"] = ratio(r, by_name[EMPTY], "cpu_us_per_req")
+        r["cpu_vs_nginx"] = ratio(r, by_name[NGINX], "cpu_us_per_req")
 
     meta = machine()
-    (out_dir / "results.json").write_text(json.dumps({"machine": meta, "duration_s": duration, "rounds": rounds, "connections": args.connections, "rows": results}, indent=2) + "\n")
-    table = render(results) + "\n" + targets(by_name)
+    (out_dir / "results.json").write_text(
+        json.dumps(
+            {"machine": meta, "duration_s": duration, "rounds": rounds, "connections": args.connections, "rows": results, "sweep": sweep_results},
+            indent=2,
+        )
+        + "\n"
+    )
+    table = render(results) + "\n" + render_sweep(sweep_results) + "\n" + targets(by_name)
     (out_dir / "results.md").write_text(
         "# Weir benchmark\n\n"
         + "\n".join(f"- {k}: {v}" for k, v in meta.items())
-        + f"\n- wrk: 1 thread, {args.connections} connections, {duration} s per row after a 1 s warm-up, {rounds} interleaved rounds, the median round kept; proxy on core 0, wrk and upstream on core 1\n\n"
-        + "Ratios, not absolute numbers, compare across machines.\n\n"
+        + f"\n- wrk: 1 thread, {args.connections} connections (the sweep: {', '.join(f'{c:,}' for c in SWEEP_CONNECTIONS)}), {duration} s per row after a 1 s warm-up, {rounds} interleaved rounds, the median round by CPU per request kept; proxy on core 0, wrk and upstream on core 1\n\n"
+        + MEASURES
         + table
         + analysis()
     )
@@ -278,20 +445,96 @@ def main():
         sys.exit(1)
 
 
-# The issue's throughput targets: (what, row, peer row, least ratio).
-TARGETS = [
-    ("empty chain vs nginx proxy_pass", "weir, empty chain", "nginx proxy_pass", 1.0),
-    ("full chain vs empty chain", "weir, full chain (jwt HS256 + path-rewrite + headers)", "weir, empty chain", 0.7),
-    ("jwt-auth HS256 vs nginx + auth_request", "weir + jwt-auth HS256", "nginx + auth_request (native HS256 verifier)", 1.25),
-    ("gzip vs nginx gzip on", "weir + gzip level 6 (64 KiB text)", "nginx gzip on, level 6 (64 KiB text)", 1.0),
-]
+MEASURES = """The primary measure is **proxy CPU per request**: the proxy's utime + stime (all threads; nginx's master
+and workers) over the measured window, warm-up excluded, divided by the requests wrk completed in it. For
+"upstream directly" it is the upstream's CPU; for nginx + auth_request it includes the verifier process, which
+does the JWT check that Weir's jwt-auth does in-process. **Core busy** is the proxy's CPU time over the
+window's wall time (the verifier left out): near 1.00 the proxy's core is what limits req/s; well below, wrk
+and the upstream, sharing the other core, are. req/s is kept as the secondary measure. Ratios, not absolute
+numbers, compare across machines.
+
+"""
+
+
+def progress(row, run):
+    if "harness_error" in run:
+        return f"{row.name:58} harness error: {run['harness_error']}"
+    return (
+        f"{row.name:58} {run['cpu_us_per_req']:>7.1f} µs/req {run['rps']:>9.0f} req/s  "
+        f"non-2xx={run['non_2xx']} socket errors={sum(run['socket_errors'].values())}"
+    )
+
+
+def ratio(row, peer, key):
+    if row.get(key) is None or not peer.get(key):
+        return None
+    return round(row[key] / peer[key], 3)
+
+
+def fmt(value, spec="{:.2f}"):
+    return "–" if value is None else spec.format(value)
+
+
+def render(results):
+    lines = [
+        "| row | proxy CPU µs/req | rounds (µs/req) | core busy | req/s | p50 ms | p99 ms | peak RSS MB | CPU × empty chain | CPU × nginx proxy_pass |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        rounds = " / ".join(fmt(c, "{:.1f}") for c in r["cpu_rounds"])
+        lines.append(
+            f"| {r['name']} | {fmt(r['cpu_us_per_req'], '{:.1f}')} | {rounds} | {fmt(r.get('core_busy'))} | {r['rps']:.0f} | "
+            f"{fmt(r.get('p50_ms'))} | {fmt(r.get('p99_ms'))} | {fmt(r['peak_rss_mb'], '{:.1f}')} | {fmt(r['cpu_vs_empty_chain'])} | {fmt(r['cpu_vs_nginx'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def socket_errors(r):
+    """The total, and which kinds, from wrk's connect / read / write / timeout counts."""
+    if "socket_errors" not in r:
+        return "–"
+    kinds = ", ".join(f"{kind} {n}" for kind, n in r["socket_errors"].items() if n)
+    return f"{sum(r['socket_errors'].values())}" + (f" ({kinds})" if kinds else "")
+
+
+def render_sweep(results):
+    lines = [
+        "Concurrency sweep, five-plugin chain (token-auth, jwt-auth with `allow_missing`, path-rewrite, headers, gzip), "
+        "default `[server]` settings but `workers = 1`; no Accept-Encoding, so gzip passes responses through:",
+        "",
+        "| connections | proxy CPU µs/req | rounds (µs/req) | core busy | req/s | 2xx req/s | p50 ms | p99 ms | peak RSS MB | non-2xx | socket errors |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        rounds = " / ".join(fmt(c, "{:.1f}") for c in r["cpu_rounds"])
+        lines.append(
+            f"| {r['connections']:,} | {fmt(r['cpu_us_per_req'], '{:.1f}')} | {rounds} | {fmt(r.get('core_busy'))} | {r['rps']:.0f} | "
+            f"{fmt(r.get('ok_rps'), '{:.0f}')} | {fmt(r.get('p50_ms'))} | {fmt(r.get('p99_ms'))} | {fmt(r['peak_rss_mb'], '{:.1f}')} | "
+            f"{fmt(r['non_2xx'], '{}')} | {socket_errors(r)} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def targets(by_name):
-    lines = ["| target | ratio | wanted | |", "|---|---:|---:|---|"]
-    for what, row, peer, least in TARGETS:
-        ratio = by_name[row]["rps"] / (by_name[peer]["rps"] or 1)
-        lines.append(f"| {what} | {ratio:.2f} | ≥ {least:.2f} | {'met' if ratio >= least else 'missed'} |")
+    """The issue's targets, in CPU per request where they compare costs: (what, measured, comparison, bound, format)."""
+    low, high = by_name[sweep_name(SWEEP_CONNECTIONS[0])], by_name[sweep_name(SWEEP_CONNECTIONS[-1])]
+    cpu = lambda row, peer: ratio(by_name[row], by_name[peer], "cpu_us_per_req")
+    failed_requests = None if high["non_2xx"] is None else high["non_2xx"] + sum(high["socket_errors"].values())
+    checks = [
+        ("non-2xx + socket errors at 1,024 connections, default settings", failed_requests, "=", 0, "{}"),
+        ("peak RSS at 1,024 connections, MB", high["peak_rss_mb"], "≤", 64, "{:.1f}"),
+        ("2xx req/s at 1,024 connections vs at 64", ratio(high, low, "ok_rps"), "≥", 0.9, "{:.2f}"),
+        ("empty chain vs nginx proxy_pass, CPU per request", cpu(EMPTY, NGINX), "≤", 1.0, "{:.2f}"),
+        ("full chain vs empty chain, CPU per request", cpu(FULL, EMPTY), "≤", 1.5, "{:.2f}"),
+        # Was ≥ 1.25× the req/s: at a saturated proxy core, ≤ 1 / 1.25 the CPU.
+        ("jwt-auth HS256 vs nginx + auth_request (with its verifier), CPU per request", cpu(JWT_HS, NGINX_AUTH), "≤", 0.8, "{:.2f}"),
+        ("gzip vs nginx gzip on, CPU per request", cpu(GZIP, NGINX_GZIP), "≤", 1.0, "{:.2f}"),
+    ]
+    meets = {"=": lambda v, b: v == b, "≤": lambda v, b: v <= b, "≥": lambda v, b: v >= b}
+    lines = ["| target | measured | wanted | |", "|---|---:|---:|---|"]
+    for what, value, op, bound, spec in checks:
+        verdict = "not measured" if value is None else ("met" if meets[op](value, bound) else "missed")
+        lines.append(f"| {what} | {fmt(value, spec)} | {op} {spec.format(bound)} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 
@@ -299,48 +542,6 @@ def analysis():
     """The hand-written analysis of the targets missed, kept in bench/analysis.md."""
     path = ROOT / "bench" / "analysis.md"
     return "\n" + path.read_text() if path.exists() else ""
-
-
-def run_row(work, index, kind, spec, path, hdrs, upstream_port, verifier_port, duration, connections):
-    """One row once: its proxy started fresh, a warm-up, then the measured wrk run."""
-    port = free_port()
-    proxy = None
-    if kind == "direct":
-        port = upstream_port
-    elif kind == "nginx":
-        conf = work / f"nginx-{spec}.conf"
-        conf.write_text(nginx_config(work, upstream_port, verifier_port, spec).replace("{port}", str(port)))
-        proxy = Process(["nginx", "-p", str(work), "-c", str(conf)], 0, work / f"nginx-{spec}.log")
-    else:
-        extra = ""
-        if isinstance(spec, tuple):
-            extra, spec = "concurrency_support = true\n", spec[1]
-        conf = work / f"weir-{index}.toml"
-        conf.write_text(weir_config(upstream_port, spec, extra).replace("{port}", str(port)))
-        proxy = Process([str(BIN / "weir"), "run", "-c", str(conf)], 0, work / f"weir-{index}.log")
-    try:
-        wait_port(port)
-        wrk(port, path, 1, 8, hdrs)  # warm-up: pools filled, code paged in
-        row = wrk(port, path, duration, connections, hdrs)
-    except Exception as e:  # a row that cannot run is reported, not hidden
-        row = {"rps": 0.0, "p50_ms": None, "p99_ms": None, "errors": -1, "socket_errors": str(e)}
-    row["peak_rss_mb"] = round(proxy.peak_rss() / 2**20, 1) if proxy and proxy.peak_rss() else None
-    if proxy:
-        proxy.stop()
-    return row
-
-
-def render(results):
-    lines = [
-        "| row | req/s | rounds (req/s) | p50 ms | p99 ms | peak RSS MB | × empty chain | × nginx proxy_pass |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    fmt = lambda v: "–" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
-    for r in results:
-        lines.append(
-            f"| {r['name']} | {r['rps']:.0f} | {' / '.join(map(str, r['rps_rounds']))} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {fmt(r['peak_rss_mb'])} | {r['vs_empty_chain']:.2f} | {r['vs_nginx']:.2f} |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def machine():

@@ -158,8 +158,8 @@ fn inspect_lists_imports_and_exports_and_checks_the_contract() {
         text.contains("init, on-request, on-response, on-request-body, on-response-body"),
         "{text}"
     );
-    assert!(text.contains("weir:plugin/request@0.1.0"), "{text}");
-    assert!(text.contains("fits weir:plugin@0.1.0: yes"), "{text}");
+    assert!(text.contains("weir:plugin/request@0.2.0"), "{text}");
+    assert!(text.contains("fits weir:plugin@0.2.0: yes"), "{text}");
 }
 
 #[test]
@@ -177,7 +177,12 @@ fn compiled_plugins_are_cached_on_disk() {
         .status()
         .unwrap();
     assert!(status.success());
-    let cached: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().collect();
+    // Beside the compiled files, the cache holds the key that signs them.
+    let cached: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .collect();
     assert_eq!(cached.len(), 2, "one compiled file per distinct .wasm");
     let modified = cached[0].metadata().unwrap().modified().unwrap();
     assert!(
@@ -193,4 +198,92 @@ fn compiled_plugins_are_cached_on_disk() {
         modified,
         "a second start reuses the cache"
     );
+}
+
+/// Compares what users read with `tests/golden/NAME`; `WEIR_BLESS=1` writes the file instead, for a change
+/// of wording made on purpose (review the diff).
+fn golden(name: &str, actual: &str) {
+    let file = workspace().join("tests/golden").join(name);
+    if std::env::var_os("WEIR_BLESS").is_some() {
+        std::fs::write(&file, actual).expect("write the golden file");
+        return;
+    }
+    let expected = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{}: {e} (WEIR_BLESS=1 writes it)", file.display()));
+    assert_eq!(
+        actual,
+        expected,
+        "the text differs from {} (WEIR_BLESS=1 rewrites it after a change made on purpose)",
+        file.display()
+    );
+}
+
+/// `weir check`'s report with the temporary directory of the config taken out of each line.
+fn report(out: &Checked) -> String {
+    out.stderr
+        .lines()
+        .map(|line| match line.find("weir.toml:") {
+            Some(at) => {
+                let (level, _) = line.split_once(' ').unwrap_or(("", ""));
+                format!("{level} {}\n", &line[at..])
+            }
+            None => format!("{line}\n"),
+        })
+        .collect()
+}
+
+#[test]
+fn check_reports_read_as_the_golden_files_say() {
+    let many_mistakes = r#"[server]
+listen = "127.0.0.1:0"
+workers = 0
+escaped_slashes = "sometimes-maybe"
+"#;
+    let out = check(many_mistakes);
+    assert_eq!(out.code, Some(1));
+    golden("check-parse-error.txt", &report(&out));
+
+    let ranges = r#"[server]
+listen = "127.0.0.1:0"
+workers = 0
+max_request_target = 10
+
+[upstreams.api]
+url = "http://127.0.0.1:9"
+timeout = "0s"
+
+[[routes]]
+name = "api"
+path_prefix = "/api/../v1"
+upstream = "apj"
+
+[[routes.plugins]]
+plugin = "headers"
+max_instances = 0
+max_idle = 3
+wall_timeout = "2h"
+"#;
+    let out = check(ranges);
+    assert_eq!(out.code, Some(1));
+    golden("check-range-errors.txt", &report(&out));
+
+    // A warning does not fail the check, but it is said.
+    let fails_open = r#"[server]
+listen = "127.0.0.1:0"
+
+[upstreams.api]
+url = "http://127.0.0.1:9"
+
+[[routes]]
+name = "api"
+upstream = "api"
+
+[[routes.plugins]]
+plugin = "token-auth"
+config = { tokens = { ci = "t" } }
+on_error = "skip"
+"#;
+    let out = check(fails_open);
+    assert!(out.success, "{}", out.stderr);
+    golden("check-warning-skip-on-guard.txt", &report(&out));
 }

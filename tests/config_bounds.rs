@@ -227,6 +227,7 @@ fn server_fields() {
     const SHUTDOWN: Expect = Refused("server, ", "shutdown_timeout");
     const HEAD: Expect = Refused("server, ", "max_request_head");
     const TARGET: Expect = Refused("server, ", "max_request_target");
+    const BODY: Expect = Refused("server, ", "client_body_timeout");
     assert_all(vec![
         case(Server, "max_request_target = 0", TARGET),
         case(Server, "max_request_target = 1023", TARGET),
@@ -246,16 +247,18 @@ fn server_fields() {
         case(Server, "workers = 18446744073709551615", WORKERS),
         case(Server, "workers = -1", WORKERS),
         case(Server, "max_instances = 0", INSTANCES),
-        // One instance for the one entry: loaded, and the request reuses it.
-        case(Server, "max_instances = 1", Serves),
+        // With no plugin, one slot is all the sandbox needs.
+        case(ServerAlone, "max_instances = 1", Serves),
+        // The one entry may have its 64 busy and its idle instances alive at once.
+        case(Server, "max_instances = 1", INSTANCES),
         case(Server, "max_instances = 16384", Serves),
         case(Server, "max_instances = 16385", INSTANCES),
         case(Server, "max_instances = 4294967295", INSTANCES),
         case(Server, "max_instances = 18446744073709551615", INSTANCES),
-        // Two entries cannot share one instance.
+        // Two entries cannot share their instances.
         case(Table::Plugin, NOOP, INSTANCES)
-            .with_server("max_instances = 1")
-            .at("max_instances = 1"),
+            .with_server("max_instances = 100")
+            .at("max_instances = 100"),
         case(ServerAlone, "max_plugin_memory = 0", MEMORY),
         case(ServerAlone, "max_plugin_memory = 65535", MEMORY),
         case(ServerAlone, "max_plugin_memory = \"64KiB\"", Serves),
@@ -274,6 +277,17 @@ fn server_fields() {
             "shutdown_timeout = \"1000000000000000000000d\"",
             SHUTDOWN,
         ),
+        // The GET of each case has no body to time out.
+        case(Server, "client_body_timeout = \"0s\"", BODY),
+        case(Server, "client_body_timeout = \"999us\"", BODY),
+        case(Server, "client_body_timeout = \"1ms\"", Serves),
+        case(Server, "client_body_timeout = \"365d\"", Serves),
+        case(Server, "client_body_timeout = \"365d 1ms\"", BODY),
+        case(
+            Server,
+            "client_body_timeout = \"1000000000000000000000d\"",
+            BODY,
+        ),
         case(Server, "log_level = \"weir=debug,warn\"", Serves),
         case(
             Server,
@@ -287,7 +301,7 @@ fn server_fields() {
 fn upstream_fields() {
     use Table::Upstream;
     let mut cases = Vec::new();
-    for field in ["connect_timeout", "timeout"] {
+    for field in ["connect_timeout", "timeout", "read_timeout"] {
         let refused = Refused("upstream \"a\", ", field);
         cases.extend([
             case(Upstream, format!("{field} = \"0s\""), refused),
@@ -329,7 +343,23 @@ fn plugin_fields() {
     const TIMEOUT: Expect = Refused(OWNER, "timeout");
     const MEMORY: Expect = Refused(OWNER, "memory");
     const USES: Expect = Refused(OWNER, "max_uses");
+    const INSTANCES: Expect = Refused(OWNER, "max_instances");
+    const IDLE: Expect = Refused(OWNER, "max_idle");
+    const WALL: Expect = Refused(OWNER, "wall_timeout");
     let cases = vec![
+        case(Plugin, "max_instances = 0", INSTANCES),
+        case(Plugin, "max_instances = 1", Answers),
+        // All the slots the sandbox may reserve, none left for idle instances.
+        case(Plugin, "max_instances = 16384\nmax_idle = 0", Serves),
+        case(Plugin, "max_instances = 16385", INSTANCES),
+        case(Plugin, "max_instances = 18446744073709551615", INSTANCES),
+        case(Plugin, "max_idle = 0", Answers),
+        case(Plugin, "max_idle = 64", Serves),
+        case(Plugin, "max_idle = 65", IDLE),
+        case(Plugin, "wall_timeout = \"0s\"", WALL),
+        case(Plugin, "wall_timeout = \"1ms\"", Serves),
+        case(Plugin, "wall_timeout = \"1h\"", Serves),
+        case(Plugin, "wall_timeout = \"1h 1ms\"", WALL),
         case(Plugin, "timeout = \"0s\"", TIMEOUT),
         case(Plugin, "timeout = \"999us\"", TIMEOUT),
         case(Plugin, "timeout = \"1ms\"", Answers),

@@ -220,7 +220,11 @@ config = {{ mode = "pick-upstream", header = "x-pick" }}
         StatusCode::INTERNAL_SERVER_ERROR,
         "an unknown upstream is a plugin fault"
     );
-    assert!(weir.wait_for_log("no upstream named"), "{}", weir.log());
+    assert!(
+        weir.wait_for_log("no upstream named \"nope\""),
+        "the log names the plugin's mistake:\n{}",
+        weir.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,6 +59,7 @@ async fn through_plugin(instance: &mut Instance, upstreams: &Arc<Upstreams>, bod
     ex.response = Some(ResponseHead {
         status: StatusCode::OK,
         headers,
+        header_budget: support::BOUNDS.headers(),
     });
     let (ex, done) = instance.on_response(ex).await;
     done.expect("on_response");
@@ -110,9 +111,11 @@ fn bench(c: &mut Criterion) {
         ),
     ] {
         let slot = slot(config);
-        let mut instance = rt.block_on(slot.checkout()).expect("instance");
+        let mut lease = rt.block_on(slot.lease()).expect("instance");
         group.bench_function(name, |b| {
-            b.iter(|| black_box(rt.block_on(through_plugin(&mut instance, &upstreams, &body))))
+            b.iter(|| {
+                black_box(rt.block_on(through_plugin(&mut lease.instance, &upstreams, &body)))
+            })
         });
     }
     group.finish();

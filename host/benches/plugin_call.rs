@@ -40,8 +40,8 @@ fn browser_headers(authorization: &str) -> Vec<(&'static str, String)> {
     .collect()
 }
 
-/// Runs `slot`'s `on_request` once per iteration, on a fresh copy of the request. The instance is checked
-/// out once, or per iteration when the slot's isolation is `request` (so the iteration includes making it).
+/// Runs `slot`'s `on_request` once per iteration, on a fresh copy of the request. The instance is leased
+/// once, or per iteration when the slot's isolation is `request` (so the iteration includes making it).
 fn bench_on_request(
     c: &mut Criterion,
     rt: &Runtime,
@@ -52,7 +52,7 @@ fn bench_on_request(
 ) {
     let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut pooled = match isolation {
-        Isolation::Pooled => Some(rt.block_on(slot.checkout()).expect("instance")),
+        Isolation::Pooled => Some(rt.block_on(slot.lease()).expect("instance")),
         Isolation::Request => None,
     };
     c.bench_function(name, |b| {
@@ -60,11 +60,11 @@ fn bench_on_request(
             || support::exchange(upstreams, &headers),
             |ex| {
                 let mut fresh = None;
-                let instance = match &mut pooled {
-                    Some(instance) => instance,
-                    None => fresh.insert(rt.block_on(slot.checkout()).expect("instance")),
+                let lease = match &mut pooled {
+                    Some(lease) => lease,
+                    None => fresh.insert(rt.block_on(slot.lease()).expect("instance")),
                 };
-                let (ex, result) = rt.block_on(instance.on_request(ex));
+                let (ex, result) = rt.block_on(lease.instance.on_request(ex));
                 black_box(result.expect("hook runs"));
                 ex
             },

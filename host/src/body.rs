@@ -1,24 +1,32 @@
 //! The one body type Weir sends both ways: a byte buffer, a body streamed straight from the other side, or
 //! the output of a body-transforming chain. One enum instead of a boxed trait object keeps the common path
 //! free of an allocation per request.
+//!
+//! A body streamed from a peer is guarded by an idle timer, so that a peer that stops sending mid-body
+//! cannot hold a connection, a task and its buffers for ever: the client's body by `client_body_timeout`,
+//! the upstream's by its `read_timeout`.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{LengthLimitError, Limited};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub enum ProxyBody {
     Full(Option<Bytes>),
     /// A response body streamed from the upstream.
-    Incoming(Incoming),
-    /// The client's request body, under the route's `max_request_body` (`usize::MAX` when it has none).
-    Request(Limited<Incoming>),
+    Upstream(UpstreamBody),
+    /// The client's request body.
+    Request(RequestBody),
     /// Chunks produced by a task running body hooks.
     Channel(mpsc::Receiver<Result<Bytes, BoxError>>),
 }
@@ -33,10 +41,24 @@ impl ProxyBody {
         ProxyBody::Full((!bytes.is_empty()).then_some(bytes))
     }
 
-    /// The client's request body, bounded when the route sets a limit.
-    pub fn request(body: Incoming, limit: Option<u64>) -> Self {
+    /// The client's request body, bounded when the route sets a limit, and ended with
+    /// [`ClientBodyTimeout`] when the client sends nothing for `idle`.
+    pub fn request(body: Incoming, limit: Option<u64>, idle: Duration) -> Self {
         let limit = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
-        ProxyBody::Request(Limited::new(body, limit))
+        ProxyBody::Request(RequestBody {
+            inner: Limited::new(body, limit),
+            idle: IdleTimer::new(idle),
+        })
+    }
+
+    /// The response body of upstream `upstream`, cut with [`UpstreamBodyTimeout`] when the upstream sends
+    /// nothing for `idle`.
+    pub fn upstream(body: Incoming, idle: Duration, upstream: Arc<str>) -> Self {
+        ProxyBody::Upstream(UpstreamBody {
+            inner: body,
+            idle: IdleTimer::new(idle),
+            upstream,
+        })
     }
 }
 
@@ -45,6 +67,149 @@ impl ProxyBody {
 #[derive(Debug, thiserror::Error)]
 #[error("reading the request body: {0}")]
 pub struct ClientBodyError(#[source] BoxError);
+
+/// The client sent nothing of its request body for this long: the client's fault, answered with 408.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no request body bytes for {0:?} (client_body_timeout)")]
+pub struct ClientBodyTimeout(pub Duration);
+
+/// The upstream sent nothing of its response body for this long; the response is cut short.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream \"{upstream}\" sent no response body bytes for {after:?} (read_timeout)")]
+pub struct UpstreamBodyTimeout {
+    pub upstream: Arc<str>,
+    pub after: Duration,
+}
+
+/// Measures how long a peer has been silent: armed when the body it guards has nothing ready, disarmed
+/// when it yields. A body whose data is ready whenever it is polled never arms it, and a body nobody polls
+/// (the reader on the other side is slow) is not the peer's silence and is not timed either. The sleep is
+/// allocated on the first wait and reused after.
+struct IdleTimer {
+    limit: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl IdleTimer {
+    fn new(limit: Duration) -> IdleTimer {
+        IdleTimer {
+            limit,
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    /// Called when the body had nothing ready: `Ready` once the peer has been silent for the limit.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.armed {
+            // A deadline past `Instant`'s range never comes: the config holds the limit to a year.
+            let Some(deadline) = Instant::now().checked_add(self.limit) else {
+                return Poll::Pending;
+            };
+            match &mut self.sleep {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.armed = true;
+        }
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// The client's request body, under the route's `max_request_body` (`usize::MAX` when it has none) and the
+/// server's `client_body_timeout`.
+pub struct RequestBody {
+    inner: Limited<Incoming>,
+    idle: IdleTimer,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.idle.disarm();
+                Poll::Ready(frame.map(|f| {
+                    f.map_err(|e| {
+                        if e.is::<LengthLimitError>() {
+                            e
+                        } else {
+                            Box::new(ClientBodyError(e)) as BoxError
+                        }
+                    })
+                }))
+            }
+            Poll::Pending => this
+                .idle
+                .poll_expired(cx)
+                .map(|()| Some(Err(Box::new(ClientBodyTimeout(this.idle.limit)) as BoxError))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// An upstream's response body, under the upstream's `read_timeout`.
+pub struct UpstreamBody {
+    inner: Incoming,
+    idle: IdleTimer,
+    upstream: Arc<str>,
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.idle.disarm();
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => this.idle.poll_expired(cx).map(|()| {
+                let timeout = UpstreamBodyTimeout {
+                    upstream: this.upstream.clone(),
+                    after: this.idle.limit,
+                };
+                // The head is already sent: the client sees the body cut short, the log says why.
+                tracing::warn!("{timeout}: the response was cut short");
+                Some(Err(Box::new(timeout) as BoxError))
+            }),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 impl Body for ProxyBody {
     type Data = Bytes;
@@ -56,14 +221,8 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-            ProxyBody::Request(body) => Pin::new(body).poll_frame(cx).map_err(|e| {
-                if e.is::<LengthLimitError>() {
-                    e
-                } else {
-                    Box::new(ClientBodyError(e)) as BoxError
-                }
-            }),
+            ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Request(body) => Pin::new(body).poll_frame(cx),
             ProxyBody::Channel(rx) => rx
                 .poll_recv(cx)
                 .map(|chunk| chunk.map(|c| c.map(Frame::data))),
@@ -73,7 +232,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(bytes) => bytes.is_none(),
-            ProxyBody::Incoming(body) => body.is_end_stream(),
+            ProxyBody::Upstream(body) => body.is_end_stream(),
             ProxyBody::Request(body) => body.is_end_stream(),
             ProxyBody::Channel(_) => false,
         }
@@ -84,9 +243,31 @@ impl Body for ProxyBody {
             ProxyBody::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            ProxyBody::Incoming(body) => body.size_hint(),
+            ProxyBody::Upstream(body) => body.size_hint(),
             ProxyBody::Request(body) => body.size_hint(),
             ProxyBody::Channel(_) => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_idle_timer_fires_only_after_a_silence_of_its_limit() {
+        let mut timer = IdleTimer::new(Duration::from_millis(50));
+        let started = Instant::now();
+        // Waits shorter than the limit, each ended by data, never fire.
+        for _ in 0..3 {
+            let waited =
+                std::future::poll_fn(|cx| Poll::Ready(timer.poll_expired(cx).is_ready())).await;
+            assert!(!waited);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            timer.disarm();
+        }
+        assert!(started.elapsed() >= Duration::from_millis(90));
+        std::future::poll_fn(|cx| timer.poll_expired(cx)).await;
+        assert!(started.elapsed() >= Duration::from_millis(140));
     }
 }

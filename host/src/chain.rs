@@ -1,8 +1,10 @@
 //! Running a route's chain on one request: `on-request` in chain order, the upstream (unless a plugin
-//! answered), `on-response` in reverse order, and the body hooks of the plugins that asked for bodies.
+//! answered), `on-response` in reverse order, and the body hooks of the plugins that transform bodies.
 //!
-//! Each plugin of the chain holds one checked-out instance for the request; it goes back to its pool after
-//! the response phase, or after the response body when it transforms bodies.
+//! A plugin leases an instance for each header hook call and gives it back as soon as the call returns,
+//! so `on-request` and `on-response` may run on different instances. It keeps one only while it transforms a
+//! body (from the header hook that started the body to the body's end), or for the whole request under
+//! `isolation = "request"`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,29 +17,106 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::body::{BoxError, ProxyBody};
-use crate::config::OnError;
+use crate::config::{Isolation, OnError};
 use crate::exchange::{self, Exchange, ResponseHead};
 use crate::fault::{self, Fault, error_response};
 use crate::plugin::bindings::{Action, LocalResponse};
-use crate::plugin::{BodyKind, Instance, PluginError, PluginSlot};
+use crate::plugin::{BodyKind, Lease, PluginError, PluginSlot};
 use crate::proxy::{Proxy, Route, Trace, from_upstream};
 use crate::upstream::Outgoing;
 
-/// A plugin of the chain with the instance serving this request.
+/// A plugin of the chain, for one request.
 struct Stage {
     slot: Arc<PluginSlot>,
-    instance: Instance,
-    /// Whether its body hook runs on this request's body, and then on this response's body: declared in
-    /// its hooks and not skipped by the header hook of that phase.
+    /// The instance it keeps between calls: for the body it transforms, or for the whole request under
+    /// `isolation = "request"`.
+    held: Option<Lease>,
+    /// Whether it transforms this request's body, and then this response's body.
     request_body: bool,
     response_body: bool,
 }
 
 impl Stage {
+    fn new(slot: &Arc<PluginSlot>) -> Stage {
+        Stage {
+            slot: slot.clone(),
+            held: None,
+            request_body: false,
+            response_body: false,
+        }
+    }
+
     fn transforms(&self, kind: BodyKind) -> bool {
         match kind {
             BodyKind::Request => self.request_body,
             BodyKind::Response => self.response_body,
+        }
+    }
+
+    /// The instance for the next call: the one kept, or a new lease.
+    async fn lease(&mut self) -> Result<Lease, PluginError> {
+        match self.held.take() {
+            Some(lease) => Ok(lease),
+            None => self.slot.lease().await,
+        }
+    }
+
+    /// After a call: keeps the instance while this request still needs it, gives it back otherwise.
+    fn settle(&mut self, lease: Lease, for_body: bool) {
+        if for_body || self.slot.settings.isolation == Isolation::Request {
+            self.held = Some(lease);
+        } else {
+            self.slot.release(lease);
+        }
+    }
+
+    /// The body of `kind` is over (streamed, skipped or abandoned): its instance is free.
+    fn end_body(&mut self, kind: BodyKind) {
+        match kind {
+            BodyKind::Request => self.request_body = false,
+            BodyKind::Response => self.response_body = false,
+        }
+        if self.slot.settings.isolation == Isolation::Pooled
+            && let Some(lease) = self.held.take()
+        {
+            self.slot.release(lease);
+        }
+    }
+
+    async fn on_request(
+        &mut self,
+        exchange: Box<Exchange>,
+    ) -> (Box<Exchange>, Result<Action, PluginError>) {
+        let mut lease = match self.lease().await {
+            Ok(lease) => lease,
+            Err(error) => return (exchange, Err(error)),
+        };
+        let (exchange, result) = lease.instance.on_request(exchange).await;
+        self.request_body = matches!(result, Ok(Action::Continue))
+            && self.slot.wants_body(BodyKind::Request)
+            && !exchange.skip_body;
+        self.settle(lease, self.request_body);
+        (exchange, result)
+    }
+
+    async fn on_response(
+        &mut self,
+        exchange: Box<Exchange>,
+    ) -> (Box<Exchange>, Result<(), PluginError>) {
+        let mut lease = match self.lease().await {
+            Ok(lease) => lease,
+            Err(error) => return (exchange, Err(error)),
+        };
+        let (exchange, result) = lease.instance.on_response(exchange).await;
+        self.response_body =
+            result.is_ok() && self.slot.wants_body(BodyKind::Response) && !exchange.skip_body;
+        self.settle(lease, self.response_body);
+        (exchange, result)
+    }
+
+    fn finish(mut self) {
+        if let Some(lease) = self.held.take() {
+            self.slot.release(lease);
         }
     }
 }
@@ -82,11 +161,12 @@ pub async fn run(
         method: parts.method,
         original_uri,
         headers: parts.headers,
+        header_budget: proxy.plugin_bounds.headers(),
         client_ip,
         upstream: route.upstream.clone(),
         upstreams: proxy.upstreams.clone(),
         path_policy: proxy.inbound.path,
-        context: Default::default(),
+        context: proxy.plugin_bounds.context(),
         response: None,
         skip_body: false,
     });
@@ -95,35 +175,22 @@ pub async fn run(
     // The plugin's answer, and the plugin, to blame if the answer is invalid.
     let mut answer: Option<(LocalResponse, Arc<PluginSlot>)> = None;
     for slot in &route.chain {
-        let result = match slot.checkout().await {
-            Ok(mut instance) => {
-                let (back, result) = instance.on_request(exchange).await;
-                exchange = back;
-                match result {
-                    Ok(action) => {
-                        stages.push(Stage {
-                            slot: slot.clone(),
-                            instance,
-                            request_body: slot.wants_body(BodyKind::Request) && !exchange.skip_body,
-                            response_body: slot.wants_body(BodyKind::Response),
-                        });
-                        Ok(action)
-                    }
-                    Err(error) => {
-                        slot.checkin(instance);
-                        Err(error)
-                    }
-                }
-            }
-            Err(error) => Err(error),
-        };
+        let mut stage = Stage::new(slot);
+        let snapshot = rolls_back(slot).then(|| exchange.snapshot());
+        let (back, result) = stage.on_request(exchange).await;
+        exchange = back;
         match result {
-            Ok(Action::Continue) => {}
+            Ok(Action::Continue) => stages.push(stage),
             Ok(Action::Respond(local)) => {
+                stages.push(stage);
                 answer = Some((local, slot.clone()));
                 break;
             }
             Err(error) => {
+                if let Some(snapshot) = snapshot {
+                    exchange.restore(snapshot);
+                }
+                stage.finish();
                 let failure = Failure {
                     slot: slot.clone(),
                     error,
@@ -136,13 +203,19 @@ pub async fn run(
     }
 
     let (status, headers, body) = match answer {
-        Some((local, slot)) => match local_answer(local) {
-            Ok(head_and_body) => head_and_body,
-            Err(error) => {
-                let failure = Failure { slot, error };
-                return finish_all(stages, failure.response());
+        Some((local, slot)) => {
+            // The request body goes nowhere: a transform a plugin set for it is over.
+            stages
+                .iter_mut()
+                .for_each(|s| s.end_body(BodyKind::Request));
+            match local_answer(local) {
+                Ok(head_and_body) => head_and_body,
+                Err(error) => {
+                    let failure = Failure { slot, error };
+                    return finish_all(stages, failure.response());
+                }
             }
-        },
+        }
         None => {
             trace.upstream = Some(exchange.upstream.name.clone());
             let (upstream_body, task) = if stages.iter().any(|s| s.request_body) {
@@ -162,12 +235,22 @@ pub async fn run(
             let upstream = exchange.upstream.clone();
             let sent = upstream.send(out, upstream_body).await;
             if let Some(task) = task {
-                let Ok((back, failure)) = task.await else {
-                    return error_response(&Fault::Internal("the request body task panicked"));
-                };
-                stages = back;
-                if let Some(failure) = failure {
-                    return finish_all(stages, failure.response());
+                if sent.is_err() {
+                    // The upstream failed: its answer must not wait for the rest of the client's body. The
+                    // task's instances are dropped with it, half-way through a body.
+                    task.abort();
+                }
+                match task.await {
+                    Ok((back, failure)) => {
+                        stages = back;
+                        if let Some(failure) = failure {
+                            return finish_all(stages, failure.response());
+                        }
+                    }
+                    Err(join) if join.is_cancelled() => {}
+                    Err(_) => {
+                        return error_response(&Fault::Internal("the request body task panicked"));
+                    }
                 }
             }
             match sent {
@@ -180,20 +263,30 @@ pub async fn run(
         }
     };
 
-    exchange.response = Some(ResponseHead { status, headers });
+    exchange.response = Some(ResponseHead {
+        status,
+        headers,
+        header_budget: proxy.plugin_bounds.headers(),
+    });
     let mut index = stages.len();
     while index > 0 {
         index -= 1;
-        let (back, result) = stages[index].instance.on_response(exchange).await;
+        let Some(stage) = stages.get_mut(index) else {
+            break;
+        };
+        let snapshot = rolls_back(&stage.slot).then(|| exchange.snapshot());
+        let (back, result) = stage.on_response(exchange).await;
         exchange = back;
-        stages[index].response_body &= !exchange.skip_body;
         if let Err(error) = result {
+            if let Some(snapshot) = snapshot {
+                exchange.restore(snapshot);
+            }
             let stage = stages.remove(index);
             let failure = Failure {
                 slot: stage.slot.clone(),
                 error,
             };
-            stage.slot.checkin(stage.instance);
+            stage.finish();
             if let Some(response) = deny_or_skip(failure, &mut stages) {
                 return response;
             }
@@ -203,6 +296,7 @@ pub async fn run(
     let Some(ResponseHead {
         status,
         mut headers,
+        ..
     }) = exchange.response.take()
     else {
         return finish_all(
@@ -242,27 +336,26 @@ pub async fn run(
     response
 }
 
+/// Whether a failed call of this plugin must leave no trace: with `skip`, the request goes on as if the
+/// plugin were not in the chain.
+fn rolls_back(slot: &PluginSlot) -> bool {
+    slot.settings.on_error == OnError::Skip
+}
+
 /// Applies the failed plugin's `on_error`: `deny` ends the request with the fault's response, `skip` leaves
 /// the plugin out and lets the chain go on.
 fn deny_or_skip(failure: Failure, stages: &mut Vec<Stage>) -> Option<Response<ProxyBody>> {
     match failure.slot.settings.on_error {
         OnError::Deny => Some(finish_all(std::mem::take(stages), failure.response())),
         OnError::Skip => {
-            tracing::warn!(
-                route = %failure.slot.label.route,
-                plugin = %failure.slot.label.plugin,
-                "plugin skipped (on_error = \"skip\"): {}",
-                failure.error
-            );
+            fault::report_skipped(&failure.slot.label, &failure.error);
             None
         }
     }
 }
 
 fn finish(stages: Vec<Stage>) {
-    for stage in stages {
-        stage.slot.checkin(stage.instance);
-    }
+    stages.into_iter().for_each(Stage::finish);
 }
 
 fn finish_all(stages: Vec<Stage>, response: Response<ProxyBody>) -> Response<ProxyBody> {
@@ -284,8 +377,9 @@ fn local_answer(local: LocalResponse) -> Result<(StatusCode, HeaderMap, ProxyBod
 
 type BodyTaskResult = (Vec<Stage>, Option<Failure>);
 
-/// Streams `source` through the body hooks of the stages that want this body, in the order given, and
-/// hands the stages back when the body ends. Stages that do not want the body ride along untouched.
+/// Streams `source` through the body hooks of the stages that transform this body, in the order given, and
+/// hands the stages back when the body ends, their body instances given back. Stages that do not transform
+/// the body ride along untouched.
 fn spawn_body_task(
     kind: BodyKind,
     source: ProxyBody,
@@ -302,8 +396,14 @@ async fn pump(
     mut stages: Vec<Stage>,
     tx: mpsc::Sender<Result<Bytes, BoxError>>,
 ) -> BodyTaskResult {
-    loop {
-        let (chunk, end) = match source.frame().await {
+    let failure = loop {
+        // A reader gone while the source is silent (the client left during a stalled upstream body) frees
+        // the plugins' instances at once, not when the source's idle timeout ends it.
+        let next = tokio::select! {
+            next = source.frame() => next,
+            () = tx.closed() => break None,
+        };
+        let (chunk, end) = match next {
             None => (Bytes::new(), true),
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => (data, false),
@@ -312,27 +412,28 @@ async fn pump(
             },
             Some(Err(e)) => {
                 let _ = tx.send(Err(e)).await;
-                return abandon(kind, stages, None);
+                break None;
             }
         };
         let output = match transform(kind, &mut stages, chunk, end).await {
             Ok(output) => output,
             Err(failure) => {
                 let _ = tx.send(Err("a body plugin failed".into())).await;
-                return abandon(kind, stages, Some(failure));
+                break Some(failure);
             }
         };
-        if !output.is_empty() && tx.send(Ok(output)).await.is_err() {
-            // The reader is gone (client or upstream closed): the plugins saw half a body.
-            return abandon(kind, stages, None);
+        // A gone reader (client or upstream closed) leaves the plugins half a body.
+        if (!output.is_empty() && tx.send(Ok(output)).await.is_err()) || end {
+            break None;
         }
-        if end {
-            return (stages, None);
-        }
+    };
+    for stage in &mut stages {
+        stage.end_body(kind);
     }
+    (stages, failure)
 }
 
-/// Passes one chunk through every stage that wants this body.
+/// Passes one chunk through every stage that transforms this body.
 async fn transform(
     kind: BodyKind,
     stages: &mut [Stage],
@@ -341,7 +442,11 @@ async fn transform(
 ) -> Result<Bytes, Failure> {
     let mut chunk = chunk;
     for stage in stages.iter_mut().filter(|s| s.transforms(kind)) {
-        match stage.instance.on_body(kind, &chunk, end).await {
+        let result = match stage.held.as_mut() {
+            Some(lease) => lease.instance.on_body(kind, &chunk, end).await,
+            None => Err(PluginError::Trap("no instance held for its body".into())),
+        };
+        match result {
             Ok(output) => chunk = Bytes::from(output),
             Err(error) => {
                 return Err(Failure {
@@ -352,12 +457,4 @@ async fn transform(
         }
     }
     Ok(chunk)
-}
-
-/// A body that did not reach its end leaves the body plugins mid-stream: their instances are not reused.
-fn abandon(kind: BodyKind, mut stages: Vec<Stage>, failure: Option<Failure>) -> BodyTaskResult {
-    for stage in stages.iter_mut().filter(|s| s.transforms(kind)) {
-        stage.instance.retire();
-    }
-    (stages, failure)
 }

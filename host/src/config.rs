@@ -31,6 +31,15 @@ pub struct ConfigFile {
     pub upstreams: BTreeMap<String, Spanned<UpstreamConfig>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RouteConfig>>,
+    /// The admin listener (`/healthz`, `/metrics`); none unless the table is there.
+    pub admin: Option<AdminConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Keep it on loopback or a private network: it tells what the proxy runs.
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,9 +56,10 @@ pub struct ServerConfig {
     pub cache_dir: Option<PathBuf>,
     /// Tokio worker threads; defaults to the number of cores. Range: [`limits::WORKERS`].
     pub workers: Option<usize>,
-    /// Plugin instances alive at once, pooled or in flight, across all routes. Requests beyond it get 503.
-    /// Range: [`limits::MAX_INSTANCES`], and no fewer than the plugin entries.
-    pub max_instances: u32,
+    /// Instance slots the sandbox reserves across every plugin entry. By default each entry's
+    /// `max_instances` plus `max_idle`, added up, which no running proxy can exceed. Range:
+    /// [`limits::MAX_INSTANCES`], and no fewer than the entries need.
+    pub max_instances: Option<u32>,
     /// The largest memory any plugin may be granted (`memory` per plugin stays below it). Range:
     /// [`limits::PLUGIN_MEMORY`].
     pub max_plugin_memory: ByteSize,
@@ -69,6 +79,21 @@ pub struct ServerConfig {
     pub max_request_head: ByteSize,
     /// The request target; a longer one gets 414. Range: [`limits::REQUEST_TARGET`].
     pub max_request_target: ByteSize,
+    /// Headers the plugins of a chain may add to one message, and their bytes; a `set-header` past either
+    /// is refused to the plugin. Ranges: [`limits::PLUGIN_HEADERS`], [`limits::PLUGIN_HEADER_BYTES`].
+    pub plugin_headers: u32,
+    pub plugin_header_bytes: ByteSize,
+    /// Keys and bytes of one request's context; a `set` past either is refused to the plugin. Ranges:
+    /// [`limits::CONTEXT_KEYS`], [`limits::CONTEXT_BYTES`].
+    pub context_keys: u32,
+    pub context_bytes: ByteSize,
+    /// Bytes one plugin call may log through the `log` interface; later lines of the call are dropped
+    /// and counted. Range: [`limits::PLUGIN_LOG_BYTES`].
+    pub plugin_log_bytes: ByteSize,
+    /// A client that sends nothing of a request body it has begun for this long gets 408 and the
+    /// connection is closed (nginx's `client_body_timeout`). Range: [`limits::CLIENT_BODY_TIMEOUT`].
+    #[serde(with = "humantime_serde")]
+    pub client_body_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -80,7 +105,7 @@ impl Default for ServerConfig {
             plugin_dir: None,
             cache_dir: None,
             workers: None,
-            max_instances: 1000,
+            max_instances: None,
             max_plugin_memory: ByteSize(256 << 20),
             concurrency_support: false,
             shutdown_timeout: Duration::from_secs(10),
@@ -90,6 +115,15 @@ impl Default for ServerConfig {
             max_request_head: ByteSize(64 << 10),
             // Twice the 8000 octets RFC 9112 §3 recommends supporting, and twice nginx's 8 KiB line.
             max_request_target: ByteSize(16 << 10),
+            plugin_headers: 64,
+            plugin_header_bytes: ByteSize(16 << 10),
+            // A JWT of the default 8 KiB limit puts each claim in twice (a nested object whole and each
+            // member), so its claims fit in 16 KiB; the rest is room for the other plugins.
+            context_keys: 256,
+            context_bytes: ByteSize(64 << 10),
+            plugin_log_bytes: ByteSize(8 << 10),
+            // nginx's default.
+            client_body_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -121,6 +155,10 @@ pub struct UpstreamConfig {
     /// Send the client's `Host` instead of the upstream's own authority (nginx's default is the latter).
     #[serde(default)]
     pub preserve_host: bool,
+    /// An upstream that sends nothing of a response body it has begun for this long has the response cut
+    /// short (nginx's `proxy_read_timeout`, between two reads). Range: [`limits::UPSTREAM_TIMEOUT`].
+    #[serde(default = "default_read_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
 }
 
 fn default_connect_timeout() -> Duration {
@@ -128,6 +166,11 @@ fn default_connect_timeout() -> Duration {
 }
 
 fn default_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// nginx's `proxy_read_timeout`.
+fn default_read_timeout() -> Duration {
     Duration::from_secs(60)
 }
 
@@ -179,6 +222,30 @@ pub struct PluginEntry {
     /// What the sandbox lets this plugin see. Nothing by default.
     #[serde(default)]
     pub grants: Grants,
+    /// Instances of this entry serving a hook call or holding a body at once. A call that finds none free
+    /// waits, within `wall_timeout`, then gets 503, on this entry's routes only. Range:
+    /// [`limits::ENTRY_INSTANCES`].
+    #[serde(default = "default_entry_instances")]
+    pub max_instances: u32,
+    /// Initialised instances kept ready between calls; by default one per worker thread, since no more
+    /// calls than workers run at once unless they wait on the network. At most `max_instances`.
+    pub max_idle: Option<u32>,
+    /// Wall-clock time per hook call, waiting for a free instance included; past it the call fails as
+    /// `on_error` says. Range: [`limits::WALL_TIMEOUT`].
+    #[serde(default = "default_wall_timeout", with = "humantime_serde")]
+    pub wall_timeout: Duration,
+}
+
+/// 64: a header hook holds an instance for microseconds, so a handful serve a core; bodies hold one each for
+/// as long as they stream, and 64 bodies at once compress while later ones wait their turn.
+fn default_entry_instances() -> u32 {
+    64
+}
+
+/// 5 s: far above any hook's own work, and above jwt-auth's 2 s remote-JWKS timeout, so it only cuts a
+/// plugin that waits without end.
+fn default_wall_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// 20 ms: a header hook takes microseconds, so this only stops runaway plugins, while a gzip body hook on a
@@ -397,24 +464,31 @@ impl Source {
         if let Some(workers) = server.workers {
             found.bound(&field("workers"), &limits::WORKERS, workers);
         }
-        found.bound(
-            &field("max_instances"),
-            &limits::MAX_INSTANCES,
-            server.max_instances,
-        );
-        // Loading runs every entry's `init` on an instance of its own, so with fewer slots than entries
-        // the last ones could never load, nor a request find an instance for every link of its chain.
-        let entries: usize = c.routes.iter().map(|r| r.get_ref().plugins.len()).sum();
-        if limits::MAX_INSTANCES.contains(server.max_instances)
-            && u32::try_from(entries).map_or(true, |entries| entries > server.max_instances)
-        {
-            found.refuse(
+        // Every entry may have its busy and idle instances alive at once; fewer slots than that would
+        // turn a burst on one route into 503s on another.
+        let needed = c.instance_slots();
+        match server.max_instances {
+            Some(total) => {
+                found.bound(&field("max_instances"), &limits::MAX_INSTANCES, total);
+                if limits::MAX_INSTANCES.contains(total) && u64::from(total) < needed {
+                    found.refuse(
+                        &field("max_instances"),
+                        format!(
+                            "{total} is fewer than the {needed} the plugin entries need (each entry's \
+                             max_instances + max_idle)"
+                        ),
+                    );
+                }
+            }
+            None if needed > u64::from(limits::MAX_INSTANCES.max) => found.refuse(
                 &field("max_instances"),
                 format!(
-                    "{} is fewer than the {entries} plugin entries, each of which needs an instance",
-                    server.max_instances
+                    "the plugin entries need {needed} instance slots (each entry's max_instances + \
+                     max_idle), over the {} the address space allows: lower their max_instances",
+                    limits::MAX_INSTANCES.max
                 ),
-            );
+            ),
+            None => {}
         }
         found.bound(
             &field("max_plugin_memory"),
@@ -432,9 +506,39 @@ impl Source {
             server.max_request_target,
         );
         found.bound(
+            &field("plugin_headers"),
+            &limits::PLUGIN_HEADERS,
+            server.plugin_headers,
+        );
+        found.bound(
+            &field("plugin_header_bytes"),
+            &limits::PLUGIN_HEADER_BYTES,
+            server.plugin_header_bytes,
+        );
+        found.bound(
+            &field("context_keys"),
+            &limits::CONTEXT_KEYS,
+            server.context_keys,
+        );
+        found.bound(
+            &field("context_bytes"),
+            &limits::CONTEXT_BYTES,
+            server.context_bytes,
+        );
+        found.bound(
+            &field("plugin_log_bytes"),
+            &limits::PLUGIN_LOG_BYTES,
+            server.plugin_log_bytes,
+        );
+        found.bound(
             &field("shutdown_timeout"),
             &limits::SHUTDOWN_TIMEOUT,
             server.shutdown_timeout,
+        );
+        found.bound(
+            &field("client_body_timeout"),
+            &limits::CLIENT_BODY_TIMEOUT,
+            server.client_body_timeout,
         );
         // `run` would drop a bad directive silently; `check` says so.
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&server.log_level) {
@@ -449,6 +553,7 @@ impl Source {
             for (field, value) in [
                 ("connect_timeout", u.connect_timeout),
                 ("timeout", u.timeout),
+                ("read_timeout", u.read_timeout),
             ] {
                 let path = [Key("upstreams"), Key(name), Key(field)];
                 found.bound(&path, &limits::UPSTREAM_TIMEOUT, value);
@@ -529,6 +634,27 @@ impl Source {
                 }
                 found.bound(&field("timeout"), &limits::PLUGIN_TIMEOUT, p.timeout);
                 found.bound(&field("max_uses"), &limits::MAX_USES, p.max_uses);
+                found.bound(
+                    &field("max_instances"),
+                    &limits::ENTRY_INSTANCES,
+                    p.max_instances,
+                );
+                if let Some(idle) = p.max_idle
+                    && idle > p.max_instances
+                {
+                    found.refuse(
+                        &field("max_idle"),
+                        format!(
+                            "{idle} is above this entry's max_instances ({})",
+                            p.max_instances
+                        ),
+                    );
+                }
+                found.bound(
+                    &field("wall_timeout"),
+                    &limits::WALL_TIMEOUT,
+                    p.wall_timeout,
+                );
                 for host_dir in p.grants.dirs.values() {
                     if !self.resolve(host_dir).is_dir() {
                         found.at(
@@ -544,12 +670,41 @@ impl Source {
     }
 }
 
-impl ServerConfig {
+impl ConfigFile {
+    /// The instance slots the plugin entries can have alive at once: each entry's busy and idle instances.
+    pub fn instance_slots(&self) -> u64 {
+        self.routes
+            .iter()
+            .flat_map(|r| &r.get_ref().plugins)
+            .map(|e| {
+                let e = e.get_ref();
+                u64::from(e.max_instances) + u64::from(e.idle(&self.server))
+            })
+            .sum()
+    }
+
+    /// The slots the sandbox reserves: `server.max_instances`, or what the entries need (at least one, as a
+    /// pooling allocator of none is refused).
+    pub fn sandbox_slots(&self) -> u64 {
+        self.server
+            .max_instances
+            .map_or_else(|| self.instance_slots().max(1), u64::from)
+    }
+
     /// True when the settings the sandbox is built from are in range. Out of range they may ask for more
     /// address space than exists, so the sandbox is not even tried (`validate` reports them).
     pub fn sandbox_settings_in_range(&self) -> bool {
-        limits::MAX_INSTANCES.contains(self.max_instances)
-            && limits::PLUGIN_MEMORY.contains(self.max_plugin_memory)
+        u32::try_from(self.sandbox_slots()).is_ok_and(|n| limits::MAX_INSTANCES.contains(n))
+            && limits::PLUGIN_MEMORY.contains(self.server.max_plugin_memory)
+    }
+}
+
+impl ServerConfig {
+    /// The tokio worker threads: `workers`, or one per core.
+    pub fn worker_threads(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
     }
 }
 
@@ -561,6 +716,18 @@ impl PluginEntry {
             && self.memory <= server.max_plugin_memory
             && limits::PLUGIN_TIMEOUT.contains(self.timeout)
             && limits::MAX_USES.contains(self.max_uses)
+            && limits::ENTRY_INSTANCES.contains(self.max_instances)
+            && self.idle(server) <= self.max_instances
+            && limits::WALL_TIMEOUT.contains(self.wall_timeout)
+    }
+
+    /// Idle instances kept: `max_idle`, or one per worker thread, never more than `max_instances`.
+    pub fn idle(&self, server: &ServerConfig) -> u32 {
+        self.max_idle.unwrap_or_else(|| {
+            u32::try_from(server.worker_threads())
+                .unwrap_or(u32::MAX)
+                .min(self.max_instances)
+        })
     }
 }
 
@@ -808,20 +975,21 @@ mod tests {
     #[test]
     fn cross_field_rules_point_at_the_value_or_its_table() {
         let e = errors(&format!(
-            "[server]\nlisten = \"127.0.0.1:1\"\nmax_instances = 1\n{ONE_ROUTE}memory = \"1GiB\"\n"
+            "[server]\nlisten = \"127.0.0.1:1\"\nworkers = 2\n{ONE_ROUTE}memory = \"1GiB\"\n"
         ));
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(
             e[0].starts_with("weir.toml:11:10: route \"api\", plugin #1 (path-rewrite), field \"memory\": 1GiB is above server.max_plugin_memory (256MiB)"),
             "{e:?}"
         );
+        // Two entries of one busy and one idle instance each need four slots.
         let e = errors(&format!(
-            "[server]\nmax_instances = 1\n{ONE_ROUTE}[[routes.plugins]]\nplugin = \"headers\"\n"
+            "[server]\nworkers = 2\nmax_instances = 3\n{ONE_ROUTE}max_instances = 1\n[[routes.plugins]]\nplugin = \"headers\"\nmax_instances = 1\n"
         ));
         assert_eq!(
             e,
             [
-                "weir.toml:2:17: server, field \"max_instances\": 1 is fewer than the 2 plugin entries, each of which needs an instance"
+                "weir.toml:3:17: server, field \"max_instances\": 3 is fewer than the 4 the plugin entries need (each entry's max_instances + max_idle)"
             ]
         );
         // A field the file leaves to its default is placed on its table.

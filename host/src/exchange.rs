@@ -1,12 +1,12 @@
 //! One request/response exchange as plugins see it, and the host's rules for what a plugin may set.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri};
 
+use crate::context::Context;
 use crate::normalise::PathPolicy;
 use crate::upstream::{Upstream, Upstreams};
 
@@ -17,21 +17,120 @@ pub struct Exchange {
     pub query: Option<String>,
     pub original_uri: Uri,
     pub headers: HeaderMap,
+    /// What plugins may still add to the request's headers.
+    pub header_budget: HeaderBudget,
     pub client_ip: IpAddr,
     pub upstream: Arc<Upstream>,
     pub upstreams: Arc<Upstreams>,
     /// The server's normalisation rules, which a path a plugin sets goes through too.
     pub path_policy: PathPolicy,
-    pub context: HashMap<String, String>,
+    pub context: Context,
     /// Set once the response head is known; from then on the request is read-only.
     pub response: Option<ResponseHead>,
     /// Set by the hook running now when it leaves the body of this phase to others.
     pub skip_body: bool,
 }
 
+#[derive(Clone)]
 pub struct ResponseHead {
     pub status: StatusCode,
     pub headers: HeaderMap,
+    /// What plugins may still add to the response's headers.
+    pub header_budget: HeaderBudget,
+}
+
+/// What plugins may make one exchange hold, from `[server]`.
+#[derive(Debug, Clone, Copy)]
+pub struct PluginBounds {
+    pub headers: usize,
+    pub header_bytes: usize,
+    pub context_keys: usize,
+    pub context_bytes: usize,
+}
+
+impl PluginBounds {
+    /// A fresh budget for one message's headers.
+    pub fn headers(&self) -> HeaderBudget {
+        HeaderBudget {
+            headers: self.headers,
+            bytes: self.header_bytes,
+        }
+    }
+
+    /// An empty context for one request.
+    pub fn context(&self) -> Context {
+        Context::new(self.context_bytes, self.context_keys)
+    }
+}
+
+/// What plugins together may add to one message's headers, from `[server]`'s `plugin_headers` and
+/// `plugin_header_bytes`. Whatever a plugin sets counts, replaced values included: a bound on the host
+/// memory plugins can make one message take, not an exact size.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderBudget {
+    pub headers: usize,
+    pub bytes: usize,
+}
+
+impl HeaderBudget {
+    /// Takes one header of `name` and `value` out of the budget, or says why not.
+    pub fn spend(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), String> {
+        let bytes = name.as_str().len() + value.len();
+        if self.headers == 0 {
+            return Err(
+                "plugins have added as many headers to this message as the server allows \
+                        (plugin_headers)"
+                    .into(),
+            );
+        }
+        if bytes > self.bytes {
+            return Err(format!(
+                "header {name} ({bytes} bytes) is over what plugins may still add to this message \
+                 ({} bytes, plugin_header_bytes)",
+                self.bytes
+            ));
+        }
+        self.headers -= 1;
+        self.bytes -= bytes;
+        Ok(())
+    }
+}
+
+/// What a hook call could change in an exchange, kept before a call whose failure must leave no trace
+/// (`on_error = "skip"`).
+pub struct Snapshot {
+    path: String,
+    query: Option<String>,
+    headers: HeaderMap,
+    header_budget: HeaderBudget,
+    upstream: Arc<Upstream>,
+    context: Context,
+    response: Option<ResponseHead>,
+}
+
+impl Exchange {
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            path: self.path.clone(),
+            query: self.query.clone(),
+            headers: self.headers.clone(),
+            header_budget: self.header_budget,
+            upstream: self.upstream.clone(),
+            context: self.context.clone(),
+            response: self.response.clone(),
+        }
+    }
+
+    /// Undoes everything since `snapshot`.
+    pub fn restore(&mut self, snapshot: Snapshot) {
+        self.path = snapshot.path;
+        self.query = snapshot.query;
+        self.headers = snapshot.headers;
+        self.header_budget = snapshot.header_budget;
+        self.upstream = snapshot.upstream;
+        self.context = snapshot.context;
+        self.response = snapshot.response;
+    }
 }
 
 /// Headers that describe one connection (RFC 9110 §7.6.1): never forwarded, never set by a plugin.

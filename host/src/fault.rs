@@ -1,5 +1,9 @@
 //! Whose fault a failed request was, and the one place that turns that into a status code. Details go to
 //! the log; the client gets a short plain-text body and nothing of the plugin's internals.
+//!
+//! A plugin that fails on every request would write its backtrace into the log on every request: its
+//! failures are logged in full once per period per plugin entry, and counted in between (see
+//! [`crate::logging::Throttle`]).
 
 use std::borrow::Cow;
 
@@ -7,6 +11,7 @@ use http::{Response, StatusCode, header};
 
 use crate::body::ProxyBody;
 use crate::inbound::{ALLOW, Refusal};
+use crate::logging;
 use crate::plugin::PluginError;
 use crate::sandbox::Label;
 use crate::upstream::UpstreamError;
@@ -46,7 +51,7 @@ pub fn error_response(fault: &Fault<'_>) -> Response<ProxyBody> {
         // After a broken body or a tunnel request the next bytes on the connection cannot be trusted to
         // start a request: nothing more is read from it.
         Fault::Client(Refusal::Connect | Refusal::ChunkedTwice)
-        | Fault::Upstream(UpstreamError::ClientBody(_)) => {
+        | Fault::Upstream(UpstreamError::ClientBody(_) | UpstreamError::ClientBodyTimeout(_)) => {
             headers.insert(
                 header::CONNECTION,
                 header::HeaderValue::from_static("close"),
@@ -81,6 +86,13 @@ pub fn report(fault: &Fault<'_>) -> (StatusCode, Cow<'static, str>) {
             tracing::debug!("{e}");
             (StatusCode::BAD_REQUEST, "malformed request body\n".into())
         }
+        Fault::Upstream(e @ UpstreamError::ClientBodyTimeout(_)) => {
+            tracing::debug!("{e}");
+            (
+                StatusCode::REQUEST_TIMEOUT,
+                "request body timed out\n".into(),
+            )
+        }
         Fault::Upstream(e @ UpstreamError::Target(_)) => {
             tracing::error!("{e}");
             (
@@ -97,20 +109,58 @@ pub fn report(fault: &Fault<'_>) -> (StatusCode, Cow<'static, str>) {
             (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n".into())
         }
         Fault::Plugin { label, error } if error.is_overload() => {
-            tracing::warn!(route = %label.route, plugin = %label.plugin, "no plugin instance available: {error}");
+            let log = logging::plugin(label);
+            if let Some(held) = log.overloads.admit() {
+                let more = more_times(held, log.overloads.period());
+                tracing::warn!(route = %label.route, plugin = %label.plugin, "no plugin instance available{more}: {error}");
+            }
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "proxy overloaded, try again\n".into(),
             )
         }
         Fault::Plugin { label, error } => {
-            tracing::error!(route = %label.route, plugin = %label.plugin, "plugin failed: {error}");
+            let log = logging::plugin(label);
+            match log.failures.admit() {
+                Some(held) => {
+                    let more = more_times(held, log.failures.period());
+                    tracing::error!(route = %label.route, plugin = %label.plugin, "plugin failed{more}: {error}");
+                }
+                None => log.count_failure_held(),
+            }
             (StatusCode::INTERNAL_SERVER_ERROR, "plugin error\n".into())
         }
         Fault::Internal(what) => {
             tracing::error!("internal error: {what}");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n".into())
         }
+    }
+}
+
+/// Logs a failure of a plugin whose `on_error` is `skip`, under the same limit as the failures that fail
+/// their request: once in full per period, counted in between.
+pub fn report_skipped(label: &Label, error: &PluginError) {
+    let log = logging::plugin(label);
+    match log.failures.admit() {
+        Some(held) => {
+            let more = more_times(held, log.failures.period());
+            tracing::warn!(route = %label.route, plugin = %label.plugin, "plugin skipped (on_error = \"skip\"), its changes undone{more}: {error}");
+        }
+        None => log.count_failure_held(),
+    }
+}
+
+/// What a throttled line adds when others were held back before it: ` (and 2,341 more times in the 10 s
+/// after the last one logged)`. Held lines all fall in the window that began with the last one logged.
+fn more_times(held: u64, period: std::time::Duration) -> String {
+    if held == 0 {
+        String::new()
+    } else {
+        format!(
+            " (and {} more times in the {} s after the last one logged)",
+            logging::thousands(held),
+            period.as_secs()
+        )
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use wasmtime::component::types::ComponentItem;
 
+use crate::plugin::bindings::CONTRACT;
 use crate::sandbox::Sandbox;
 
 /// A report on one component, and whether it can be loaded as a Weir plugin.
@@ -29,11 +30,11 @@ pub fn inspect(sandbox: &Sandbox, path: &Path) -> anyhow::Result<Inspection> {
     }
     let fits = match sandbox.load(path) {
         Ok(_) => {
-            writeln!(report, "fits weir:plugin@0.1.0: yes")?;
+            writeln!(report, "fits {CONTRACT}: yes")?;
             true
         }
         Err(e) => {
-            writeln!(report, "fits weir:plugin@0.1.0: no\n  {e}")?;
+            writeln!(report, "fits {CONTRACT}: no\n  {e}")?;
             false
         }
     };

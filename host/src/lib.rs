@@ -5,11 +5,15 @@
 //! the route's plugins ([`plugin`], inside the [`sandbox`]) around the [`upstream`] call, and [`fault`]
 //! turns any failure into its status code.
 
+pub mod admin;
 pub mod body;
 pub mod chain;
+pub mod compile_cache;
 pub mod config;
+pub mod context;
 pub mod cpu_time;
 pub mod crypto;
+pub mod epoch;
 pub mod exchange;
 pub mod fault;
 pub mod guest_output;
@@ -17,6 +21,8 @@ pub mod http_client;
 pub mod inbound;
 pub mod inspect;
 pub mod load;
+pub mod logging;
+pub mod metrics;
 pub mod normalise;
 pub mod plugin;
 pub mod proxy;

@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{
-    ConfigError, ConfigErrors, PluginEntry, ServerConfig, Source, Step, plugin_label, route_label,
+    ByteSize, ConfigError, ConfigErrors, OnError, PluginEntry, ServerConfig, Source, Step,
+    plugin_label, route_label,
 };
+use crate::exchange::PluginBounds;
 use crate::inbound;
 use crate::plugin::bindings::PluginPre;
 use crate::plugin::{PluginError, PluginSlot, SlotSettings};
@@ -19,16 +21,9 @@ use crate::sandbox::{
 };
 use crate::upstream::{Upstream, Upstreams};
 
-/// Idle instances kept per (route, plugin). Under more concurrency than this, extra instances are made and
-/// dropped after use; this bounds the memory an idle proxy keeps.
-const MAX_IDLE_INSTANCES: usize = 64;
-
 /// What `weir check` and `weir run` both do before serving, in one place so that they cannot differ:
 /// validate, build the sandbox, load every plugin. A config that passes here is one `run` can serve.
-pub async fn prepare(
-    source: &Source,
-    plugin_dir: &Path,
-) -> Result<(Proxy, Arc<Sandbox>), ConfigErrors> {
+pub async fn prepare(source: &Source, plugin_dir: &Path) -> Result<Loaded, ConfigErrors> {
     let sandbox = match sandbox(source) {
         Ok(sandbox) => sandbox,
         Err(refused) => {
@@ -37,33 +32,50 @@ pub async fn prepare(
             return Err(ConfigErrors(errors));
         }
     };
-    let proxy = load(source, &sandbox, plugin_dir).await?;
-    Ok((proxy, sandbox))
+    let (proxy, warnings) = load(source, &sandbox, plugin_dir).await?;
+    Ok(Loaded {
+        proxy,
+        sandbox,
+        warnings,
+    })
+}
+
+/// A config ready to serve, and what it is allowed but should not do.
+pub struct Loaded {
+    pub proxy: Proxy,
+    pub sandbox: Arc<Sandbox>,
+    /// Each in the errors' format: file, line, route, plugin, field.
+    pub warnings: Vec<ConfigError>,
 }
 
 /// The sandbox `[server]` asks for. The error is `None` when its settings are out of range, which
 /// `validate` reports; otherwise the settings were in range but this machine has less address space (or a
 /// lower `ulimit -v`) than the range allows for, and the error says so on `max_instances`.
 fn sandbox(source: &Source) -> Result<Arc<Sandbox>, Option<ConfigError>> {
-    let server = &source.config.server;
-    if !server.sandbox_settings_in_range() {
+    let config = &source.config;
+    if !config.sandbox_settings_in_range() {
         return Err(None);
     }
-    Sandbox::new(&sandbox_settings(server, Some(source))).map_err(|e| {
+    let settings = sandbox_settings(&config.server, config.sandbox_slots(), Some(source));
+    Sandbox::new(&settings).map_err(|e| {
         Some(source.field_error(
             &[Step::Key("server"), Step::Key("max_instances")],
             format!(
                 "cannot reserve address space for {} plugin instances: {e:#}",
-                server.max_instances
+                settings.max_instances
             ),
         ))
     })
 }
 
-/// The sandbox's settings; without a source (`weir plugin inspect`), the defaults.
-pub fn sandbox_settings(server: &ServerConfig, source: Option<&Source>) -> SandboxSettings {
+/// The sandbox's settings for `slots` instances; without a source (`weir plugin inspect`), the defaults.
+pub fn sandbox_settings(
+    server: &ServerConfig,
+    slots: u64,
+    source: Option<&Source>,
+) -> SandboxSettings {
     SandboxSettings {
-        max_instances: server.max_instances,
+        max_instances: u32::try_from(slots).unwrap_or(u32::MAX),
         max_plugin_memory: server.max_plugin_memory.0,
         concurrency_support: server.concurrency_support,
         cache_dir: match (&server.cache_dir, source) {
@@ -78,7 +90,7 @@ pub async fn load(
     source: &Source,
     sandbox: &Arc<Sandbox>,
     plugin_dir: &Path,
-) -> Result<Proxy, ConfigErrors> {
+) -> Result<(Proxy, Vec<ConfigError>), ConfigErrors> {
     let config = &source.config;
     let upstreams: BTreeMap<String, Arc<Upstream>> = config
         .upstreams
@@ -88,6 +100,7 @@ pub async fn load(
     let upstreams = Arc::new(Upstreams::new(upstreams));
 
     let mut errors = source.validate();
+    let mut warnings = Vec::new();
     let mut compiled: HashMap<PathBuf, Result<PluginPre<HostState>, String>> = HashMap::new();
     let mut routes = Vec::new();
     for (index, spanned) in config.routes.iter().enumerate() {
@@ -144,7 +157,22 @@ pub async fn load(
                 plugin: plugin_label(position, entry.get_ref()),
             });
             match PluginSlot::new(log_label, sandbox.clone(), pre, plugin_config, settings).await {
-                Ok(slot) => chain.push(slot),
+                Ok(slot) => {
+                    if slot.is_guard() && entry.get_ref().on_error == OnError::Skip {
+                        warnings.push(source.field_error(
+                            &[
+                                Step::Key("routes"),
+                                Step::Index(index),
+                                Step::Key("plugins"),
+                                Step::Index(position),
+                                Step::Key("on_error"),
+                            ],
+                            "\"skip\" on a plugin that decides who may pass fails open: when a call \
+                             fails, the request goes on as if the plugin had let it through",
+                        ));
+                    }
+                    chain.push(slot);
+                }
                 Err(PluginError::Config { field, message }) => {
                     // An empty field means the config as a whole (say, none of the alternatives was set).
                     let field = if field.is_empty() {
@@ -183,15 +211,23 @@ pub async fn load(
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    Ok(Proxy {
+    let proxy = Proxy {
         routes,
         upstreams,
         access_log: config.server.access_log,
         inbound: inbound::Rules {
             path: source.path_policy(),
-            max_target: usize::try_from(config.server.max_request_target.0).unwrap_or(usize::MAX),
+            max_target: bytes(config.server.max_request_target),
         },
-    })
+        plugin_bounds: PluginBounds {
+            headers: usize::try_from(config.server.plugin_headers).unwrap_or(usize::MAX),
+            header_bytes: bytes(config.server.plugin_header_bytes),
+            context_keys: usize::try_from(config.server.context_keys).unwrap_or(usize::MAX),
+            context_bytes: bytes(config.server.context_bytes),
+        },
+        client_body_timeout: config.server.client_body_timeout,
+    };
+    Ok((proxy, warnings))
 }
 
 /// True when instantiating or initialising a plugin failed because its `memory` cap refused a grow, which
@@ -273,12 +309,20 @@ fn slot_settings(source: &Source, entry: &PluginEntry) -> Result<SlotSettings, S
             env,
             dirs,
             http: entry.grants.http.clone().into(),
+            wall_timeout: entry.wall_timeout,
+            log_bytes: bytes(source.config.server.plugin_log_bytes),
         },
         on_error: entry.on_error,
         isolation: entry.isolation,
         max_uses: entry.max_uses,
-        max_idle: MAX_IDLE_INSTANCES,
+        max_instances: usize::try_from(entry.max_instances).unwrap_or(usize::MAX),
+        max_idle: usize::try_from(entry.idle(&source.config.server)).unwrap_or(usize::MAX),
     })
+}
+
+/// A size from the config as a count of bytes in memory (ranges keep them far below `usize::MAX`).
+fn bytes(size: ByteSize) -> usize {
+    usize::try_from(size.0).unwrap_or(usize::MAX)
 }
 
 /// The built-in plugin directory: `WEIR_PLUGIN_DIR`, else `plugins/` beside the `weir` binary.

@@ -1,6 +1,5 @@
 //! The `weir` command line.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,11 +7,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 use weir::config::{ConfigErrors, ServerConfig, Source};
 use weir::sandbox::Sandbox;
-use weir::{inspect, load, server};
+use weir::{inspect, load, logging, server};
 
 #[derive(Parser)]
 #[command(
@@ -68,15 +66,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 fn plugin_dir(source: &Source) -> PathBuf {
     match &source.config.server.plugin_dir {
         Some(dir) => source.resolve(dir),
@@ -86,13 +75,17 @@ fn plugin_dir(source: &Source) -> PathBuf {
 
 /// Validates and loads everything, as `load::prepare` does for both commands; config errors are printed
 /// and give `Err(exit code)`.
-async fn load_all(source: &Source) -> Result<(weir::proxy::Proxy, Arc<Sandbox>), ExitCode> {
-    load::prepare(source, &plugin_dir(source))
+async fn load_all(source: &Source) -> Result<load::Loaded, ExitCode> {
+    let loaded = load::prepare(source, &plugin_dir(source))
         .await
         .map_err(|errors| {
             eprintln!("{errors}");
             ExitCode::FAILURE
-        })
+        })?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(loaded)
 }
 
 fn read_source(config: &Path) -> Result<Source, ExitCode> {
@@ -100,6 +93,28 @@ fn read_source(config: &Path) -> Result<Source, ExitCode> {
         eprintln!("{errors}");
         ExitCode::FAILURE
     })
+}
+
+/// A proxy holds two sockets per connection (the client's and the upstream's): the soft limit on open
+/// files, often 1024, would refuse connections long before anything else runs out. Raised to the hard
+/// limit, as nginx's `worker_rlimit_nofile` would be set by hand.
+fn raise_open_files() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct they are given.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    if !raised {
+        eprintln!(
+            "warning: cannot raise the limit on open files; connections may be refused early"
+        );
+    }
 }
 
 fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -122,10 +137,16 @@ fn run(config: &Path) -> anyhow::Result<ExitCode> {
         eprintln!("{}", ConfigErrors(errors));
         return Ok(ExitCode::FAILURE);
     }
-    init_logging(&source.config.server.log_level);
+    raise_open_files();
+    // Before the runtime, so dropped after it: what the runtime logs as it stops is flushed too.
+    let _log = logging::init(&source.config.server.log_level);
     let runtime = runtime(source.config.server.workers)?;
     runtime.block_on(async {
-        let (proxy, _sandbox) = match load_all(&source).await {
+        let load::Loaded {
+            proxy,
+            sandbox: _sandbox,
+            ..
+        } = match load_all(&source).await {
             Ok(loaded) => loaded,
             Err(code) => return Ok(code),
         };
@@ -136,6 +157,14 @@ fn run(config: &Path) -> anyhow::Result<ExitCode> {
         // Tests and scripts read this line for the bound address (the config may say port 0).
         println!("weir listening on http://{}", listener.local_addr()?);
         let proxy = Arc::new(ArcSwap::from_pointee(proxy));
+        if let Some(admin) = &source.config.admin {
+            let listener = tokio::net::TcpListener::bind(admin.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (admin)", admin.listen))?;
+            // After the proxy's own line, which scripts read first.
+            println!("weir admin on http://{}", listener.local_addr()?);
+            tokio::spawn(weir::admin::serve(listener, proxy.clone()));
+        }
         server::serve(listener, proxy, shutdown_signal(), &source.config.server).await;
         Ok(ExitCode::SUCCESS)
     })
@@ -155,9 +184,9 @@ fn check(config: &Path) -> anyhow::Result<ExitCode> {
         Ok(source) => source,
         Err(code) => return Ok(code),
     };
-    init_logging("warn");
+    let _log = logging::init("warn");
     runtime(Some(1))?.block_on(async {
-        let (proxy, _sandbox) = match load_all(&source).await {
+        let load::Loaded { proxy, .. } = match load_all(&source).await {
             Ok(loaded) => loaded,
             Err(code) => return Ok(code),
         };
@@ -173,8 +202,9 @@ fn check(config: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn inspect_plugin(file: &Path) -> anyhow::Result<ExitCode> {
-    init_logging("warn");
-    let sandbox = Sandbox::new(&load::sandbox_settings(&ServerConfig::default(), None))?;
+    let _log = logging::init("warn");
+    // One slot: inspecting instantiates nothing but the pre-instantiation check.
+    let sandbox = Sandbox::new(&load::sandbox_settings(&ServerConfig::default(), 1, None))?;
     let inspection = inspect::inspect(&sandbox, file)?;
     print!("{}", inspection.report);
     Ok(if inspection.fits {

@@ -3,14 +3,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 
 use crate::body::ProxyBody;
 use crate::chain;
-use crate::exchange::strip_hop_by_hop;
+use crate::exchange::{PluginBounds, strip_hop_by_hop};
 use crate::fault::{Fault, error_response};
 use crate::inbound::{self, Admitted};
 use crate::plugin::PluginSlot;
@@ -22,6 +22,10 @@ pub struct Proxy {
     pub upstreams: Arc<Upstreams>,
     pub access_log: bool,
     pub inbound: inbound::Rules,
+    /// How long a client may send nothing of a request body it has begun.
+    pub client_body_timeout: Duration,
+    /// What plugins may make one exchange hold.
+    pub plugin_bounds: PluginBounds,
 }
 
 pub struct Route {
@@ -96,7 +100,7 @@ impl Proxy {
         }
 
         strip_hop_by_hop(&mut parts.headers);
-        let body = ProxyBody::request(body, route.max_request_body);
+        let body = ProxyBody::request(body, route.max_request_body, self.client_body_timeout);
         if !route.chain.is_empty() {
             let original_uri = original_uri.unwrap_or_else(|| parts.uri.clone());
             return chain::run(self, route, parts, original_uri, body, client_ip, trace).await;
@@ -137,8 +141,8 @@ fn server_options() -> Response<ProxyBody> {
 }
 
 /// The upstream's response as it goes back to the client: its hop-by-hop headers removed.
-pub fn from_upstream(response: Response<Incoming>) -> Response<ProxyBody> {
+pub fn from_upstream(response: Response<ProxyBody>) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, ProxyBody::Incoming(body))
+    Response::from_parts(parts, body)
 }

@@ -1,28 +1,24 @@
-//! The one wasmtime [`Engine`] and [`Linker`] of the process, the compiled-component cache, and the single
-//! place where a plugin's [`Store`] is made, so that every per-instance knob (memory cap, CPU deadline, WASI
-//! grants) is set in one function.
+//! The one wasmtime [`Engine`] and [`Linker`] of the process, and the single place where a plugin's
+//! [`Store`] is made, so that every per-instance knob (memory cap, CPU deadline, WASI grants) is set in one
+//! function.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::compile_cache::CompileCache;
+pub use crate::compile_cache::default_cache_dir;
 use crate::config::HttpGrant;
 use crate::cpu_time::Overtime;
+pub use crate::epoch::EPOCH_TICK;
 use crate::exchange::Exchange;
 use crate::guest_output::{GuestOutput, Stream};
-use crate::plugin::bindings::{Plugin, PluginPre};
-
-/// How often the epoch advances. A plugin's CPU deadline is a whole number of ticks, so 1 ms keeps the
-/// default 20 ms bound within 5 %; the ticker thread costs a wake-up per tick and nothing per call.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+use crate::plugin::bindings::{CONTRACT, Plugin, PluginPre};
 
 /// Process-wide sandbox settings, from the `[server]` table.
 #[derive(Debug, Clone)]
@@ -43,6 +39,10 @@ pub struct InstanceLimits {
     pub dirs: Vec<(String, PathBuf)>,
     /// Where the plugin may send HTTP requests.
     pub http: Arc<[HttpGrant]>,
+    /// Wall-clock time per hook call.
+    pub wall_timeout: std::time::Duration,
+    /// Bytes the plugin may log per call (the `log` interface; its stdout and stderr are bounded apart).
+    pub log_bytes: usize,
 }
 
 /// Names a plugin in logs: which route, which link of its chain.
@@ -68,6 +68,20 @@ pub struct HostState {
     pub(crate) overtime: Overtime,
     /// Live `crypto.key` resources, bounded by the crypto module.
     pub(crate) crypto_keys: usize,
+    /// What the current call may still log, and what it was refused.
+    pub(crate) log_left: usize,
+    pub(crate) log_dropped: usize,
+    log_bytes: usize,
+}
+
+impl HostState {
+    /// Resets what is counted per call.
+    pub(crate) fn begin_call(&mut self) {
+        self.waited_on_host = false;
+        self.overtime.reset();
+        self.log_left = self.log_bytes;
+        self.log_dropped = 0;
+    }
 }
 
 impl WasiView for HostState {
@@ -91,7 +105,7 @@ pub enum LoadError {
         path: PathBuf,
         source: wasmtime::Error,
     },
-    #[error("{} does not fit the weir:plugin@0.1.0 contract: {source:#}", path.display())]
+    #[error("{} does not fit the {CONTRACT} contract: {source:#}", path.display())]
     Contract {
         path: PathBuf,
         source: wasmtime::Error,
@@ -101,7 +115,7 @@ pub enum LoadError {
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<HostState>,
-    cache_dir: Option<PathBuf>,
+    cache: Option<CompileCache>,
 }
 
 impl Sandbox {
@@ -132,7 +146,7 @@ impl Sandbox {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         let engine = Engine::new(&config)?;
-        spawn_epoch_ticker(&engine);
+        crate::epoch::tick(&engine)?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -141,7 +155,7 @@ impl Sandbox {
         Ok(Arc::new(Sandbox {
             engine,
             linker,
-            cache_dir: settings.cache_dir.clone(),
+            cache: settings.cache_dir.clone().map(CompileCache::new),
         }))
     }
 
@@ -167,43 +181,14 @@ impl Sandbox {
             path: path.to_owned(),
             source,
         })?;
-        let compile_error = |source| LoadError::Compile {
+        match &self.cache {
+            Some(cache) => cache.component(&self.engine, &bytes),
+            None => Component::new(&self.engine, &bytes),
+        }
+        .map_err(|source| LoadError::Compile {
             path: path.to_owned(),
             source,
-        };
-        let Some(cache_file) = self.cache_file(&bytes) else {
-            return Component::new(&self.engine, &bytes).map_err(compile_error);
-        };
-        if cache_file.exists() {
-            // SAFETY: the file is in Weir's own cache directory, written by `precompile_component` of an
-            // engine with this exact configuration (the name carries the compatibility hash).
-            match unsafe { Component::deserialize_file(&self.engine, &cache_file) } {
-                Ok(component) => return Ok(component),
-                Err(e) => {
-                    tracing::warn!(file = %cache_file.display(), "ignoring a bad cached component: {e:#}")
-                }
-            }
-        }
-        let compiled = self
-            .engine
-            .precompile_component(&bytes)
-            .map_err(compile_error)?;
-        if let Err(e) = write_atomically(&cache_file, &compiled) {
-            tracing::warn!(file = %cache_file.display(), "cannot cache the compiled plugin: {e}");
-        }
-        // SAFETY: these bytes were produced just now by this engine.
-        unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(compile_error)
-    }
-
-    fn cache_file(&self, wasm: &[u8]) -> Option<PathBuf> {
-        let dir = self.cache_dir.as_ref()?;
-        let mut engine_hash = DefaultHasher::new();
-        self.engine
-            .precompile_compatibility_hash()
-            .hash(&mut engine_hash);
-        let digest = Sha256::digest(wasm);
-        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-        Some(dir.join(format!("{hex}-{:016x}.cwasm", engine_hash.finish())))
+        })
     }
 
     /// A store for one plugin instance, with every limit of that instance set.
@@ -241,6 +226,9 @@ impl Sandbox {
             waited_on_host: false,
             crypto_keys: 0,
             overtime: Overtime::default(),
+            log_left: limits.log_bytes,
+            log_dropped: 0,
+            log_bytes: limits.log_bytes,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -260,36 +248,4 @@ impl Sandbox {
         store.set_epoch_deadline(ticks);
         Ok(store)
     }
-}
-
-/// Advances the epoch every [`EPOCH_TICK`] until the engine is dropped.
-fn spawn_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("weir-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })
-        .expect("spawning the epoch thread");
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
-}
-
-/// The default cache directory: `$XDG_CACHE_HOME/weir` or `~/.cache/weir`.
-pub fn default_cache_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|d| d.join("weir"))
 }

@@ -3,19 +3,24 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, Uri};
-use hyper::body::Incoming;
+use http_body::{Body, Frame, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
 
 use http_body_util::LengthLimitError;
 
-use crate::body::{ClientBodyError, ProxyBody};
+use crate::body::{BoxError, ClientBodyError, ClientBodyTimeout, ProxyBody};
 use crate::config::{UpstreamConfig, UpstreamUrl};
 use crate::fault;
 
@@ -34,6 +39,9 @@ pub enum UpstreamError {
     /// The client's body broke off or broke its framing while it was being forwarded.
     #[error("{0}")]
     ClientBody(String),
+    /// The client stopped sending its body for longer than `client_body_timeout`.
+    #[error("{0}")]
+    ClientBodyTimeout(String),
     /// The normalised path and query did not make a URI: a bug, reported instead of a panic.
     #[error("cannot form the upstream target: {0}")]
     Target(String),
@@ -41,11 +49,14 @@ pub enum UpstreamError {
 
 pub struct Upstream {
     pub name: String,
+    /// The name again, shared by every response body that may need to say whose it was.
+    shared_name: Arc<str>,
     url: UpstreamUrl,
     timeout: Duration,
+    read_timeout: Duration,
     /// The `Host` sent upstream, unless `preserve_host` keeps the client's.
     host: Option<HeaderValue>,
-    client: Client<HttpConnector, ProxyBody>,
+    client: Client<HttpConnector, Outbound>,
 }
 
 /// The request line and headers to forward.
@@ -67,8 +78,10 @@ impl Upstream {
             .build(connector);
         Upstream {
             name: name.to_owned(),
+            shared_name: name.into(),
             url: config.url.clone(),
             timeout: config.timeout,
+            read_timeout: config.read_timeout,
             host: (!config.preserve_host).then(|| {
                 HeaderValue::from_str(config.url.authority.as_str())
                     .expect("an authority's characters are valid in a header value")
@@ -77,27 +90,71 @@ impl Upstream {
         }
     }
 
-    /// Sends the request and waits for the response head, within the upstream's `timeout`.
+    /// Sends the request and waits for the response head, within the upstream's `timeout`. The response
+    /// body comes under the upstream's `read_timeout`.
+    ///
+    /// `timeout` is the upstream's time: while the request body waits for the client (whose own limit is
+    /// `client_body_timeout`), the upstream is not kept waiting and its clock stops; it starts again, in
+    /// full, from the last request bytes it was handed. So a slow upload to a prompt upstream is never a
+    /// 504, and an upstream that stops reading the body or answering still is.
     pub async fn send(
         &self,
         out: Outgoing<'_>,
         body: ProxyBody,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let request = self.request(out, body)?;
-        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
-            Err(_) => Err(UpstreamError::Timeout {
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
+        // A request without a body has nothing to wait for but the upstream: no tracking, no allocation.
+        let progress = (!body.is_end_stream()).then(|| Arc::new(Progress::new()));
+        let request = self.request(
+            out,
+            Outbound {
+                body,
+                progress: progress.clone(),
+            },
+        )?;
+        let sent = self.client.request(request);
+        let answered = match progress {
+            None => tokio::time::timeout(self.timeout, sent).await.ok(),
+            Some(progress) => self.within_timeout(sent, &progress).await,
+        };
+        match answered {
+            None => Err(UpstreamError::Timeout {
                 upstream: self.name.clone(),
             }),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(self.classify(&e)),
+            Some(Ok(response)) => Ok(response.map(|body| {
+                ProxyBody::upstream(body, self.read_timeout, self.shared_name.clone())
+            })),
+            Some(Err(e)) => Err(self.classify(&e)),
+        }
+    }
+
+    /// Waits for `sent` until the upstream has had `timeout` of its own time: a wake-up while the request
+    /// body is waiting for the client, or sooner than `timeout` after its last progress, waits on.
+    async fn within_timeout<F: Future>(&self, sent: F, progress: &Progress) -> Option<F::Output> {
+        let mut sent = std::pin::pin!(sent);
+        let mut from = progress.start;
+        loop {
+            // A deadline past `Instant`'s range never comes: the config holds `timeout` to a year.
+            let Some(deadline) = from.checked_add(self.timeout) else {
+                return Some(sent.await);
+            };
+            tokio::select! {
+                output = &mut sent => return Some(output),
+                () = tokio::time::sleep_until(deadline) => {
+                    let now = Instant::now();
+                    from = if progress.waiting_for_client() { now } else { progress.last() };
+                    if from.checked_add(self.timeout).is_some_and(|next| next <= now) {
+                        return None;
+                    }
+                }
+            }
         }
     }
 
     fn request(
         &self,
         out: Outgoing<'_>,
-        body: ProxyBody,
-    ) -> Result<Request<ProxyBody>, UpstreamError> {
+        body: Outbound,
+    ) -> Result<Request<Outbound>, UpstreamError> {
         let mut path_and_query =
             String::with_capacity(self.url.base_path.len() + out.path.len() + 32);
         path_and_query.push_str(&self.url.base_path);
@@ -129,6 +186,9 @@ impl Upstream {
         if fault::caused_by::<LengthLimitError>(err) {
             return UpstreamError::BodyTooLarge;
         }
+        if fault::caused_by::<ClientBodyTimeout>(err) {
+            return UpstreamError::ClientBodyTimeout(fault::error_chain(err));
+        }
         if fault::caused_by::<ClientBodyError>(err) {
             return UpstreamError::ClientBody(fault::error_chain(err));
         }
@@ -145,6 +205,77 @@ impl Upstream {
             upstream: self.name.clone(),
             reason: fault::error_chain(err),
         }
+    }
+}
+
+/// Where a request body being sent stands, for the upstream's `timeout`: when it last handed bytes on, and
+/// whether it is now waiting for the client.
+struct Progress {
+    start: Instant,
+    /// Milliseconds from `start` to the last progress.
+    last: AtomicU64,
+    waiting: AtomicBool,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+            waiting: AtomicBool::new(false),
+        }
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last.load(Ordering::Relaxed))
+    }
+
+    fn waiting_for_client(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    fn wait(&self) {
+        self.waiting.store(true, Ordering::Relaxed);
+    }
+
+    fn advance(&self) {
+        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(elapsed, Ordering::Relaxed);
+        self.waiting.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The request body as hyper sends it, reporting its progress when the request has a body.
+struct Outbound {
+    body: ProxyBody,
+    progress: Option<Arc<Progress>>,
+}
+
+impl Body for Outbound {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Some(progress) = &this.progress {
+            match polled {
+                Poll::Pending => progress.wait(),
+                Poll::Ready(_) => progress.advance(),
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

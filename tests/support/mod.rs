@@ -78,6 +78,8 @@ pub fn closed_port() -> SocketAddr {
 pub struct Weir {
     child: Child,
     pub addr: SocketAddr,
+    /// The admin listener, when the config has one.
+    pub admin: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
 }
@@ -105,8 +107,9 @@ impl Weir {
                 log.push('\n');
             }
         });
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut first = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
+        stdout
             .read_line(&mut first)
             .expect("read weir's first line");
         let Some(addr) = first.trim().strip_prefix("weir listening on http://") else {
@@ -117,12 +120,38 @@ impl Weir {
                 log.lock().expect("log")
             );
         };
+        // With an `[admin]` table, the admin listener's address comes next.
+        let admin = config.contains("[admin]").then(|| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("read the admin line");
+            line.trim()
+                .strip_prefix("weir admin on http://")
+                .unwrap_or_else(|| panic!("no admin line: {line:?}"))
+                .parse()
+                .expect("admin address")
+        });
         Weir {
             addr: addr.parse().expect("address"),
+            admin,
             child,
             log,
             _dir: dir,
         }
+    }
+
+    /// The value of a sample of `/metrics` (the admin listener must be configured): `name` with every
+    /// label of `labels`, as the exposition shows it (`weir_plugin_instances_created_total`).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let admin = self.admin.expect("an [admin] table in the config");
+        let text = get(&format!("http://{admin}/metrics")).await.text();
+        text.lines().find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            let wanted = labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            (metric == name && wanted).then(|| value.parse().ok())?
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -152,15 +181,55 @@ impl Weir {
 
     /// Waits (bounded) until the log contains `needle`.
     pub fn wait_for_log(&self, needle: &str) -> bool {
+        self.wait_for_record(&[needle])
+    }
+
+    /// Waits (bounded) until one log record contains every needle, so that a message and the fields that
+    /// name its route are matched on the same record, not each on some other line. A record is a line and
+    /// the indented lines after it (an error's backtrace).
+    pub fn wait_for_record(&self, needles: &[&str]) -> bool {
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if self.log().contains(needle) {
+            if records(&self.log()).any(|r| needles.iter().all(|n| r.contains(n))) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         false
     }
+
+    /// The user and system CPU time the proxy process has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).expect("proc stat");
+        // The fields after the command name, which is in parentheses and may hold spaces; utime and stime
+        // are the 14th and 15th fields of the line.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .expect("comm")
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        // SAFETY: sysconf has no preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let per_second = u64::try_from(per_second).expect("clock ticks per second");
+        Duration::from_millis(ticks * 1000 / per_second)
+    }
+}
+
+/// The log's records: each line that is not indented, with the indented lines that follow it.
+fn records(log: &str) -> impl Iterator<Item = String> + '_ {
+    let mut lines = log.lines().peekable();
+    std::iter::from_fn(move || {
+        let mut record = lines.next()?.to_owned();
+        while let Some(next) = lines.next_if(|l| l.starts_with(char::is_whitespace)) {
+            record.push('\n');
+            record.push_str(next);
+        }
+        Some(record)
+    })
 }
 
 impl Drop for Weir {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use tokio::runtime::Runtime;
 use weir::config::{EscapedSlashes, Isolation, OnError, UpstreamConfig, UpstreamUrl};
-use weir::exchange::Exchange;
+use weir::exchange::{Exchange, PluginBounds};
 use weir::normalise::PathPolicy;
 use weir::plugin::{PluginSlot, SlotSettings};
 use weir::sandbox::{InstanceLimits, Label, Sandbox, SandboxSettings};
@@ -37,6 +37,7 @@ pub fn upstreams() -> Arc<Upstreams> {
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             preserve_host: false,
+            read_timeout: Duration::from_secs(1),
         },
     );
     Arc::new(Upstreams::new(
@@ -57,6 +58,14 @@ pub fn sandbox(concurrency_support: bool) -> Arc<Sandbox> {
     .expect("sandbox")
 }
 
+/// The server's defaults for what plugins may add.
+pub const BOUNDS: PluginBounds = PluginBounds {
+    headers: 64,
+    header_bytes: 16 << 10,
+    context_keys: 256,
+    context_bytes: 64 << 10,
+};
+
 /// A GET of `/api/orders?page=2` with `headers`.
 pub fn exchange(upstreams: &Arc<Upstreams>, headers: &[(&str, &str)]) -> Box<Exchange> {
     let mut map = HeaderMap::new();
@@ -72,6 +81,7 @@ pub fn exchange(upstreams: &Arc<Upstreams>, headers: &[(&str, &str)]) -> Box<Exc
         query: Some("page=2".into()),
         original_uri: Uri::from_static("/api/orders?page=2"),
         headers: map,
+        header_budget: BOUNDS.headers(),
         client_ip: [127, 0, 0, 1].into(),
         upstream: upstreams.get("a").expect("upstream a").clone(),
         upstreams: upstreams.clone(),
@@ -79,7 +89,7 @@ pub fn exchange(upstreams: &Arc<Upstreams>, headers: &[(&str, &str)]) -> Box<Exc
             escaped_slashes: EscapedSlashes::Keep,
             merge_slashes: true,
         },
-        context: Default::default(),
+        context: BOUNDS.context(),
         response: None,
         skip_body: false,
     })
@@ -102,10 +112,13 @@ pub fn slot(
             env: vec![],
             dirs: vec![],
             http: Arc::new([]),
+            wall_timeout: Duration::from_secs(5),
+            log_bytes: 8 << 10,
         },
         on_error: OnError::Deny,
         isolation,
         max_uses: u64::MAX,
+        max_instances: 4,
         max_idle: 4,
     };
     let label = Arc::new(Label {

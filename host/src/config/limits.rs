@@ -39,6 +39,15 @@ pub const MAX_INSTANCES: Bounds<u32> = Bounds {
     max_reason: Some("each instance reserves 4GiB + 32MiB of address space"),
 };
 
+/// One plugin entry's instances busy at once: at least one, or it could never run; at most what the whole
+/// sandbox can reserve.
+pub const ENTRY_INSTANCES: Bounds<u32> = Bounds {
+    min: 1,
+    max: MAX_INSTANCES.max,
+    min_reason: None,
+    max_reason: Some("the sandbox's own limit"),
+};
+
 /// A plugin's linear memory, and the largest any plugin may have. Wasm memory grows in 64 KiB pages, so
 /// less than one page can hold nothing; a wasm32 memory addresses at most 4 GiB, which is also the pooling
 /// allocator's reservation per slot (wasmtime refuses to start with a larger `max_memory_size`).
@@ -67,6 +76,47 @@ pub const REQUEST_TARGET: Bounds<ByteSize> = Bounds {
     max_reason: Some("the HTTP/1 parser's own limit"),
 };
 
+/// Headers the plugins of a chain may add to one message. 0 forbids plugins to add any; past 10000 a message
+/// is no longer HTTP anyone serves.
+pub const PLUGIN_HEADERS: Bounds<u32> = Bounds {
+    min: 0,
+    max: 10_000,
+    min_reason: None,
+    max_reason: None,
+};
+
+/// Bytes of headers the plugins may add to one message.
+pub const PLUGIN_HEADER_BYTES: Bounds<ByteSize> = Bounds {
+    min: ByteSize(0),
+    max: ByteSize(1 << 20),
+    min_reason: None,
+    max_reason: None,
+};
+
+/// Keys of one request's context.
+pub const CONTEXT_KEYS: Bounds<u32> = Bounds {
+    min: 0,
+    max: 100_000,
+    min_reason: None,
+    max_reason: None,
+};
+
+/// Bytes of one request's context: host memory each request in flight may hold for its plugins.
+pub const CONTEXT_BYTES: Bounds<ByteSize> = Bounds {
+    min: ByteSize(0),
+    max: ByteSize(16 << 20),
+    min_reason: None,
+    max_reason: None,
+};
+
+/// Bytes one plugin call may log.
+pub const PLUGIN_LOG_BYTES: Bounds<ByteSize> = Bounds {
+    min: ByteSize(0),
+    max: ByteSize(1 << 20),
+    min_reason: None,
+    max_reason: None,
+};
+
 /// The longest wall-clock wait. `tokio::time::sleep` cuts any duration to 30 years, a `timeout` whose
 /// deadline overflows `Instant` never fires, and one that lands within a millisecond of `Instant`'s end
 /// overflows in tokio's rounding: past some length a duration stops meaning what it says. A year is far
@@ -81,8 +131,18 @@ pub const SHUTDOWN_TIMEOUT: Bounds<Duration> = Bounds {
     max_reason: None,
 };
 
-/// An upstream's connect and response-head timeouts. Tokio's timer counts whole milliseconds (a shorter
-/// deadline is rounded up to one), and 0 would answer every request with 504.
+/// How long a client may pause in the middle of its request body. 0 would answer 408 to any body not
+/// already in the socket buffer, and the timer counts whole milliseconds.
+pub const CLIENT_BODY_TIMEOUT: Bounds<Duration> = Bounds {
+    min: Duration::from_millis(1),
+    max: LONGEST_WAIT,
+    min_reason: Some("the timer's resolution"),
+    max_reason: None,
+};
+
+/// An upstream's connect, response-head and response-body (`read_timeout`) timeouts. Tokio's timer counts
+/// whole milliseconds (a shorter deadline is rounded up to one), and 0 would answer every request with 504
+/// or cut every body not already received.
 pub const UPSTREAM_TIMEOUT: Bounds<Duration> = Bounds {
     min: Duration::from_millis(1),
     max: LONGEST_WAIT,
@@ -99,6 +159,15 @@ pub const PLUGIN_TIMEOUT: Bounds<Duration> = Bounds {
     max: EPOCH_TICK.saturating_mul(u32::MAX),
     min_reason: Some("one epoch tick"),
     max_reason: Some("2^32 - 1 epoch ticks"),
+};
+
+/// A hook call's wall-clock time, waiting for an instance included: under a millisecond the timer cannot
+/// tell, and a plugin that needs more than an hour for one call is not a proxy plugin.
+pub const WALL_TIMEOUT: Bounds<Duration> = Bounds {
+    min: Duration::from_millis(1),
+    max: Duration::from_secs(60 * 60),
+    min_reason: Some("the timer's resolution"),
+    max_reason: None,
 };
 
 /// Requests a pooled instance serves before it is retired: 0 would retire it unused. The count is a `u64`

@@ -16,5 +16,8 @@ wasmtime::component::bindgen!({
     with: { "weir:plugin/crypto.key": crate::crypto::Key },
 });
 
+/// The contract's name and version, as users see it in errors.
+pub const CONTRACT: &str = "weir:plugin@0.2.0";
+
 pub use exports::weir::plugin::handler::Guest as Handler;
 pub use weir::plugin::types::{Action, ConfigError, Hooks, LocalResponse};

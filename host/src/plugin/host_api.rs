@@ -2,10 +2,12 @@
 //! validated here.
 
 use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
 use wasmtime::Result;
 
 use super::bindings::weir::plugin::{context, log, request, response, types};
-use crate::exchange::{self, Exchange, ResponseHead};
+use crate::exchange::{self, Exchange, HeaderBudget, ResponseHead};
+use crate::guest_output;
 use crate::normalise;
 use crate::sandbox::HostState;
 
@@ -35,10 +37,6 @@ impl HostState {
             None => wasmtime::bail!("a plugin used the response outside of the response phase"),
         }
     }
-
-    fn response_headers(&mut self) -> Result<&mut HeaderMap> {
-        Ok(&mut self.response_head()?.headers)
-    }
 }
 
 fn first(headers: &HeaderMap, name: &str) -> Option<Vec<u8>> {
@@ -63,19 +61,37 @@ fn list(headers: &HeaderMap) -> Vec<Header> {
         .collect()
 }
 
-fn set(headers: &mut HeaderMap, name: &str, value: &[u8]) -> Result<(), String> {
-    headers.insert(
-        exchange::settable_name(name)?,
-        exchange::settable_value(value)?,
-    );
+/// A header a plugin adds, checked and paid for out of the message's budget.
+fn checked(
+    budget: &mut HeaderBudget,
+    name: &str,
+    value: &[u8],
+) -> Result<(HeaderName, HeaderValue), String> {
+    let name = exchange::settable_name(name)?;
+    let value = exchange::settable_value(value)?;
+    budget.spend(&name, &value)?;
+    Ok((name, value))
+}
+
+fn set(
+    headers: &mut HeaderMap,
+    budget: &mut HeaderBudget,
+    name: &str,
+    value: &[u8],
+) -> Result<(), String> {
+    let (name, value) = checked(budget, name, value)?;
+    headers.insert(name, value);
     Ok(())
 }
 
-fn append(headers: &mut HeaderMap, name: &str, value: &[u8]) -> Result<(), String> {
-    headers.append(
-        exchange::settable_name(name)?,
-        exchange::settable_value(value)?,
-    );
+fn append(
+    headers: &mut HeaderMap,
+    budget: &mut HeaderBudget,
+    name: &str,
+    value: &[u8],
+) -> Result<(), String> {
+    let (name, value) = checked(budget, name, value)?;
+    headers.append(name, value);
     Ok(())
 }
 
@@ -154,13 +170,13 @@ impl request::Host for HostState {
     fn set_header(&mut self, name: String, value: Vec<u8>) -> Result<Result<(), String>> {
         Ok(self
             .request_mut()?
-            .and_then(|ex| set(&mut ex.headers, &name, &value)))
+            .and_then(|ex| set(&mut ex.headers, &mut ex.header_budget, &name, &value)))
     }
 
     fn append_header(&mut self, name: String, value: Vec<u8>) -> Result<Result<(), String>> {
         Ok(self
             .request_mut()?
-            .and_then(|ex| append(&mut ex.headers, &name, &value)))
+            .and_then(|ex| append(&mut ex.headers, &mut ex.header_budget, &name, &value)))
     }
 
     fn remove_header(&mut self, name: String) -> Result<Result<(), String>> {
@@ -194,15 +210,15 @@ impl response::Host for HostState {
     }
 
     fn header(&mut self, name: String) -> Result<Option<Vec<u8>>> {
-        Ok(first(self.response_headers()?, &name))
+        Ok(first(&self.response_head()?.headers, &name))
     }
 
     fn header_all(&mut self, name: String) -> Result<Vec<Vec<u8>>> {
-        Ok(all(self.response_headers()?, &name))
+        Ok(all(&self.response_head()?.headers, &name))
     }
 
     fn headers(&mut self) -> Result<Vec<Header>> {
-        Ok(list(self.response_headers()?))
+        Ok(list(&self.response_head()?.headers))
     }
 
     fn set_status(&mut self, status: u16) -> Result<Result<(), String>> {
@@ -211,15 +227,27 @@ impl response::Host for HostState {
     }
 
     fn set_header(&mut self, name: String, value: Vec<u8>) -> Result<Result<(), String>> {
-        Ok(set(self.response_headers()?, &name, &value))
+        let head = self.response_head()?;
+        Ok(set(
+            &mut head.headers,
+            &mut head.header_budget,
+            &name,
+            &value,
+        ))
     }
 
     fn append_header(&mut self, name: String, value: Vec<u8>) -> Result<Result<(), String>> {
-        Ok(append(self.response_headers()?, &name, &value))
+        let head = self.response_head()?;
+        Ok(append(
+            &mut head.headers,
+            &mut head.header_budget,
+            &name,
+            &value,
+        ))
     }
 
     fn remove_header(&mut self, name: String) -> Result<Result<(), String>> {
-        Ok(remove(self.response_headers()?, &name))
+        Ok(remove(&mut self.response_head()?.headers, &name))
     }
 
     fn skip_body(&mut self) -> Result<()> {
@@ -234,9 +262,8 @@ impl context::Host for HostState {
         Ok(self.exchange()?.context.get(&key).cloned())
     }
 
-    fn set(&mut self, key: String, value: String) -> Result<()> {
-        self.exchange()?.context.insert(key, value);
-        Ok(())
+    fn set(&mut self, key: String, value: String) -> Result<Result<(), String>> {
+        Ok(self.exchange()?.context.set(key, value))
     }
 
     fn remove(&mut self, key: String) -> Result<()> {
@@ -247,30 +274,36 @@ impl context::Host for HostState {
 
 impl log::Host for HostState {
     fn enabled(&mut self, level: log::Level) -> Result<bool> {
-        Ok(match level {
-            log::Level::Trace => tracing::enabled!(target: "weir::plugin", tracing::Level::TRACE),
-            log::Level::Debug => tracing::enabled!(target: "weir::plugin", tracing::Level::DEBUG),
-            log::Level::Info => tracing::enabled!(target: "weir::plugin", tracing::Level::INFO),
-            log::Level::Warn => tracing::enabled!(target: "weir::plugin", tracing::Level::WARN),
-            log::Level::Error => tracing::enabled!(target: "weir::plugin", tracing::Level::ERROR),
-        })
+        Ok(guest_output::enabled(tracing_level(level)))
     }
 
     fn log(&mut self, level: log::Level, message: String) -> Result<()> {
-        let (route, plugin) = (&self.label.route, &self.label.plugin);
-        match level {
-            log::Level::Trace => {
-                tracing::trace!(target: "weir::plugin", route, plugin, "{message}")
+        // A call's lines are bounded like its memory: past `plugin_log_bytes` the rest of the call's lines
+        // are dropped, said once per call, and that too within the entry's budget of lines per period.
+        if message.len() > self.log_left {
+            if self.log_dropped == 0 {
+                guest_output::log(
+                    &self.label,
+                    tracing::Level::WARN,
+                    "this call's log lines are over plugin_log_bytes; the rest of them are dropped",
+                );
             }
-            log::Level::Debug => {
-                tracing::debug!(target: "weir::plugin", route, plugin, "{message}")
-            }
-            log::Level::Info => tracing::info!(target: "weir::plugin", route, plugin, "{message}"),
-            log::Level::Warn => tracing::warn!(target: "weir::plugin", route, plugin, "{message}"),
-            log::Level::Error => {
-                tracing::error!(target: "weir::plugin", route, plugin, "{message}")
-            }
+            self.log_dropped += 1;
+            self.log_left = 0;
+            return Ok(());
         }
+        self.log_left -= message.len();
+        guest_output::log(&self.label, tracing_level(level), &message);
         Ok(())
+    }
+}
+
+fn tracing_level(level: log::Level) -> tracing::Level {
+    match level {
+        log::Level::Trace => tracing::Level::TRACE,
+        log::Level::Debug => tracing::Level::DEBUG,
+        log::Level::Info => tracing::Level::INFO,
+        log::Level::Warn => tracing::Level::WARN,
+        log::Level::Error => tracing::Level::ERROR,
     }
 }

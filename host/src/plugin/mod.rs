@@ -1,17 +1,26 @@
 //! A plugin in one route's chain: its compiled component, its config, and its pool of initialised instances.
 //!
-//! An instance serves one request at a time. It is marked unhealthy before every call and healthy again only
-//! when the call returns, so a trap, a deadline, a memory-limit trap or a call abandoned half-way (the
-//! client went away) all leave it unhealthy, and the pool never takes it back.
+//! A request leases an instance for one hook call, or for one body when the plugin transforms it, and gives
+//! it back at once: instances follow the calls in flight, which the cores bound, not the connections. Each
+//! entry has its own budget of busy instances, so a burst on one route waits or gets 503 there only.
+//!
+//! An instance is marked unhealthy before every call and healthy again only when the call returns, so a
+//! trap, a deadline, a memory-limit trap or a call abandoned half-way (the client went away, the wall-clock
+//! bound passed) all leave it unhealthy, and the pool never takes it back. A hook's error is a value: the
+//! call returned, and the instance goes back.
 
 pub mod bindings;
 mod host_api;
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Store;
 
 use crate::config::{Isolation, OnError};
+use crate::epoch::CallGuard;
 use crate::exchange::Exchange;
 use crate::sandbox::{HostState, InstanceLimits, Label, Sandbox};
 use bindings::{Action, Hooks, Plugin, PluginPre};
@@ -23,7 +32,9 @@ pub struct SlotSettings {
     pub on_error: OnError,
     pub isolation: Isolation,
     pub max_uses: u64,
-    /// Idle instances kept ready; more are made under load and dropped when the pool is full.
+    /// Instances leased at once; more callers wait.
+    pub max_instances: usize,
+    /// Idle instances kept ready; more are dropped when they come back.
     pub max_idle: usize,
 }
 
@@ -35,18 +46,32 @@ pub enum PluginError {
     Config { field: String, message: String },
     #[error("{0}")]
     Trap(String),
+    /// The hook returned an error: the plugin's own verdict, and its instance is fine.
+    #[error("returned an error: {0}")]
+    Failed(String),
+    #[error("did not return within its wall-clock bound (`wall_timeout`, {0:?})")]
+    WallTimeout(Duration),
+    /// Every instance of the entry stayed busy for the whole wall-clock bound.
+    #[error("no instance came free within {0:?} (`max_instances`)")]
+    Busy(Duration),
     #[error("answered with an invalid response: {0}")]
     InvalidAnswer(String),
 }
 
 impl PluginError {
-    /// Instantiation failed because every instance slot is in use: the proxy is overloaded, the plugin is
-    /// not at fault.
+    /// The entry or the sandbox had no instance to give: the proxy is overloaded, the plugin is not at
+    /// fault.
     pub fn is_overload(&self) -> bool {
-        matches!(self, PluginError::Instantiate(e) if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some())
+        match self {
+            PluginError::Busy(_) => true,
+            PluginError::Instantiate(e) => e
+                .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                .is_some(),
+            _ => false,
+        }
     }
 
-    fn from_call(err: wasmtime::Error) -> PluginError {
+    fn from_trap(err: wasmtime::Error) -> PluginError {
         if err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
             return PluginError::Trap("exceeded its CPU time limit (`timeout`)".into());
         }
@@ -69,6 +94,10 @@ pub struct PluginSlot {
     pre: PluginPre<HostState>,
     config: String,
     idle: Mutex<Vec<Instance>>,
+    /// One permit per instance that may be leased at once.
+    leases: Arc<Semaphore>,
+    /// Instances made since the slot was: the cost a failing plugin must not add to.
+    created: AtomicU64,
 }
 
 impl PluginSlot {
@@ -86,22 +115,16 @@ impl PluginSlot {
         let slot = Arc::new(PluginSlot {
             label,
             hooks,
+            leases: Arc::new(Semaphore::new(settings.max_instances)),
             settings,
             sandbox,
             pre,
             config,
             idle: Mutex::new(Vec::new()),
+            created: AtomicU64::new(1),
         });
-        slot.checkin(first);
+        slot.give_back(first);
         Ok(slot)
-    }
-
-    /// The idle instances. Nothing panics while holding the lock, but were it poisoned the list is still
-    /// sound (a push or a pop either happened or did not), so the pool keeps working.
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
-        self.idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn wants_body(&self, kind: BodyKind) -> bool {
@@ -111,27 +134,62 @@ impl PluginSlot {
         })
     }
 
-    /// An initialised instance for one request: a pooled one if any is idle, else a new one.
-    pub async fn checkout(&self) -> Result<Instance, PluginError> {
-        if self.settings.isolation == Isolation::Pooled
-            && let Some(instance) = self.idle().pop()
-        {
-            return Ok(instance);
-        }
-        let (instance, _) = Instance::create(
-            &self.sandbox,
-            &self.pre,
-            &self.settings.limits,
-            &self.label,
-            &self.config,
-        )
-        .await?;
-        Ok(instance)
+    /// The plugin says it decides whether requests pass.
+    pub fn is_guard(&self) -> bool {
+        self.hooks.contains(Hooks::GUARD)
     }
 
-    /// Gives an instance back after its request; it is dropped instead if it failed, is used up, or the
-    /// route wants a fresh instance per request.
-    pub fn checkin(&self, mut instance: Instance) {
+    /// Instances made so far, the first one included.
+    pub fn instances_created(&self) -> u64 {
+        self.created.load(Ordering::Relaxed)
+    }
+
+    /// Instances leased right now, and instances idle.
+    pub fn instances_in_use(&self) -> (usize, usize) {
+        let leased = self.settings.max_instances - self.leases.available_permits();
+        (leased, self.idle().len())
+    }
+
+    /// An initialised instance to call: a pooled one if any is idle, else a new one. Waits while the entry's
+    /// every instance is leased, at most its wall-clock bound.
+    pub async fn lease(&self) -> Result<Lease, PluginError> {
+        let wait = self.settings.limits.wall_timeout;
+        let permit = match tokio::time::timeout(wait, self.leases.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            // The semaphore is never closed; a closed one would mean the slot is going away.
+            Ok(Err(_)) | Err(_) => return Err(PluginError::Busy(wait)),
+        };
+        let pooled = (self.settings.isolation == Isolation::Pooled)
+            .then(|| self.idle().pop())
+            .flatten();
+        let instance = match pooled {
+            Some(instance) => instance,
+            None => {
+                let (instance, _) = Instance::create(
+                    &self.sandbox,
+                    &self.pre,
+                    &self.settings.limits,
+                    &self.label,
+                    &self.config,
+                )
+                .await?;
+                self.created.fetch_add(1, Ordering::Relaxed);
+                instance
+            }
+        };
+        Ok(Lease {
+            instance,
+            _permit: permit,
+        })
+    }
+
+    /// Ends a lease: the instance goes back to the pool, unless it failed, is used up, the route wants a
+    /// fresh instance per request, or the pool is full.
+    pub fn release(&self, lease: Lease) {
+        self.give_back(lease.instance);
+    }
+
+    fn give_back(&self, mut instance: Instance) {
         instance.uses += 1;
         if !instance.healthy
             || self.settings.isolation == Isolation::Request
@@ -144,12 +202,25 @@ impl PluginSlot {
             idle.push(instance);
         }
     }
+
+    /// The idle instances. Nothing panics while holding the lock, but were it poisoned the list is still
+    /// sound (a push or a pop either happened or did not), so the pool keeps working.
+    fn idle(&self) -> MutexGuard<'_, Vec<Instance>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// An instance leased from its slot, counted against the entry's `max_instances` until released.
+pub struct Lease {
+    pub instance: Instance,
+    _permit: OwnedSemaphorePermit,
 }
 
 pub struct Instance {
     store: Store<HostState>,
     plugin: Plugin,
     deadline_ticks: u64,
+    wall_timeout: Duration,
     uses: u64,
     healthy: bool,
 }
@@ -162,6 +233,7 @@ impl Instance {
         label: &Arc<Label>,
         config: &str,
     ) -> Result<(Instance, Hooks), PluginError> {
+        let _running = CallGuard::enter();
         let mut store = sandbox
             .new_store(limits, label.clone())
             .map_err(|e| PluginError::Instantiate(wasmtime::Error::from_anyhow(e)))?;
@@ -174,7 +246,7 @@ impl Instance {
             .weir_plugin_handler()
             .call_init(&mut store, config)
             .await
-            .map_err(PluginError::from_call)?
+            .map_err(PluginError::from_trap)?
             .map_err(|e| PluginError::Config {
                 field: e.field,
                 message: e.message,
@@ -183,13 +255,15 @@ impl Instance {
             store,
             plugin,
             deadline_ticks: limits.deadline_ticks,
+            wall_timeout: limits.wall_timeout,
             uses: 0,
             healthy: true,
         };
         Ok((instance, hooks))
     }
 
-    /// Arms the instance for one call: unhealthy until the call returns, with a fresh CPU deadline.
+    /// Arms the instance for one call: unhealthy until the call returns, with a fresh CPU deadline and
+    /// fresh per-call budgets.
     fn begin(&mut self, mut exchange: Option<Box<Exchange>>) {
         self.healthy = false;
         if let Some(ex) = exchange.as_deref_mut() {
@@ -197,20 +271,22 @@ impl Instance {
         }
         let state = self.store.data_mut();
         state.exchange = exchange;
-        state.waited_on_host = false;
-        state.overtime.reset();
+        state.begin_call();
         self.store.set_epoch_deadline(self.deadline_ticks);
     }
 
-    fn finish<R>(&mut self, result: wasmtime::Result<R>) -> Result<R, PluginError> {
-        let value = result.map_err(PluginError::from_call)?;
+    /// What a call that ran to its end (or past its wall-clock bound) comes to. A hook's error is a value:
+    /// the instance is healthy again; a trap or an abandoned call leaves it unhealthy.
+    fn finish<R>(
+        &mut self,
+        outcome: Result<wasmtime::Result<Result<R, String>>, tokio::time::error::Elapsed>,
+    ) -> Result<R, PluginError> {
+        let returned = match outcome {
+            Err(_) => return Err(PluginError::WallTimeout(self.wall_timeout)),
+            Ok(call) => call.map_err(PluginError::from_trap)?,
+        };
         self.healthy = true;
-        Ok(value)
-    }
-
-    /// Keeps the instance from going back to its pool (its state is mid-request).
-    pub fn retire(&mut self) {
-        self.healthy = false;
+        returned.map_err(PluginError::Failed)
     }
 
     fn take_exchange(&mut self) -> Box<Exchange> {
@@ -227,13 +303,16 @@ impl Instance {
         exchange: Box<Exchange>,
     ) -> (Box<Exchange>, Result<Action, PluginError>) {
         self.begin(Some(exchange));
-        let result = self
-            .plugin
-            .weir_plugin_handler()
-            .call_on_request(&mut self.store)
-            .await;
+        let outcome = {
+            let _running = CallGuard::enter();
+            let call = self
+                .plugin
+                .weir_plugin_handler()
+                .call_on_request(&mut self.store);
+            tokio::time::timeout(self.wall_timeout, call).await
+        };
         let exchange = self.take_exchange();
-        (exchange, self.finish(result))
+        (exchange, self.finish(outcome))
     }
 
     /// Runs `on-response`; `exchange.response` is set.
@@ -242,13 +321,16 @@ impl Instance {
         exchange: Box<Exchange>,
     ) -> (Box<Exchange>, Result<(), PluginError>) {
         self.begin(Some(exchange));
-        let result = self
-            .plugin
-            .weir_plugin_handler()
-            .call_on_response(&mut self.store)
-            .await;
+        let outcome = {
+            let _running = CallGuard::enter();
+            let call = self
+                .plugin
+                .weir_plugin_handler()
+                .call_on_response(&mut self.store);
+            tokio::time::timeout(self.wall_timeout, call).await
+        };
         let exchange = self.take_exchange();
-        (exchange, self.finish(result))
+        (exchange, self.finish(outcome))
     }
 
     /// Runs a body hook on one chunk. Body hooks see no exchange: plugins decide in the header hooks.
@@ -259,19 +341,18 @@ impl Instance {
         end: bool,
     ) -> Result<Vec<u8>, PluginError> {
         self.begin(None);
+        let _running = CallGuard::enter();
         let handler = self.plugin.weir_plugin_handler();
-        let result = match kind {
+        let outcome = match kind {
             BodyKind::Request => {
-                handler
-                    .call_on_request_body(&mut self.store, chunk, end)
-                    .await
+                let call = handler.call_on_request_body(&mut self.store, chunk, end);
+                tokio::time::timeout(self.wall_timeout, call).await
             }
             BodyKind::Response => {
-                handler
-                    .call_on_response_body(&mut self.store, chunk, end)
-                    .await
+                let call = handler.call_on_response_body(&mut self.store, chunk, end);
+                tokio::time::timeout(self.wall_timeout, call).await
             }
         };
-        self.finish(result)
+        self.finish(outcome)
     }
 }

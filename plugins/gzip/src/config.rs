@@ -20,6 +20,12 @@ impl Encoding {
             Encoding::Gzip => "gzip",
         }
     }
+
+    pub fn from_token(token: &str) -> Option<Self> {
+        [Encoding::Brotli, Encoding::Gzip]
+            .into_iter()
+            .find(|e| e.token() == token)
+    }
 }
 
 #[derive(Debug, Deserialize)]

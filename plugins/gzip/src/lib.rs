@@ -11,21 +11,22 @@ use config::{Config, Encoding};
 use decide::{Decision, Head};
 use encoder::Encoder;
 use flate2::Compress;
+use std::cell::RefCell;
+use std::rc::Rc;
 use types::MediaRange;
-use weir_sdk::{Action, ConfigError, Hooks, Plugin, Request, Response, Result};
+use weir_sdk::{Action, ConfigError, Hooks, Plugin, Request, Response, Result, Transform, context};
+
+/// Where `on_request` leaves the coding it negotiated for `on_response`, which may run on another instance.
+const CHOICE: &str = "gzip.coding";
 
 #[derive(serde::Deserialize)]
 #[serde(from = "Config")]
 struct Gzip {
     config: Config,
     ranges: Vec<MediaRange>,
-    /// This request's negotiated coding, from `on_request`.
-    choice: Option<Encoding>,
-    head_request: bool,
-    /// This response's compressor, from `on_response`, while its body streams.
-    encoder: Option<Encoder>,
-    /// zlib's state, kept across the requests this pooled instance serves.
-    spare_gzip: Option<Box<Compress>>,
+    /// zlib's ~300 KiB of state, kept across the bodies this instance compresses: a finished body's
+    /// encoder gives it back here.
+    spare_gzip: Rc<RefCell<Option<Box<Compress>>>>,
 }
 
 impl From<Config> for Gzip {
@@ -33,10 +34,7 @@ impl From<Config> for Gzip {
         Gzip {
             config,
             ranges: Vec::new(),
-            choice: None,
-            head_request: false,
-            encoder: None,
-            spare_gzip: None,
+            spare_gzip: Rc::default(),
         }
     }
 }
@@ -51,16 +49,16 @@ impl Plugin for Gzip {
 
     /// Reads `Accept-Encoding` here rather than in `on_response`: a later plugin may drop it before the
     /// upstream (so that the upstream does not compress), and this plugin still answers the client's.
-    fn on_request(&mut self, req: &mut Request) -> Result<Action> {
-        self.choice = negotiate::choose(&req.header_all("accept-encoding"), &self.config.encodings);
-        self.head_request = req.method() == "HEAD";
+    fn on_request(&self, req: &mut Request) -> Result<Action> {
+        let choice = negotiate::choose(&req.header_all("accept-encoding"), &self.config.encodings);
+        if let Some(encoding) = choice {
+            context::set(CHOICE, encoding.token())?;
+        }
         Ok(Action::Continue)
     }
 
-    fn on_response(&mut self, _req: &Request, resp: &mut Response) -> Result<()> {
-        // An instance is reused: a body abandoned half-way leaves no compressor behind (the host retires
-        // such an instance anyway; this keeps the plugin correct without relying on it).
-        self.encoder = None;
+    fn on_response(&self, req: &Request, resp: &mut Response) -> Result<()> {
+        let choice = context::get(CHOICE).and_then(|token| Encoding::from_token(&token));
         let cache_control = resp.header_all("cache-control");
         let content_type = resp.header("content-type");
         let head = Head {
@@ -75,8 +73,8 @@ impl Plugin for Gzip {
         };
         let decision = decide::decide(
             &head,
-            self.head_request,
-            self.choice,
+            req.method() == "HEAD",
+            choice,
             &self.ranges,
             self.config.min_length,
         );
@@ -85,8 +83,8 @@ impl Plugin for Gzip {
         {
             resp.set_header("vary", vary)?;
         }
+        // No transform: the body streams untouched, with its length.
         let Decision::Compress(encoding) = decision else {
-            resp.skip_body();
             return Ok(());
         };
         resp.set_header("content-encoding", encoding.token())?;
@@ -95,25 +93,40 @@ impl Plugin for Gzip {
         }
         // Byte ranges of the compressed body cannot be served; the host drops `Content-Length`.
         resp.remove_header("accept-ranges")?;
-        self.encoder = Some(Encoder::start(
+        let encoder = Encoder::start(
             encoding,
-            self.spare_gzip.take(),
+            self.spare_gzip.borrow_mut().take(),
             self.config.level,
             self.config.br_level,
-        ));
+        );
+        resp.transform_body(Compressing {
+            encoder: Some(encoder),
+            spare_gzip: self.spare_gzip.clone(),
+        });
         Ok(())
     }
+}
 
-    fn on_response_body(&mut self, chunk: Vec<u8>, end: bool) -> Result<Vec<u8>> {
+/// One response body being compressed.
+struct Compressing {
+    encoder: Option<Encoder>,
+    spare_gzip: Rc<RefCell<Option<Box<Compress>>>>,
+}
+
+impl Transform for Compressing {
+    fn chunk(&mut self, chunk: Vec<u8>, end: bool) -> Result<Vec<u8>> {
         let Some(encoder) = self.encoder.as_mut() else {
             return Ok(chunk);
         };
         if !end {
             return Ok(encoder.push(&chunk));
         }
-        let (rest, gzip) = self.encoder.take().expect("checked above").finish(&chunk);
+        let Some(encoder) = self.encoder.take() else {
+            return Ok(chunk);
+        };
+        let (rest, gzip) = encoder.finish(&chunk);
         if gzip.is_some() {
-            self.spare_gzip = gzip;
+            *self.spare_gzip.borrow_mut() = gzip;
         }
         Ok(rest)
     }

@@ -37,7 +37,7 @@ impl Plugin for Headers {
         Ok(())
     }
 
-    fn on_request(&mut self, req: &mut Request) -> Result<Action> {
+    fn on_request(&self, req: &mut Request) -> Result<Action> {
         for change in self.request_phase.changes(req) {
             match change {
                 Change::Remove(name) => req.remove_header(name)?,
@@ -48,7 +48,7 @@ impl Plugin for Headers {
         Ok(Action::Continue)
     }
 
-    fn on_response(&mut self, req: &Request, resp: &mut Response) -> Result<()> {
+    fn on_response(&self, req: &Request, resp: &mut Response) -> Result<()> {
         for change in self.response_phase.changes(req) {
             match change {
                 Change::Remove(name) => resp.remove_header(name)?,

@@ -15,19 +15,22 @@ pub struct ClaimToHeader {
     pub claim: String,
 }
 
-/// Every claim under `prefix.`: top-level and, for objects, each member by its dotted path too.
-pub fn to_context(prefix: &str, claims: &Map<String, Value>) {
-    fn walk(key: &str, value: &Value, depth: usize) {
-        context::set(key, &text(value));
+/// Every claim under `prefix.`: top-level and, for objects, each member by its dotted path too. A token
+/// whose claims pass the host's bounds on the context is refused by the caller.
+pub fn to_context(prefix: &str, claims: &Map<String, Value>) -> Result<()> {
+    fn walk(key: &str, value: &Value, depth: usize) -> Result<()> {
+        context::set(key, &text(value))?;
         if let (Value::Object(members), true) = (value, depth < MAX_DEPTH) {
             for (name, member) in members {
-                walk(&format!("{key}.{name}"), member, depth + 1);
+                walk(&format!("{key}.{name}"), member, depth + 1)?;
             }
         }
+        Ok(())
     }
     for (name, value) in claims {
-        walk(&format!("{prefix}.{name}"), value, 1);
+        walk(&format!("{prefix}.{name}"), value, 1)?;
     }
+    Ok(())
 }
 
 /// Sets each configured header from its claim, replacing what the client sent; a header whose claim the

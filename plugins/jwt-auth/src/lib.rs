@@ -21,6 +21,7 @@ mod keys;
 mod remote;
 mod source;
 
+use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cache::{Claims, Verified};
@@ -34,7 +35,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use source::{HeaderSource, Sources};
 use weir_sdk::exclude::{Exclusions, is_token_byte};
-use weir_sdk::{Action, ConfigError, Plugin, Request, Result, log};
+use weir_sdk::{Action, ConfigError, Hooks, Plugin, Request, Result, log};
 
 #[derive(Deserialize)]
 struct JwtAuth {
@@ -85,8 +86,10 @@ struct JwtAuth {
     /// Verified tokens remembered per instance; 0 turns the cache off.
     #[serde(default = "default_cache_size")]
     cache_size: usize,
+    /// Mutable behind a `RefCell` because the remote key set and the verified-token cache are kept across
+    /// the requests this instance serves, on purpose; nothing of one request is kept in it.
     #[serde(skip)]
-    ready: Option<Ready>,
+    ready: Option<RefCell<Ready>>,
 }
 
 fn yes() -> bool {
@@ -192,6 +195,8 @@ impl JwtAuth {
 }
 
 impl Plugin for JwtAuth {
+    const HOOKS: Hooks = Hooks::GUARD;
+
     fn init(&mut self) -> core::result::Result<(), ConfigError> {
         self.check_names()?;
         let local = self.local_keys()?;
@@ -210,19 +215,23 @@ impl Plugin for JwtAuth {
             require_exp: self.require_exp,
             max_lifetime: self.max_lifetime_seconds,
         };
-        self.ready = Some(Ready {
+        self.ready = Some(RefCell::new(Ready {
             local,
             remote: self.remote_jwks.as_ref().map(RemoteJwks::new),
             policy,
             sources,
             exclusions,
             verified: Verified::new(self.cache_size),
-        });
+        }));
         Ok(())
     }
 
-    fn on_request(&mut self, req: &mut Request) -> Result<Action> {
-        let ready = self.ready.as_mut().expect("init builds the verifier");
+    fn on_request(&self, req: &mut Request) -> Result<Action> {
+        let mut ready = self
+            .ready
+            .as_ref()
+            .expect("init builds the verifier")
+            .borrow_mut();
         let passes_unchecked = ready.exclusions.excludes(req)
             || (self.bypass_cors_preflight && is_cors_preflight(req));
         let found = if passes_unchecked {
@@ -241,7 +250,7 @@ impl Plugin for JwtAuth {
         };
         match ready.verify(&found.token, self.max_token_size) {
             Ok(claims) => {
-                claims_out::to_context(&self.context_prefix, &claims);
+                claims_out::to_context(&self.context_prefix, &claims)?;
                 claims_out::to_headers(req, &self.claim_to_headers, Some(&claims))?;
                 if !self.forward {
                     found.strip(req)?;

@@ -89,7 +89,7 @@ impl Plugin for PathRewrite {
         Ok(())
     }
 
-    fn on_request(&mut self, req: &mut Request) -> Result<Action> {
+    fn on_request(&self, req: &mut Request) -> Result<Action> {
         let rule = self.rule.as_ref().expect("init builds the rule");
         let path = req.path();
         let rewritten = match rule.apply(&path, req) {

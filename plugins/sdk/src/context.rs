@@ -7,8 +7,10 @@ pub fn get(key: &str) -> Option<String> {
     host::get(key)
 }
 
-pub fn set(key: &str, value: &str) {
-    host::set(key, value)
+/// Sets a value; refused (with the host's reason) when the request's context would pass the server's
+/// bounds on keys or bytes.
+pub fn set(key: &str, value: &str) -> crate::Result<()> {
+    Ok(host::set(key, value)?)
 }
 
 pub fn remove(key: &str) {

@@ -5,8 +5,9 @@ use core::fmt;
 /// `Result` with the SDK's [`Error`] as the default error.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
 
-/// An error from a hook. The SDK logs it and then traps, so the host counts the request as a plugin fault
-/// (a 500, or the plugin skipped, as the route's `on_error` says) and discards the instance.
+/// An error from a hook, handed to the host as a value: the request fails as a plugin fault (a 500, or the
+/// plugin is skipped, with its changes undone, if the route says `on_error = "skip"`), the message goes to
+/// the log, and the instance goes on serving other requests. Only a panic throws an instance away.
 ///
 /// The host's refusals (the `string` of a `result<_, string>`, such as an invalid header value) arrive as
 /// this type through the [`Request`](crate::Request) and [`Response`](crate::Response) setters, so `?` passes

@@ -3,7 +3,7 @@
 //! A Weir plugin is a WebAssembly component (`wasm32-wasip2`) that the proxy runs on every request of the
 //! routes that list it. With this crate a plugin is a config type that implements [`Plugin`], plus one
 //! [`export!`] line; the crate deserialises the route's `config` table into the type, keeps the value for the
-//! life of the instance, and calls its hooks.
+//! life of the instance, and calls its hooks with `&self`.
 //!
 //! ```toml
 //! [lib]
@@ -18,6 +18,7 @@
 //! `target/wasm32-wasip2/release/` is the plugin. See [`Plugin`] for a complete example.
 
 mod action;
+mod body;
 mod config;
 pub mod context;
 pub mod crypto;
@@ -43,6 +44,7 @@ pub mod bindings {
 
 pub use action::{Action, LocalResponse};
 pub use bindings::weir::plugin::types::Hooks;
+pub use body::Transform;
 pub use config::read_config_file;
 pub use error::{ConfigError, Error, Result};
 pub use request::Request;
@@ -57,14 +59,18 @@ pub mod __private {
 
 /// A Weir plugin: its config type, and the hooks the proxy calls.
 ///
-/// The proxy makes instances of the plugin as it needs them (one per request in flight, pooled between
-/// requests). Each instance deserialises the route's `config` table into `Self` once, calls [`init`], and
-/// then serves requests one at a time, so `&mut self` state lives as long as the instance: use it for
-/// what was built from the config, not for anything that must be shared between requests.
+/// The proxy makes instances of the plugin as it needs them and pools them. Each instance deserialises the
+/// route's `config` table into `Self` once and calls [`init`]; after that the hooks get `&self`. A request
+/// holds an instance only for one hook call: its `on_request` and `on_response` may run on different
+/// instances, and an instance serves many requests in turn. So a hook keeps nothing for its request in
+/// `self`: what the response phase or later plugins must know goes in the [`context`]. What an instance
+/// keeps across requests (a cache of verified tokens) is interior-mutable on purpose (`RefCell`), and is
+/// shared by every request that instance serves. A body transformer keeps its per-body state in the
+/// [`Transform`] its header hook sets, which lives exactly as long as that body.
 ///
-/// A hook that returns an error, or panics, fails the request it was serving as a plugin fault (a 500, or
-/// the plugin is skipped if the route says `on_error = "skip"`); the error is logged and the instance is
-/// thrown away.
+/// A hook that returns an error fails the request it was serving as a plugin fault (a 500, or the plugin
+/// is skipped, with its changes undone, if the route says `on_error = "skip"`); the error is logged and the
+/// instance goes on serving. A panic is a trap: the instance is thrown away.
 ///
 /// # Example
 ///
@@ -72,7 +78,7 @@ pub mod __private {
 /// `config = { header = "x-api-key", keys = ["k1", "k2"] }`.
 ///
 /// ```no_run
-/// use weir_sdk::{Action, ConfigError, LocalResponse, Plugin, Request, Response, Result};
+/// use weir_sdk::{Action, ConfigError, Hooks, LocalResponse, Plugin, Request, Response, Result};
 ///
 /// #[derive(serde::Deserialize)]
 /// struct ApiKey {
@@ -86,6 +92,9 @@ pub mod __private {
 /// }
 ///
 /// impl Plugin for ApiKey {
+///     // It decides who may pass: `weir check` warns if a route skips it on errors.
+///     const HOOKS: Hooks = Hooks::GUARD;
+///
 ///     fn init(&mut self) -> core::result::Result<(), ConfigError> {
 ///         if self.keys.is_empty() {
 ///             return Err(ConfigError::new("keys", "list at least one key"));
@@ -93,7 +102,7 @@ pub mod __private {
 ///         Ok(())
 ///     }
 ///
-///     fn on_request(&mut self, req: &mut Request) -> Result<Action> {
+///     fn on_request(&self, req: &mut Request) -> Result<Action> {
 ///         match req.header_str(&self.header) {
 ///             Some(key) if self.keys.contains(&key) => {
 ///                 // The upstream never sees the key.
@@ -104,7 +113,7 @@ pub mod __private {
 ///         }
 ///     }
 ///
-///     fn on_response(&mut self, _req: &Request, resp: &mut Response) -> Result<()> {
+///     fn on_response(&self, _req: &Request, resp: &mut Response) -> Result<()> {
 ///         resp.set_header("x-checked-by", "api-key")
 ///     }
 /// }
@@ -114,9 +123,11 @@ pub mod __private {
 ///
 /// [`init`]: Plugin::init
 pub trait Plugin: serde::de::DeserializeOwned + 'static {
-    /// The optional hooks the plugin wants: [`Hooks::REQUEST_BODY`], [`Hooks::RESPONSE_BODY`] (combine with
-    /// `Hooks::REQUEST_BODY.union(Hooks::RESPONSE_BODY)`). The body hooks are only called when declared, so
-    /// that a chain where no plugin asks for bodies streams them without copying them into Wasm.
+    /// What the plugin declares: the body hooks it wants, [`Hooks::REQUEST_BODY`] and
+    /// [`Hooks::RESPONSE_BODY`] (the hook then runs the [`Transform`] its header hook sets), and
+    /// [`Hooks::GUARD`] for a plugin that decides whether requests pass. Combine with
+    /// `Hooks::REQUEST_BODY.union(Hooks::GUARD)`. Body hooks are only called when declared, so that a chain
+    /// where no plugin asks for bodies streams them without copying them into Wasm.
     const HOOKS: Hooks = Hooks::empty();
 
     /// Runs once per instance, after the config was deserialised into `self` (unknown fields are already
@@ -136,43 +147,27 @@ pub trait Plugin: serde::de::DeserializeOwned + 'static {
     }
 
     /// Runs before the upstream is called, in chain order. It may read and change the request (path,
-    /// query, headers, upstream) and the [`context`].
+    /// query, headers, upstream) and the [`context`], and, with `REQUEST_BODY` declared, set a
+    /// [`Transform`] for the request body.
     ///
     /// Return [`Action::Continue`] to go on with the next plugin and then the upstream, or
     /// [`Action::Respond`] to answer the client at once: the plugins after this one and the upstream are
     /// skipped. The default continues without changing anything.
     #[allow(unused_variables)]
-    fn on_request(&mut self, req: &mut Request) -> Result<Action> {
+    fn on_request(&self, req: &mut Request) -> Result<Action> {
         Ok(Action::Continue)
     }
 
     /// Runs once the response headers are known (from the upstream, or a plugin's local answer), in reverse
     /// chain order, for every plugin whose `on_request` ran. It may change the status and the response
-    /// headers; `req` reads the request as the upstream received it (`req.path()` is the rewritten path,
-    /// `req.original_uri()` the client's), and can no longer be changed.
+    /// headers, and, with `RESPONSE_BODY` declared, set a [`Transform`] for the response body; `req` reads
+    /// the request as the upstream received it (`req.path()` is the rewritten path, `req.original_uri()`
+    /// the client's), and can no longer be changed.
     ///
     /// The default changes nothing.
     #[allow(unused_variables)]
-    fn on_response(&mut self, req: &Request, resp: &mut Response) -> Result<()> {
+    fn on_response(&self, req: &Request, resp: &mut Response) -> Result<()> {
         Ok(())
-    }
-
-    /// Called with each chunk of the request body, in order, when [`HOOKS`](Plugin::HOOKS) has
-    /// `REQUEST_BODY`. `end` is true exactly once, on the last call, whose chunk may be empty. The returned
-    /// bytes replace the chunk (they may be longer, shorter or empty; return the rest on the `end` call if
-    /// the plugin held some back).
-    ///
-    /// The default passes the chunk on unchanged.
-    #[allow(unused_variables)]
-    fn on_request_body(&mut self, chunk: Vec<u8>, end: bool) -> Result<Vec<u8>> {
-        Ok(chunk)
-    }
-
-    /// As [`on_request_body`](Plugin::on_request_body), for the response body, when
-    /// [`HOOKS`](Plugin::HOOKS) has `RESPONSE_BODY`.
-    #[allow(unused_variables)]
-    fn on_response_body(&mut self, chunk: Vec<u8>, end: bool) -> Result<Vec<u8>> {
-        Ok(chunk)
     }
 }
 

@@ -1,7 +1,8 @@
 //! The request of the current exchange.
 
-use crate::Result;
 use crate::bindings::weir::plugin::request as host;
+use crate::body::{self, Phase};
+use crate::{Result, Transform};
 
 /// The request the host is proxying now. It is a handle, not a copy: every read asks the host, so it always
 /// sees the changes of earlier plugins, and every change is visible at once to later ones.
@@ -66,9 +67,10 @@ impl Request {
         Ok(host::set_upstream(name)?)
     }
 
-    /// Leaves this request's body alone: this plugin's request body hook is not called for it (say, a
-    /// compressor that decided not to compress). Bodies no plugin transforms stream straight through.
-    pub fn skip_body(&mut self) {
-        host::skip_body();
+    /// Runs `transform` on this request's body, chunk by chunk, for a plugin that declared
+    /// [`Hooks::REQUEST_BODY`](crate::Hooks::REQUEST_BODY). A request whose `on_request` sets none has its
+    /// body left alone, streaming straight through when no plugin transforms it.
+    pub fn transform_body(&mut self, transform: impl Transform + 'static) {
+        body::set(Phase::Request, Box::new(transform));
     }
 }

@@ -1,7 +1,8 @@
 //! The response on its way back to the client.
 
-use crate::Result;
 use crate::bindings::weir::plugin::response as host;
+use crate::body::{self, Phase};
+use crate::{Result, Transform};
 
 /// The upstream's response, or a plugin's local answer, as `on_response` sees it. Like
 /// [`Request`](crate::Request) it is a handle: reads and changes go to the host.
@@ -26,9 +27,11 @@ impl Response {
         Ok(host::set_status(status)?)
     }
 
-    /// Leaves this response's body alone: this plugin's response body hook is not called for it (say, a
-    /// compressor that decided not to compress). Bodies no plugin transforms stream straight through.
-    pub fn skip_body(&mut self) {
-        host::skip_body();
+    /// Runs `transform` on this response's body, chunk by chunk, for a plugin that declared
+    /// [`Hooks::RESPONSE_BODY`](crate::Hooks::RESPONSE_BODY). A response whose `on_response` sets none has
+    /// its body left alone (say, a compressor that decided not to compress): when no plugin transforms it,
+    /// it streams straight through with its `content-length`.
+    pub fn transform_body(&mut self, transform: impl Transform + 'static) {
+        body::set(Phase::Response, Box::new(transform));
     }
 }

@@ -1,17 +1,20 @@
 //! The bridge between the generated `Guest` trait and a [`Plugin`]: the one plugin value of this instance,
-//! and what happens to a hook's error.
+//! the body transforms its header hooks set, and errors passed to the host as values.
 
 use crate::bindings::exports::weir::plugin::handler::Guest;
-use crate::bindings::weir::plugin::types;
-use crate::{Error, Plugin, Request, Response, config, log};
+use crate::bindings::weir::plugin::{request, response, types};
+use crate::body::{self, Phase};
+use crate::{Error, Hooks, Plugin, Request, Response, config, log};
 use core::any::Any;
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
 use core::marker::PhantomData;
 
 thread_local! {
     /// The plugin built by `init`. An instance serves one call at a time and is never re-entered, so the
     /// borrow inside a hook cannot clash. `Any` because a static cannot be generic over the plugin's type.
     static PLUGIN: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    /// What `init` declared, to know which header hooks decide about a body.
+    static HOOKS: Cell<Hooks> = const { Cell::new(Hooks::empty()) };
 }
 
 /// The exported handler for plugin type `T`; [`export!`](crate::export) names it.
@@ -23,53 +26,71 @@ impl<T: Plugin> Guest for Handler<T> {
         let mut plugin: T = config::parse(&config).map_err(wit_config_error)?;
         plugin.init().map_err(wit_config_error)?;
         let hooks = plugin.hooks();
+        HOOKS.set(hooks);
         PLUGIN.with_borrow_mut(|slot| *slot = Some(Box::new(plugin)));
         Ok(hooks)
     }
 
-    fn on_request() -> types::Action {
-        let action = with_plugin(|p: &mut T| p.on_request(&mut Request::current()));
-        or_trap("on_request", action).into()
+    fn on_request() -> Result<types::Action, String> {
+        body::clear(Phase::Request);
+        let action = with_plugin(|p: &T| p.on_request(&mut Request::current()));
+        leave_unclaimed_body(Phase::Request, action.is_ok());
+        action.map(Into::into).map_err(message)
     }
 
-    fn on_response() {
+    fn on_response() -> Result<(), String> {
+        body::clear(Phase::Response);
         let done =
-            with_plugin(|p: &mut T| p.on_response(&Request::current(), &mut Response::current()));
-        or_trap("on_response", done)
+            with_plugin(|p: &T| p.on_response(&Request::current(), &mut Response::current()));
+        leave_unclaimed_body(Phase::Response, done.is_ok());
+        done.map_err(message)
     }
 
-    fn on_request_body(chunk: Vec<u8>, end: bool) -> Vec<u8> {
-        or_trap(
-            "on_request_body",
-            with_plugin(|p: &mut T| p.on_request_body(chunk, end)),
-        )
+    fn on_request_body(chunk: Vec<u8>, end: bool) -> Result<Vec<u8>, String> {
+        body::run(Phase::Request, chunk, end).map_err(message)
     }
 
-    fn on_response_body(chunk: Vec<u8>, end: bool) -> Vec<u8> {
-        or_trap(
-            "on_response_body",
-            with_plugin(|p: &mut T| p.on_response_body(chunk, end)),
-        )
+    fn on_response_body(chunk: Vec<u8>, end: bool) -> Result<Vec<u8>, String> {
+        body::run(Phase::Response, chunk, end).map_err(message)
     }
 }
 
-fn with_plugin<T: Plugin, R>(hook: impl FnOnce(&mut T) -> R) -> R {
-    PLUGIN.with_borrow_mut(|slot| {
+/// After a header hook of a plugin that declared this phase's body hook: a body no transform claimed is
+/// left alone, so the host streams it and frees the instance; after an error there is no body to serve.
+fn leave_unclaimed_body(phase: Phase, ok: bool) {
+    let declared = match phase {
+        Phase::Request => Hooks::REQUEST_BODY,
+        Phase::Response => Hooks::RESPONSE_BODY,
+    };
+    if !HOOKS.get().contains(declared) {
+        return;
+    }
+    if !ok {
+        body::clear(phase);
+    }
+    if !body::is_set(phase) {
+        match phase {
+            Phase::Request => request::skip_body(),
+            Phase::Response => response::skip_body(),
+        }
+    }
+}
+
+fn with_plugin<T: Plugin, R>(hook: impl FnOnce(&T) -> R) -> R {
+    PLUGIN.with_borrow(|slot| {
         let plugin = slot
-            .as_mut()
+            .as_ref()
             .expect("weir-sdk: a hook was called before a successful init");
         hook(
             plugin
-                .downcast_mut()
+                .downcast_ref()
                 .expect("weir-sdk: the instance holds another plugin type"),
         )
     })
 }
 
-/// A hook's error traps, like a panic: the host answers as a plugin fault and drops the instance, whose
-/// state may be half-changed. The panic hook logs the error first.
-fn or_trap<R>(hook: &str, result: Result<R, Error>) -> R {
-    result.unwrap_or_else(|e| panic!("{hook} failed: {e}"))
+fn message(error: Error) -> String {
+    error.message().to_owned()
 }
 
 /// A trap reaches the host as a bare "wasm trap" with a backtrace, and the guest's stderr may go nowhere:

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use tokens::TokenSet;
 use weir_sdk::exclude::{Exclusions, is_token_byte};
-use weir_sdk::{Action, ConfigError, Plugin, Request, Result, context};
+use weir_sdk::{Action, ConfigError, Hooks, Plugin, Request, Result, context};
 
 #[derive(Deserialize)]
 struct TokenAuth {
@@ -93,6 +93,8 @@ impl TokenAuth {
 }
 
 impl Plugin for TokenAuth {
+    const HOOKS: Hooks = Hooks::GUARD;
+
     fn init(&mut self) -> core::result::Result<(), ConfigError> {
         self.check_names()?;
         let guard = Guard {
@@ -104,7 +106,7 @@ impl Plugin for TokenAuth {
         Ok(())
     }
 
-    fn on_request(&mut self, req: &mut Request) -> Result<Action> {
+    fn on_request(&self, req: &mut Request) -> Result<Action> {
         let ready = self.ready.as_ref().expect("init builds the guard");
         if ready.exclusions.excludes(req) {
             return Ok(Action::Continue);
@@ -114,7 +116,7 @@ impl Plugin for TokenAuth {
             .authenticate(req.header("authorization").as_deref())
         {
             Ok(identity) => {
-                context::set(&self.context_key, identity);
+                context::set(&self.context_key, identity)?;
                 // The upstream is told who, by the identity; the token is a secret between client and proxy.
                 req.remove_header("authorization")?;
                 Ok(Action::Continue)

@@ -1,0 +1,495 @@
+//! The on-disk cache of compiled components, so that a restart loads machine code instead of compiling.
+//!
+//! Loading a cached file runs it as native code (`Component::deserialize` is unsafe for that reason), so a
+//! file is loaded only if Weir wrote it: each file ends with an HMAC-SHA256 of its contents, keyed by a
+//! random secret that Weir keeps in the cache directory, readable by its own user only. A file is refused,
+//! logged and compiled again when its MAC does not verify, when it was written for another component or
+//! engine, or when the file, the key or the directory could have been written by another user (not owned by
+//! the effective uid, or group- or world-writable). A refused file is replaced by a good one.
+//!
+//! A file is `HEADER` (a domain tag, the component's SHA-256 and the engine's compatibility hash), then the
+//! code `Engine::precompile_component` made, then the MAC of all that. The header binds a file to its
+//! component: a genuine file of one plugin renamed to another's name is refused too.
+
+use std::collections::HashSet;
+use std::fs::{File, Metadata, OpenOptions};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// The MAC key's file in the cache directory.
+const KEY_FILE: &str = "key";
+const KEY_LEN: usize = 32;
+const TAG_LEN: usize = 32;
+/// Changes whenever the file layout does, so that an older layout is refused rather than misread.
+const DOMAIN: &[u8; 16] = b"weir-cwasm-v1\0\0\0";
+const HEADER_LEN: usize = DOMAIN.len() + 32 + 8;
+
+/// Why a file in the cache directory is not trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum Untrusted {
+    #[error("cannot open it: {0}")]
+    Open(io::Error),
+    #[error("it is a symbolic link")]
+    Symlink,
+    #[error("it is not a regular file")]
+    NotAFile,
+    #[error("it is not a directory")]
+    NotADirectory,
+    #[error("its directory: {0}")]
+    Directory(Box<Untrusted>),
+    #[error("it is owned by uid {owner}, not by Weir's effective uid {euid}")]
+    Owner { owner: u32, euid: u32 },
+    #[error("its mode {mode:04o} lets other users write to it")]
+    Writable { mode: u32 },
+    #[error("its mode {mode:04o} lets other users read it")]
+    Readable { mode: u32 },
+    #[error("cannot read it: {0}")]
+    Read(io::Error),
+    #[error("it is {0} bytes long, not {KEY_LEN}")]
+    KeyLength(u64),
+    #[error("it is too short to be a cached component")]
+    Short,
+    #[error("its MAC does not verify: Weir did not write it")]
+    Mac,
+    #[error("it was written for another component or engine")]
+    Foreign,
+}
+
+/// Why the cache cannot be used at all.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cannot create the directory {}: {source}", path.display())]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("the directory {}: {source}", path.display())]
+    Dir { path: PathBuf, source: Untrusted },
+    #[error("the key {}: {source}; delete it to have Weir make a new one", path.display())]
+    Key { path: PathBuf, source: Untrusted },
+    #[error("cannot make the key {}: {source}", path.display())]
+    MakeKey { path: PathBuf, source: io::Error },
+}
+
+pub struct CompileCache {
+    dir: PathBuf,
+    /// Read (or made) at the first compile and never again, so that the key cannot change under a running
+    /// process; `None` when the cache cannot be trusted, which was logged once.
+    key: OnceLock<Option<hmac::Key>>,
+    /// Files already refused in the log, so that a reload does not repeat it.
+    refused: Mutex<HashSet<PathBuf>>,
+}
+
+/// Names a component's cache file and binds the file to that component and engine.
+struct Entry {
+    file: PathBuf,
+    header: [u8; HEADER_LEN],
+}
+
+impl CompileCache {
+    pub fn new(dir: PathBuf) -> CompileCache {
+        CompileCache {
+            dir,
+            key: OnceLock::new(),
+            refused: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The component compiled from `wasm`: the cached code if Weir wrote it, else compiled now and cached.
+    pub fn component(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Component> {
+        let Some(key) = self.key() else {
+            return Component::new(engine, wasm);
+        };
+        let entry = self.entry(engine, wasm);
+        match read(&self.dir, &entry, key) {
+            Ok(Some(code)) => {
+                // SAFETY: the MAC proves that Weir wrote these bytes with `precompile_component` of an engine
+                // with this configuration (the header carries its compatibility hash), and they were read
+                // into memory before being checked, so the file cannot change between the check and the load.
+                match unsafe { Component::deserialize(engine, code.as_slice()) } {
+                    Ok(component) => return Ok(component),
+                    Err(e) => self.refuse(&entry.file, &format!("it does not load: {e:#}")),
+                }
+            }
+            Ok(None) => {}
+            Err(reason) => self.refuse(&entry.file, &reason.to_string()),
+        }
+        let compiled = engine.precompile_component(wasm)?;
+        if let Err(e) = write(&entry, key, &compiled) {
+            tracing::warn!(file = %entry.file.display(), "cannot cache the compiled plugin: {e}");
+        }
+        // SAFETY: these bytes were produced just now by this engine.
+        unsafe { Component::deserialize(engine, &compiled) }
+    }
+
+    fn key(&self) -> Option<&hmac::Key> {
+        self.key
+            .get_or_init(|| {
+                open_key(&self.dir)
+                    .inspect_err(|e| tracing::warn!("not using the compile cache: {e}"))
+                    .ok()
+            })
+            .as_ref()
+    }
+
+    fn entry(&self, engine: &Engine, wasm: &[u8]) -> Entry {
+        let mut engine_hash = DefaultHasher::new();
+        engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
+        let engine_hash = engine_hash.finish();
+        let digest = Sha256::digest(wasm);
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        let mut header = [0; HEADER_LEN];
+        header[..DOMAIN.len()].copy_from_slice(DOMAIN);
+        header[DOMAIN.len()..DOMAIN.len() + 32].copy_from_slice(&digest);
+        header[DOMAIN.len() + 32..].copy_from_slice(&engine_hash.to_le_bytes());
+        Entry {
+            file: self.dir.join(format!("{hex}-{engine_hash:016x}.cwasm")),
+            header,
+        }
+    }
+
+    fn refuse(&self, file: &Path, reason: &str) {
+        let first = self
+            .refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(file.to_owned());
+        if first {
+            tracing::warn!(file = %file.display(), "refusing a cached component, compiling it again: {reason}");
+        }
+    }
+}
+
+/// The MAC key: read from the cache directory, or made there on first use.
+fn open_key(dir: &Path) -> Result<hmac::Key, CacheError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| CacheError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+    check_dir(dir).map_err(|source| CacheError::Dir {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let path = dir.join(KEY_FILE);
+    let key_error = |source| CacheError::Key {
+        path: path.clone(),
+        source,
+    };
+    if let Some(key) = read_key(&path).map_err(key_error)? {
+        return Ok(key);
+    }
+    make_key(dir, &path)?;
+    // Read back even when this process made it: another one starting at the same time may have won.
+    read_key(&path)
+        .map_err(key_error)?
+        .ok_or_else(|| CacheError::MakeKey {
+            path: path.clone(),
+            source: io::ErrorKind::NotFound.into(),
+        })
+}
+
+fn read_key(path: &Path) -> Result<Option<hmac::Key>, Untrusted> {
+    let Some((mut file, meta)) = open_owned(path)? else {
+        return Ok(None);
+    };
+    // Whoever can read the key can forge a cache file.
+    if meta.mode() & 0o077 != 0 {
+        return Err(Untrusted::Readable {
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    if meta.len() != KEY_LEN as u64 {
+        return Err(Untrusted::KeyLength(meta.len()));
+    }
+    let mut secret = [0; KEY_LEN];
+    file.read_exact(&mut secret).map_err(Untrusted::Read)?;
+    Ok(Some(hmac::Key::new(hmac::HMAC_SHA256, &secret)))
+}
+
+/// Writes a new key whole under a temporary name (O_EXCL, mode 0600), then links it into place: the link
+/// fails if the key exists, so two processes starting at once cannot overwrite each other's key, and no
+/// reader ever sees a key half written.
+fn make_key(dir: &Path, path: &Path) -> Result<(), CacheError> {
+    let make_error = |source| CacheError::MakeKey {
+        path: path.to_owned(),
+        source,
+    };
+    let mut secret = [0; KEY_LEN];
+    SystemRandom::new()
+        .fill(&mut secret)
+        .map_err(|_| make_error(io::Error::other("the system's random source failed")))?;
+    let tmp = temporary(dir, KEY_FILE);
+    let written = create_exclusive(&tmp).and_then(|mut file| file.write_all(&secret));
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(make_error(e)),
+        _ => Ok(()),
+    }
+}
+
+/// A cache file's code if the file is there and Weir wrote it for this entry.
+fn read(dir: &Path, entry: &Entry, key: &hmac::Key) -> Result<Option<Vec<u8>>, Untrusted> {
+    // Checked again for each file: the directory is what keeps another user from replacing the key.
+    check_dir(dir).map_err(|e| Untrusted::Directory(Box::new(e)))?;
+    let Some((mut file, _)) = open_owned(&entry.file)? else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(Untrusted::Read)?;
+    let Some(signed_len) = bytes.len().checked_sub(TAG_LEN) else {
+        return Err(Untrusted::Short);
+    };
+    if signed_len < HEADER_LEN {
+        return Err(Untrusted::Short);
+    }
+    let (signed, tag) = bytes.split_at(signed_len);
+    hmac::verify(key, signed, tag).map_err(|_| Untrusted::Mac)?;
+    if signed[..HEADER_LEN] != entry.header {
+        return Err(Untrusted::Foreign);
+    }
+    bytes.truncate(signed_len);
+    bytes.drain(..HEADER_LEN);
+    Ok(Some(bytes))
+}
+
+/// Writes the file under a temporary name and renames it into place, so that no reader sees it half
+/// written.
+fn write(entry: &Entry, key: &hmac::Key, code: &[u8]) -> io::Result<()> {
+    let mut mac = hmac::Context::with_key(key);
+    mac.update(&entry.header);
+    mac.update(code);
+    let tag = mac.sign();
+    let dir = entry.file.parent().unwrap_or(Path::new("."));
+    let name = entry
+        .file
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let tmp = temporary(dir, &name);
+    let written = create_exclusive(&tmp).and_then(|mut file| {
+        file.write_all(&entry.header)?;
+        file.write_all(code)?;
+        file.write_all(tag.as_ref())
+    });
+    let renamed = written.and_then(|()| std::fs::rename(&tmp, &entry.file));
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    renamed
+}
+
+/// A name no other writer uses: the process id and a counter.
+fn temporary(dir: &Path, name: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp{}-{n}", std::process::id()));
+    // Left by a process that died with this one's id.
+    let _ = std::fs::remove_file(&tmp);
+    tmp
+}
+
+/// O_EXCL does not follow a symbolic link, so the file made is the one named.
+fn create_exclusive(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Opens a file without following a symbolic link and checks, on what was opened, that only Weir's user
+/// can have written it. `None` if there is no such file.
+fn open_owned(path: &Path) -> Result<Option<(File, Metadata)>, Untrusted> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(Untrusted::Symlink),
+        Err(e) => return Err(Untrusted::Open(e)),
+    };
+    let meta = file.metadata().map_err(Untrusted::Read)?;
+    if !meta.is_file() {
+        return Err(Untrusted::NotAFile);
+    }
+    check_owner(&meta)?;
+    Ok(Some((file, meta)))
+}
+
+fn check_dir(dir: &Path) -> Result<(), Untrusted> {
+    let meta = std::fs::metadata(dir).map_err(Untrusted::Open)?;
+    if !meta.is_dir() {
+        return Err(Untrusted::NotADirectory);
+    }
+    check_owner(&meta)
+}
+
+fn check_owner(meta: &Metadata) -> Result<(), Untrusted> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != euid {
+        return Err(Untrusted::Owner {
+            owner: meta.uid(),
+            euid,
+        });
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(Untrusted::Writable {
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    Ok(())
+}
+
+/// The default cache directory: `$XDG_CACHE_HOME/weir` or `~/.cache/weir`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("weir"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn engine() -> Engine {
+        Engine::default()
+    }
+
+    /// The smallest component there is: compiling it takes milliseconds.
+    const EMPTY: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    fn cache(dir: &Path) -> CompileCache {
+        CompileCache::new(dir.join("cache"))
+    }
+
+    fn cache_file(dir: &Path) -> PathBuf {
+        let files: Vec<_> = std::fs::read_dir(dir.join("cache"))
+            .expect("cache dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        files[0].clone()
+    }
+
+    #[test]
+    fn a_cached_component_is_trusted_only_as_weir_wrote_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine();
+        cache(dir.path())
+            .component(&engine, EMPTY)
+            .expect("compiled");
+        let key = dir.path().join("cache").join(KEY_FILE);
+        let key_meta = std::fs::metadata(&key).expect("key made");
+        assert_eq!(key_meta.len(), KEY_LEN as u64);
+        assert_eq!(key_meta.mode() & 0o777, 0o600);
+        let file = cache_file(dir.path());
+        let good = std::fs::read(&file).expect("cache file");
+
+        let fresh = cache(dir.path());
+        let entry = fresh.entry(&engine, EMPTY);
+        let key = fresh.key().expect("key read");
+        assert!(matches!(
+            read(&dir.path().join("cache"), &entry, key),
+            Ok(Some(_))
+        ));
+
+        let mut forged = good.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        std::fs::write(&file, &forged).expect("forge");
+        assert!(matches!(
+            read(&dir.path().join("cache"), &entry, key),
+            Err(Untrusted::Mac)
+        ));
+
+        std::fs::write(&file, &good).expect("restore");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        assert!(matches!(
+            read(&dir.path().join("cache"), &entry, key),
+            Err(Untrusted::Writable { mode: 0o666 })
+        ));
+
+        // Refused, then compiled and written again, good this time.
+        fresh.component(&engine, EMPTY).expect("recompiled");
+        assert_eq!(std::fs::read(&file).expect("rewritten"), good);
+        assert_eq!(
+            std::fs::metadata(&file).expect("meta").mode() & 0o777,
+            0o600
+        );
+
+        let other = cache(dir.path());
+        let other_entry = other.entry(&engine, b"\0asm\x0d\0\x01\0 ");
+        std::fs::copy(&file, &other_entry.file).expect("rename");
+        assert!(matches!(
+            read(&dir.path().join("cache"), &other_entry, key),
+            Err(Untrusted::Foreign)
+        ));
+    }
+
+    #[test]
+    fn an_untrusted_key_or_directory_turns_the_cache_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine();
+        cache(dir.path())
+            .component(&engine, EMPTY)
+            .expect("compiled");
+        let cache_dir = dir.path().join("cache");
+        let key = cache_dir.join(KEY_FILE);
+
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        assert!(matches!(
+            open_key(&cache_dir),
+            Err(CacheError::Key {
+                source: Untrusted::Readable { .. },
+                ..
+            })
+        ));
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert!(open_key(&cache_dir).is_ok());
+
+        std::fs::set_permissions(&cache_dir, std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        assert!(matches!(
+            open_key(&cache_dir),
+            Err(CacheError::Dir {
+                source: Untrusted::Writable { .. },
+                ..
+            })
+        ));
+        // Still compiles, without the cache.
+        cache(dir.path())
+            .component(&engine, EMPTY)
+            .expect("compiled");
+        std::fs::set_permissions(&cache_dir, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+
+        std::fs::remove_file(&key).expect("remove key");
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &key).expect("symlink");
+        assert!(matches!(
+            open_key(&cache_dir),
+            Err(CacheError::Key {
+                source: Untrusted::Symlink,
+                ..
+            })
+        ));
+    }
+}
