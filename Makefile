@@ -1,16 +1,20 @@
-# Weir: `make run` starts the demo, `make test` runs every test.
+# Weir: `make run` starts the ERP gateway example (`make run EXAMPLE=<name>` another of examples/), `make test`
+# runs every test.
 CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
 WASM_OUT    := target/$(WASM_TARGET)/release
 # Built-in plugins: copied beside the `weir` binaries, where `plugin = "NAME"` finds them.
-BUILTINS    := path-rewrite headers jwt-auth token-auth gzip
+BUILTINS    := path-rewrite headers jwt-auth token-auth gzip spa-router jwt-login upstream-jwt claim-router basic-auth
 # Everything built for Wasm: the built-ins, the test fixture and the README's example plugin.
 WASM_CRATES := $(BUILTINS) weir-fixture add-header
 HOST_CRATES := weir weir-upstream
 # Plugin crates whose pure logic has native unit tests.
-GUEST_TESTED := weir-sdk path-rewrite headers jwt-auth token-auth gzip
+GUEST_TESTED := weir-sdk path-rewrite headers jwt-auth token-auth gzip spa-router jwt-login upstream-jwt claim-router basic-auth
 
-.PHONY: build plugins wasm-target run test test-deps lint fmt clean bench bench-smoke
+# The example `make run` starts: a directory of examples/ with a run.sh.
+EXAMPLE     ?= erp-gateway
+
+.PHONY: build plugins wasm-target run example test test-deps lint fmt clean bench bench-smoke
 
 build: plugins
 	$(CARGO) build --release $(addprefix -p ,$(HOST_CRATES))
@@ -25,15 +29,26 @@ plugins: wasm-target
 	  for p in $(BUILTINS); do cp $(WASM_OUT)/$$(echo $$p | tr - _).wasm $$dir/; done; \
 	done
 
-run: build
-	examples/demo/run.sh
+# Starts the example's upstreams and Weir in the foreground; Ctrl-C stops everything it started.
+run: example build
+	examples/$(EXAMPLE)/run.sh
+
+# Checked before the build, so that a mistyped name fails at once and says what there is.
+example:
+	@test -x examples/$(EXAMPLE)/run.sh || { \
+	  echo "make run: there is no example '$(EXAMPLE)' yet (no examples/$(EXAMPLE)/run.sh)."; \
+	  echo "Start one of these with make run EXAMPLE=<name>:" $$(cd examples && ls -d */run.sh | sed 's,/run.sh,,'); \
+	  exit 2; }
 
 # Tests check Weir against libraries nobody here wrote: PyJWT mints tokens, Python's gzip decodes bodies,
-# and the edge suite (tests/edge.rs) runs its hostile requests against nginx too.
+# and the edge suite (tests/edge.rs) runs its hostile requests against nginx too. The examples' READMEs are
+# replayed with curl, and their steps may use jq (tests/examples.rs).
 test-deps:
-	python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'pyjwt[crypto]==2.*'
+	python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'pyjwt[crypto]==2.*' 'argon2-cffi==25.*' 'bcrypt==5.*'
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
+	@command -v curl >/dev/null && command -v jq >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl jq; }
 
 test: plugins test-deps
 	$(CARGO) test $(addprefix -p ,$(HOST_CRATES) $(GUEST_TESTED))

@@ -452,6 +452,167 @@ async fn keys_rotate_by_kid_without_downtime() {
     assert_passed(&call(&after, &new_token).await, "new", &new_token);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_previous_secret_verifies_its_tokens_until_they_expire() {
+    // As a signer that rotates its HS256 secret on an interval: the newest key first, the previous one
+    // kept for the tokens it signed. The short-lived token is minted last, so that the proxy's start
+    // eats little of its life.
+    let short_exp = now() + 6;
+    let minted = mint(json!({
+        "keys": { "new": "hmac", "old": "hmac", "stranger": "hmac" },
+        "tokens": {
+            "new": { "key": "new", "alg": "HS256", "headers": { "kid": "new" }, "claims": claims(json!({ "sub": "by-new" })) },
+            "unknown_kid": { "key": "stranger", "alg": "HS256", "headers": { "kid": "older" }, "claims": claims(json!({})) },
+            "old_as_new": { "key": "old", "alg": "HS256", "headers": { "kid": "new" }, "claims": claims(json!({})) },
+            "old": { "key": "old", "alg": "HS256", "headers": { "kid": "old" }, "claims": claims(json!({ "sub": "by-old", "exp": short_exp })) },
+        },
+    }));
+    let keys = format!(
+        r#"keys = [{{ kid = "new", alg = "HS256", secret = {} }}, {{ kid = "old", alg = "HS256", secret = {} }}], clock_skew_seconds = 0"#,
+        minted.key_str("new", "secret"),
+        minted.key_str("old", "secret")
+    );
+    let weir = start(&base_config(&keys)).await;
+    let (old, new) = (minted.token("old"), minted.token("new"));
+    assert!(
+        now() < short_exp,
+        "the proxy took the token's whole life to start"
+    );
+    assert_passed(&call(&weir, &old).await, "by-old", &old);
+    assert_passed(&call(&weir, &new).await, "by-new", &new);
+    assert_refused(
+        &call(&weir, &minted.token("unknown_kid")).await,
+        "unknown_kid",
+    );
+    assert_refused(
+        &call(&weir, &minted.token("old_as_new")).await,
+        "bad_signature",
+    );
+
+    let wait = (short_exp + 1).saturating_sub(now());
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    // Remembered as verified a moment ago, and refused all the same: a cache hit checks the time again.
+    assert_refused(&call(&weir, &old).await, "expired");
+    assert_passed(&call(&weir, &new).await, "by-new", &new);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_mode_leaves_the_verdict_to_a_later_plugin() {
+    let minted = mint(json!({
+        "keys": { "hmac": "hmac", "other": "hmac" },
+        "tokens": {
+            "good": { "key": "hmac", "alg": "HS256", "claims": claims(json!({})) },
+            "expired": { "key": "hmac", "alg": "HS256", "claims": claims(json!({ "exp": now() - 3600, "iat": now() - 7200 })) },
+            "forged": { "key": "other", "alg": "HS256", "claims": claims(json!({})) },
+        },
+    }));
+    let keys = format!(
+        r#"keys = [{{ alg = "HS256", secret = {} }}], claim_to_headers = [{{ header = "x-user", claim = "sub" }}]"#,
+        minted.key_str("hmac", "secret")
+    );
+    // What jwt-auth left in the context, as headers the echo upstream shows; any the client sent removed.
+    let start_with = |config: String| async move {
+        let chain = format!(
+            "[[routes.plugins]]\nplugin = \"jwt-auth\"\nconfig = {{ {config} }}\n{}{}{}",
+            context_to_header("x-verdict", "jwt.verdict"),
+            context_to_header("x-reason", "jwt.reason"),
+            context_to_header("x-sub", "jwt.sub"),
+        );
+        Weir::start(&one_route(upstream("a").await, &chain))
+    };
+    let seen = |reply: &Reply| {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let echo = Echo(reply.json());
+        assert!(
+            echo.header("authorization").is_empty(),
+            "the token reached the upstream"
+        );
+        let one = |name: &str| echo.header(name).first().cloned();
+        (
+            one("x-verdict"),
+            one("x-reason"),
+            one("x-sub"),
+            one("x-user"),
+        )
+    };
+    let spoofed = [
+        ("x-verdict", "valid"),
+        ("x-user", "mallory"),
+        ("x-sub", "mallory"),
+    ];
+    let with = |token: Option<String>| {
+        let mut headers: Vec<(&str, String)> =
+            spoofed.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        if let Some(token) = token {
+            headers.push(("authorization", bearer(&token)));
+        }
+        headers
+    };
+    let get = |weir: &Weir, token: Option<String>| {
+        let url = weir.url("/orders");
+        let headers = with(token);
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            get_with(&url, &headers).await
+        }
+    };
+    let some = |s: &str| Some(s.to_owned());
+
+    let recording = start_with(base_config(&format!(r#"{keys}, on_failure = "record""#))).await;
+    assert_eq!(
+        seen(&get(&recording, Some(minted.token("good"))).await),
+        (some("valid"), None, some("alice"), some("alice"))
+    );
+    assert_eq!(
+        seen(&get(&recording, None).await),
+        (some("missing"), some("missing"), None, None)
+    );
+    assert_eq!(
+        seen(&get(&recording, Some(minted.token("expired"))).await),
+        (some("bad"), some("expired"), None, None),
+        "a bad token's claims reach neither the context nor the headers"
+    );
+    assert_eq!(
+        seen(&get(&recording, Some(minted.token("forged"))).await),
+        (some("bad"), some("bad_signature"), None, None)
+    );
+
+    let hiding = start_with(base_config(&format!(
+        r#"{keys}, on_failure = "record", hide_details = true"#
+    )))
+    .await;
+    assert_eq!(
+        seen(&get(&hiding, Some(minted.token("expired"))).await),
+        (some("bad"), None, None, None),
+        "hidden details are not recorded either"
+    );
+
+    // The default still refuses, and still records a valid token's verdict.
+    let refusing = start_with(base_config(&keys)).await;
+    assert_refused(
+        &get_with(
+            &refusing.url("/orders"),
+            &[("authorization", &bearer(&minted.token("expired")))],
+        )
+        .await,
+        "expired",
+    );
+    assert_eq!(
+        get_with(&refusing.url("/orders"), &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        seen(&get(&refusing, Some(minted.token("good"))).await).0,
+        some("valid")
+    );
+    let anonymous = start_with(base_config(&format!("{keys}, allow_missing = true"))).await;
+    assert_eq!(
+        seen(&get(&anonymous, None).await),
+        (some("missing"), some("missing"), None, None)
+    );
+}
+
 /// A JWKS server on loopback: serves whatever `jwks` holds and counts the fetches.
 struct JwksServer {
     addr: SocketAddr,
@@ -807,6 +968,11 @@ fn bad_key_configs_name_the_field_and_say_why() {
             String::from(r#"remote_jwks = { url = "https://idp/jwks" }"#),
             "remote_jwks.url",
             "http://",
+        ),
+        (
+            String::from(r#"on_failure = "allow", keys = [{ alg = "HS256", secret = "x" }]"#),
+            "on_failure",
+            "`refuse` or `record`",
         ),
     ];
     for (config, field, why) in cases {

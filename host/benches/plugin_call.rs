@@ -1,7 +1,8 @@
 //! The cost of one plugin call through the host, without the network: the fixture's empty hook and a hook
 //! that reads and writes headers, a fresh instance per request, each with wasmtime's concurrency support
 //! off (Weir's default) and on; then each built-in's `on_request` on a browser-like request. Plugins are
-//! built by `make plugins`; the RS256 token and key are made by PyJWT (tests/jwt/mint.py).
+//! built by `make plugins`; the RS256 token and key are made by PyJWT (tests/jwt/mint.py), basic-auth's hash
+//! by argon2-cffi.
 
 #[path = "../../tests/jwt/mint.rs"]
 mod jwt_mint;
@@ -11,12 +12,27 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 use weir::config::Isolation;
 use weir::plugin::PluginSlot;
 use weir::upstream::Upstreams;
+
+/// Context keys and values, as earlier plugins of a chain would have left them.
+type ContextValues = [(&'static str, &'static str)];
+
+/// No earlier plugin wrote the context.
+const NO_CONTEXT: &ContextValues = &[];
+
+/// What jwt-auth with `on_failure = "record"` leaves for spa-router after a valid token.
+const VALID_TOKEN: &ContextValues = &[("jwt.verdict", "valid")];
+
+/// `bench-password` hashed by Python's argon2-cffi with OWASP's minimum (19 MiB, 2 passes): the first check
+/// costs milliseconds, and the host remembers the match for the rows' whole run.
+const ARGON2ID: &str = "$argon2id$v=19$m=19456,t=2,p=1$jL8bpbiR9Pa2K8pe9yE96w$NR7WQvNurH8KCYbmYge+n8TAOAQF+rWEmfLk95hmGPg";
 
 /// The headers of a browser's API call, `authorization` last.
 fn browser_headers(authorization: &str) -> Vec<(&'static str, String)> {
@@ -40,15 +56,26 @@ fn browser_headers(authorization: &str) -> Vec<(&'static str, String)> {
     .collect()
 }
 
-/// Runs `slot`'s `on_request` once per iteration, on a fresh copy of the request. The instance is leased
-/// once, or per iteration when the slot's isolation is `request` (so the iteration includes making it).
+/// `headers` and one more.
+fn with_header(
+    headers: &[(&'static str, String)],
+    (name, value): (&'static str, &str),
+) -> Vec<(&'static str, String)> {
+    let mut headers = headers.to_vec();
+    headers.push((name, value.to_owned()));
+    headers
+}
+
+/// Runs `slot`'s `on_request` once per iteration, on a fresh copy of the request: `headers`, and `context`
+/// as earlier plugins of a chain would have left it. The instance is leased once, or per iteration when the
+/// slot's isolation is `request` (so the iteration includes making it).
 fn bench_on_request(
     c: &mut Criterion,
     rt: &Runtime,
     upstreams: &Arc<Upstreams>,
     name: &str,
     (slot, isolation): (&Arc<PluginSlot>, Isolation),
-    headers: &[(&str, String)],
+    (headers, context): (&[(&str, String)], &ContextValues),
 ) {
     let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut pooled = match isolation {
@@ -57,7 +84,15 @@ fn bench_on_request(
     };
     c.bench_function(name, |b| {
         b.iter_batched(
-            || support::exchange(upstreams, &headers),
+            || {
+                let mut ex = support::exchange(upstreams, &headers);
+                for (key, value) in context {
+                    ex.context
+                        .set((*key).to_owned(), (*value).to_owned())
+                        .expect("within the context's bounds");
+                }
+                ex
+            },
             |ex| {
                 let mut fresh = None;
                 let lease = match &mut pooled {
@@ -110,7 +145,7 @@ fn bench(c: &mut Criterion) {
                 &upstreams,
                 &label,
                 (&slot, Isolation::Pooled),
-                &plain,
+                (&plain, NO_CONTEXT),
             );
         }
         let fresh = support::slot(
@@ -127,7 +162,7 @@ fn bench(c: &mut Criterion) {
             &upstreams,
             &label,
             (&fresh, Isolation::Request),
-            &plain,
+            (&plain, NO_CONTEXT),
         );
     }
 
@@ -142,39 +177,77 @@ fn bench(c: &mut Criterion) {
             "headers",
             json!({ "request": { "set": { "x-api-key": "secret" } } }),
             plain.clone(),
+            NO_CONTEXT,
         ),
         (
             "path-rewrite: strip_prefix",
             "path_rewrite",
             json!({ "strip_prefix": "/api" }),
             plain.clone(),
+            NO_CONTEXT,
         ),
         (
             "token-auth",
             "token_auth",
             json!({ "tokens": { "bench": "bench-token" } }),
             browser_headers("Token bench-token"),
+            NO_CONTEXT,
+        ),
+        (
+            "claim-router: user id modulo 2 from a header",
+            "claim_router",
+            json!({
+                "from": "header.x-user-id",
+                "modulo": { "divisor": 2, "upstreams": ["a", "a"] },
+            }),
+            with_header(&plain, ("x-user-id", "1234567")),
+            NO_CONTEXT,
         ),
         (
             "jwt-auth HS256, verified-token cache off",
             "jwt_auth",
             json!({ "keys": [{ "alg": "HS256", "secret": secret }], "cache_size": 0 }),
             browser_headers(&bearer("hs")),
+            NO_CONTEXT,
         ),
         (
             "jwt-auth RS256, verified-token cache off",
             "jwt_auth",
             json!({ "keys": [{ "alg": "RS256", "pem": pem }], "cache_size": 0 }),
             browser_headers(&bearer("rs")),
+            NO_CONTEXT,
         ),
         (
             "jwt-auth RS256, the same token again (cache hit)",
             "jwt_auth",
             json!({ "keys": [{ "alg": "RS256", "pem": pem }] }),
             browser_headers(&bearer("rs")),
+            NO_CONTEXT,
+        ),
+        (
+            "spa-router: a protected API with a valid token (rewrite mode)",
+            "spa_router",
+            json!({
+                "whitelist": ["/login_api"],
+                "protected": ["/setattr_api", "/api/.*"],
+                "assets": ["/static/.*", "/favicon\\.ico"],
+                "mode": "rewrite",
+            }),
+            plain.clone(),
+            VALID_TOKEN,
+        ),
+        (
+            "basic-auth: argon2id, a password checked before (remembered)",
+            "basic_auth",
+            json!({ "users": { "bench": { "hash": ARGON2ID, "roles": ["ROLE_USER"] } } }),
+            browser_headers(&format!(
+                "Basic {}",
+                STANDARD.encode("bench:bench-password")
+            )),
+            NO_CONTEXT,
         ),
     ];
-    for (name, plugin, config, headers) in builtins {
+    for (name, plugin, config, headers, context) in builtins {
         for isolation in [Isolation::Pooled, Isolation::Request] {
             let slot = support::slot(&rt, &sandbox, plugin, &config.to_string(), isolation);
             let label = match isolation {
@@ -183,9 +256,37 @@ fn bench(c: &mut Criterion) {
                     format!("built-in fresh instance + init + on_request: {name}")
                 }
             };
-            bench_on_request(c, &rt, &upstreams, &label, (&slot, isolation), &headers);
+            bench_on_request(
+                c,
+                &rt,
+                &upstreams,
+                &label,
+                (&slot, isolation),
+                (&headers, context),
+            );
         }
     }
+
+    // Pooled only: a fresh instance would sign on every call, which the cache exists to avoid.
+    let private_pem = minted["keys"]["rsa"]["private_pem"]
+        .as_str()
+        .expect("private pem");
+    let config = json!({ "key": { "pem": private_pem } });
+    let slot = support::slot(
+        &rt,
+        &sandbox,
+        "upstream_jwt",
+        &config.to_string(),
+        Isolation::Pooled,
+    );
+    bench_on_request(
+        c,
+        &rt,
+        &upstreams,
+        "built-in on_request: upstream-jwt RS512, the identity's token minted before (cache hit)",
+        (&slot, Isolation::Pooled),
+        (&plain, NO_CONTEXT),
+    );
 }
 
 criterion_group!(benches, bench);

@@ -29,6 +29,12 @@ pub enum ProxyBody {
     Request(RequestBody),
     /// Chunks produced by a task running body hooks.
     Channel(mpsc::Receiver<Result<Bytes, BoxError>>),
+    /// What a plugin read of a body, then the rest of it: a body read past a plugin's limit still goes
+    /// upstream whole.
+    Prefixed(Option<Bytes>, Box<ProxyBody>),
+    /// A body that failed while a plugin read it: it fails again for whoever reads on, so the request
+    /// fails as the client's fault and no upstream gets a body cut short as if it were whole.
+    Failed(Option<BoxError>),
 }
 
 impl ProxyBody {
@@ -211,6 +217,31 @@ impl Body for UpstreamBody {
     }
 }
 
+/// Reads `body` whole when it holds at most `limit` bytes; otherwise gives back what it read, and the body
+/// to go on with, prefixed with it.
+pub async fn read_whole(mut body: ProxyBody, limit: usize) -> Result<Bytes, (String, ProxyBody)> {
+    use http_body_util::BodyExt;
+    let mut read = bytes::BytesMut::new();
+    loop {
+        match body.frame().await {
+            None => return Ok(read.freeze()),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    read.extend_from_slice(&data);
+                }
+                if read.len() > limit {
+                    let kept = ProxyBody::Prefixed(Some(read.freeze()), Box::new(body));
+                    return Err((format!("the request body is over {limit} bytes"), kept));
+                }
+            }
+            Some(Err(e)) => {
+                let message = format!("the request body could not be read: {e}");
+                return Err((message, ProxyBody::Failed(Some(e))));
+            }
+        }
+    }
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -226,6 +257,11 @@ impl Body for ProxyBody {
             ProxyBody::Channel(rx) => rx
                 .poll_recv(cx)
                 .map(|chunk| chunk.map(|c| c.map(Frame::data))),
+            ProxyBody::Prefixed(head, rest) => match head.take() {
+                Some(head) => Poll::Ready(Some(Ok(Frame::data(head)))),
+                None => Pin::new(rest.as_mut()).poll_frame(cx),
+            },
+            ProxyBody::Failed(error) => Poll::Ready(error.take().map(Err)),
         }
     }
 
@@ -235,6 +271,8 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(body) => body.is_end_stream(),
             ProxyBody::Request(body) => body.is_end_stream(),
             ProxyBody::Channel(_) => false,
+            ProxyBody::Prefixed(head, rest) => head.is_none() && rest.is_end_stream(),
+            ProxyBody::Failed(error) => error.is_none(),
         }
     }
 
@@ -245,7 +283,17 @@ impl Body for ProxyBody {
             }
             ProxyBody::Upstream(body) => body.size_hint(),
             ProxyBody::Request(body) => body.size_hint(),
-            ProxyBody::Channel(_) => SizeHint::default(),
+            ProxyBody::Channel(_) | ProxyBody::Failed(_) => SizeHint::default(),
+            ProxyBody::Prefixed(head, rest) => {
+                let head = head.as_ref().map_or(0, |b| b.len() as u64);
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + head);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + head);
+                }
+                hint
+            }
         }
     }
 }

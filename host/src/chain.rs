@@ -169,6 +169,8 @@ pub async fn run(
         context: proxy.plugin_bounds.context(),
         response: None,
         skip_body: false,
+        body: Some(body),
+        scheme: "http",
     });
 
     let mut stages: Vec<Stage> = Vec::with_capacity(route.chain.len());
@@ -202,6 +204,8 @@ pub async fn run(
         }
     }
 
+    // The body as the request phase left it: read whole by a plugin, or still streaming.
+    let body = exchange.body.take().unwrap_or_else(ProxyBody::empty);
     let (status, headers, body) = match answer {
         Some((local, slot)) => {
             // The request body goes nowhere: a transform a plugin set for it is over.

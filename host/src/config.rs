@@ -145,7 +145,12 @@ pub enum EscapedSlashes {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    pub url: UpstreamUrl,
+    /// Required unless `disabled`; a disabled upstream may keep its URL, to be switched back on by one line.
+    pub url: Option<UpstreamUrl>,
+    /// Switched off: a request routed to it (or sent to it by a plugin) gets `501 The proxy is disabled.`
+    /// once its chain has run, so the chain's auth still answers first.
+    #[serde(default)]
+    pub disabled: bool,
     /// Connecting longer than this gives 504. Range: [`limits::UPSTREAM_TIMEOUT`].
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -550,6 +555,12 @@ impl Source {
 
         for (name, upstream) in &c.upstreams {
             let u = upstream.get_ref();
+            if u.url.is_none() && !u.disabled {
+                found.refuse(
+                    &[Key("upstreams"), Key(name), Key("url")],
+                    "missing: give the upstream's url, or `disabled = true` to answer its routes with 501",
+                );
+            }
             for (field, value) in [
                 ("connect_timeout", u.connect_timeout),
                 ("timeout", u.timeout),
@@ -1024,6 +1035,21 @@ mod tests {
             e[0].starts_with("weir.toml:3:19: upstream \"a\", field \"connect_timeout\": "),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn an_upstream_needs_a_url_unless_it_is_disabled() {
+        let route = "[[routes]]\nupstream = \"a\"\n";
+        let e = errors(&format!("[upstreams.a]\nconnect_timeout = \"1s\"\n{route}"));
+        assert_eq!(
+            e,
+            [
+                "weir.toml:1:1: upstream \"a\", field \"url\": missing: give the upstream's url, or `disabled = true` to answer its routes with 501"
+            ]
+        );
+        assert!(errors(&format!("[upstreams.a]\ndisabled = true\n{route}")).is_empty());
+        let kept = format!("[upstreams.a]\ndisabled = true\nurl = \"http://127.0.0.1:1\"\n{route}");
+        assert!(errors(&kept).is_empty());
     }
 
     #[test]

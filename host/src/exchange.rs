@@ -6,6 +6,7 @@ use std::sync::Arc;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri};
 
+use crate::body::ProxyBody;
 use crate::context::Context;
 use crate::normalise::PathPolicy;
 use crate::upstream::{Upstream, Upstreams};
@@ -29,6 +30,10 @@ pub struct Exchange {
     pub response: Option<ResponseHead>,
     /// Set by the hook running now when it leaves the body of this phase to others.
     pub skip_body: bool,
+    /// The request body, during the request phase: a plugin may read it whole (`read-body`).
+    pub body: Option<ProxyBody>,
+    /// How the client reached Weir: `http` or `https`.
+    pub scheme: &'static str,
 }
 
 #[derive(Clone)]

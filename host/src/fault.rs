@@ -104,6 +104,12 @@ pub fn report(fault: &Fault<'_>) -> (StatusCode, Cow<'static, str>) {
             tracing::warn!("{e}");
             (StatusCode::BAD_GATEWAY, "upstream unreachable\n".into())
         }
+        // Word for word what the analytics server's `/proxy` answered with no target configured, without
+        // the newline of the other texts: the clients it replaces may compare the body.
+        Fault::Upstream(e @ UpstreamError::Disabled { .. }) => {
+            tracing::debug!("{e}");
+            (StatusCode::NOT_IMPLEMENTED, "The proxy is disabled.".into())
+        }
         Fault::Upstream(e @ UpstreamError::Timeout { .. }) => {
             tracing::warn!("{e}");
             (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n".into())

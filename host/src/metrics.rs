@@ -11,6 +11,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+use crate::crypto::Key;
 use crate::logging;
 use crate::proxy::Proxy;
 
@@ -80,6 +81,14 @@ impl Collector for Metrics {
             MetricType::Counter,
         )?;
         ConstCounter::new(logging::dropped_lines()).encode(dropped)?;
+
+        let signatures = encoder.encode_descriptor(
+            "weir_crypto_signatures",
+            "Signatures made by plugins' keys through weir:plugin/crypto (upstream-jwt mints with them)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(Key::signatures()).encode(signatures)?;
         Ok(())
     }
 }

@@ -68,6 +68,8 @@ pub struct HostState {
     pub(crate) overtime: Overtime,
     /// Live `crypto.key` resources, bounded by the crypto module.
     pub(crate) crypto_keys: usize,
+    /// Live `crypto.password-hash` resources, bounded by the crypto module.
+    pub(crate) password_hashes: usize,
     /// What the current call may still log, and what it was refused.
     pub(crate) log_left: usize,
     pub(crate) log_dropped: usize,
@@ -225,6 +227,7 @@ impl Sandbox {
             http_grants: limits.http.clone(),
             waited_on_host: false,
             crypto_keys: 0,
+            password_hashes: 0,
             overtime: Overtime::default(),
             log_left: limits.log_bytes,
             log_dropped: 0,

@@ -45,15 +45,24 @@ pub enum UpstreamError {
     /// The normalised path and query did not make a URI: a bug, reported instead of a panic.
     #[error("cannot form the upstream target: {0}")]
     Target(String),
+    /// The config switched the upstream off (`disabled = true`).
+    #[error("upstream \"{upstream}\" is disabled")]
+    Disabled { upstream: String },
 }
 
 pub struct Upstream {
     pub name: String,
     /// The name again, shared by every response body that may need to say whose it was.
     shared_name: Arc<str>,
-    url: UpstreamUrl,
     timeout: Duration,
     read_timeout: Duration,
+    /// Where requests go; `None` for an upstream the config disabled.
+    target: Option<Target>,
+}
+
+/// An enabled upstream's address and its connection pool.
+struct Target {
+    url: UpstreamUrl,
     /// The `Host` sent upstream, unless `preserve_host` keeps the client's.
     host: Option<HeaderValue>,
     client: Client<HttpConnector, Outbound>,
@@ -69,24 +78,19 @@ pub struct Outgoing<'a> {
 }
 
 impl Upstream {
+    /// An upstream without a URL is disabled whatever `disabled` says: the config's validation refuses one
+    /// that is not, so such a value is never served.
     pub fn new(name: &str, config: &UpstreamConfig) -> Upstream {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(connector);
+        let target = match (&config.url, config.disabled) {
+            (Some(url), false) => Some(Target::new(url, config)),
+            _ => None,
+        };
         Upstream {
             name: name.to_owned(),
             shared_name: name.into(),
-            url: config.url.clone(),
             timeout: config.timeout,
             read_timeout: config.read_timeout,
-            host: (!config.preserve_host).then(|| {
-                HeaderValue::from_str(config.url.authority.as_str())
-                    .expect("an authority's characters are valid in a header value")
-            }),
-            client,
+            target,
         }
     }
 
@@ -102,16 +106,21 @@ impl Upstream {
         out: Outgoing<'_>,
         body: ProxyBody,
     ) -> Result<Response<ProxyBody>, UpstreamError> {
+        let Some(target) = &self.target else {
+            return Err(UpstreamError::Disabled {
+                upstream: self.name.clone(),
+            });
+        };
         // A request without a body has nothing to wait for but the upstream: no tracking, no allocation.
         let progress = (!body.is_end_stream()).then(|| Arc::new(Progress::new()));
-        let request = self.request(
+        let request = target.request(
             out,
             Outbound {
                 body,
                 progress: progress.clone(),
             },
         )?;
-        let sent = self.client.request(request);
+        let sent = target.client.request(request);
         let answered = match progress {
             None => tokio::time::timeout(self.timeout, sent).await.ok(),
             Some(progress) => self.within_timeout(sent, &progress).await,
@@ -150,6 +159,50 @@ impl Upstream {
         }
     }
 
+    fn classify(&self, err: &hyper_util::client::legacy::Error) -> UpstreamError {
+        if fault::caused_by::<LengthLimitError>(err) {
+            return UpstreamError::BodyTooLarge;
+        }
+        if fault::caused_by::<ClientBodyTimeout>(err) {
+            return UpstreamError::ClientBodyTimeout(fault::error_chain(err));
+        }
+        if fault::caused_by::<ClientBodyError>(err) {
+            return UpstreamError::ClientBody(fault::error_chain(err));
+        }
+        let timed_out = fault::causes(err).any(|e| {
+            e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        });
+        if timed_out {
+            return UpstreamError::Timeout {
+                upstream: self.name.clone(),
+            };
+        }
+        UpstreamError::Unreachable {
+            upstream: self.name.clone(),
+            reason: fault::error_chain(err),
+        }
+    }
+}
+
+impl Target {
+    fn new(url: &UpstreamUrl, config: &UpstreamConfig) -> Target {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector);
+        Target {
+            url: url.clone(),
+            host: (!config.preserve_host).then(|| {
+                HeaderValue::from_str(url.authority.as_str())
+                    .expect("an authority's characters are valid in a header value")
+            }),
+            client,
+        }
+    }
+
     fn request(
         &self,
         out: Outgoing<'_>,
@@ -180,31 +233,6 @@ impl Upstream {
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
         Ok(request)
-    }
-
-    fn classify(&self, err: &hyper_util::client::legacy::Error) -> UpstreamError {
-        if fault::caused_by::<LengthLimitError>(err) {
-            return UpstreamError::BodyTooLarge;
-        }
-        if fault::caused_by::<ClientBodyTimeout>(err) {
-            return UpstreamError::ClientBodyTimeout(fault::error_chain(err));
-        }
-        if fault::caused_by::<ClientBodyError>(err) {
-            return UpstreamError::ClientBody(fault::error_chain(err));
-        }
-        let timed_out = fault::causes(err).any(|e| {
-            e.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        });
-        if timed_out {
-            return UpstreamError::Timeout {
-                upstream: self.name.clone(),
-            };
-        }
-        UpstreamError::Unreachable {
-            upstream: self.name.clone(),
-            reason: fault::error_chain(err),
-        }
     }
 }
 

@@ -7,6 +7,14 @@ Reads a JSON request on stdin:
                          "forge_hmac_with_public_pem": true}}}
 and writes {"keys": {"<name>": {"public_pem", "public_pkcs1_pem", "private_pem", "jwk", "secret"}},
             "tokens": {"<name>": "<compact JWS>"}} to stdout.
+
+For tests/jwt_login.rs the request may also hold
+  {"password_hashes": {"<name>": {"scheme": "argon2id" | "bcrypt", "password": "…", "params": {...}}},
+   "verify": {"<name>": {"token": "…", "key": "<PEM or secret>", "algorithms": ["HS256"],
+                         "audience": "…", "issuer": "…"}}}
+(argon2-cffi's PasswordHasher params or bcrypt's `rounds`), answered with
+  {"password_hashes": {"<name>": "<PHC string>"},
+   "verified": {"<name>": {"header": {...}, "claims": {...}} | {"error": "<PyJWT's exception>"}}}.
 """
 
 import base64
@@ -64,6 +72,37 @@ def forge_hmac(public_pem, spec):
     return signing_input + "." + b64(mac)
 
 
+def password_hash(spec):
+    """A PHC string from the reference libraries (imported here: only the login tests need them)."""
+    params = spec.get("params", {})
+    if spec["scheme"] == "argon2id":
+        import argon2
+
+        return argon2.PasswordHasher(**params).hash(spec["password"])
+    if spec["scheme"] == "bcrypt":
+        import bcrypt
+
+        salt = bcrypt.gensalt(rounds=params.get("rounds", 12))
+        return bcrypt.hashpw(spec["password"].encode(), salt).decode()
+    raise SystemExit(f"unknown password hash scheme {spec['scheme']}")
+
+
+def verify(spec):
+    """PyJWT's reading of a token: its header and claims, or why it refuses it."""
+    try:
+        claims = jwt.decode(
+            spec["token"],
+            spec["key"],
+            algorithms=spec["algorithms"],
+            audience=spec.get("audience"),
+            issuer=spec.get("issuer"),
+            options={"require": ["exp", "iat", "sub"]},
+        )
+    except jwt.PyJWTError as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+    return {"header": jwt.get_unverified_header(spec["token"]), "claims": claims}
+
+
 def main():
     request = json.load(sys.stdin)
     keys, signing = {}, {}
@@ -83,7 +122,14 @@ def main():
             )
         else:
             tokens[name] = jwt.encode(spec["claims"], material, algorithm=spec["alg"], headers=headers)
-    json.dump({"keys": keys, "tokens": tokens}, sys.stdout)
+    out = {"keys": keys, "tokens": tokens}
+    if "password_hashes" in request:
+        out["password_hashes"] = {
+            name: password_hash(spec) for name, spec in request["password_hashes"].items()
+        }
+    if "verify" in request:
+        out["verified"] = {name: verify(spec) for name, spec in request["verify"].items()}
+    json.dump(out, sys.stdout)
 
 
 if __name__ == "__main__":

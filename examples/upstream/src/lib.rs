@@ -1,4 +1,17 @@
-//! A small, fast upstream for Weir's demo, tests and benchmark.
+//! A small, fast upstream for Weir's demo, tests, benchmark and the scenarios under `examples/`.
+//!
+//! `--mode` chooses what it is (`weir-upstream --mode shard --name a`); each mode is one small module, so
+//! an example's upstream is a mode of this binary, not a dependency of its own.
+//!
+//! | mode | answers |
+//! |---|---|
+//! | `echo` (default) | the paths below, and a JSON echo of any other request |
+//! | `mirror` | the request body byte for byte (with its `Content-Type`), the request line as `x-echo-method`, `x-echo-path`, `x-echo-query`, and each request header as `x-echo-header-NAME`: binary bodies and headers compared as bytes (scenario 2) |
+//! | `shard` | `{"shard": NAME, "method", "path", "query"}` (pretty JSON): which backend served (scenario 4) |
+//! | `spa` | a small single-page app from files built into the binary (scenario 5): `/` and `/index.html` the app page, `/login.html` the login page, `/app.js`, `/style.css` (element ids in [`spa`]); a path ending in `_api` or under `/api/` answers a JSON echo `{"api", "method", "query", "body"}`; anything else 404 |
+//! | `erp-transactions`, `erp-inventory` | an ERP service (scenario 1) with in-memory CRUD under `/shops/{shop_id}/transactions` (or `/inventory`); needs `--api-key`, see [`erp`] |
+//!
+//! In `echo` mode:
 //!
 //! | path | answer |
 //! |---|---|
@@ -10,9 +23,9 @@
 //! | `/verify` | with `--jwt-secret`: 200 for a valid HS256 `Authorization: Bearer` token, else 401 |
 //! | `/status/CODE` | an empty answer with that status |
 //! | `/respond/N?…` | N bytes shaped by the query: `status=CODE`, `body=noise` (incompressible), `chunk=SIZE` (sent chunked, SIZE bytes at a time; without it `Content-Length` is set), and any other `name=value` becomes a response header (`content-type=image/png`, `etag=%22v1%22`) |
-//! | anything else | a JSON echo of the request: upstream name, method, path, query, headers, body |
+//! | anything else | a JSON echo of the request: upstream name, method, path, query, headers, body (lossy UTF-8; `body_len` counts the bytes) |
 //!
-//! Every answer carries `x-upstream: NAME`, so a test can see which upstream served it.
+//! Every answer, in every mode, carries `x-upstream: NAME`, so a test can see which upstream served it.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,27 +34,105 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+pub mod erp;
+mod mirror;
+pub mod spa;
 mod verify;
 pub use verify::Verifier;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
+/// What the upstream is: `--mode`, one per scenario's kind of backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Echo,
+    Mirror,
+    Shard,
+    Spa,
+    Erp(erp::Service),
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Mode, String> {
+        Ok(match s {
+            "echo" => Mode::Echo,
+            "mirror" => Mode::Mirror,
+            "shard" => Mode::Shard,
+            "spa" => Mode::Spa,
+            "erp-transactions" => Mode::Erp(erp::Service::Transactions),
+            "erp-inventory" => Mode::Erp(erp::Service::Inventory),
+            _ => {
+                return Err(format!(
+                    "unknown mode `{s}` (echo, mirror, shard, spa, erp-transactions, erp-inventory)"
+                ));
+            }
+        })
+    }
+}
+
+/// Everything the command line chooses.
+pub struct Options {
+    /// Sent back as `x-upstream` (and as `shard` in `shard` mode).
+    pub name: String,
+    pub mode: Mode,
+    /// `GET /verify`'s token check, in `echo` mode.
+    pub verifier: Option<Verifier>,
+    /// The `X-API-Key` an ERP service requires.
+    pub api_key: Option<String>,
+}
+
+impl Options {
+    pub fn echo(name: &str) -> Options {
+        Options {
+            name: name.into(),
+            mode: Mode::Echo,
+            verifier: None,
+            api_key: None,
+        }
+    }
+}
+
 /// Serves on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, name: &str) {
-    serve_with(listener, name, None).await
+    serve_options(listener, Options::echo(name)).await
 }
 
 /// Like [`serve`], and with a verifier `GET /verify` checks bearer tokens (nginx `auth_request` target).
 pub async fn serve_with(listener: TcpListener, name: &str, verifier: Option<Verifier>) {
+    serve_options(
+        listener,
+        Options {
+            verifier,
+            ..Options::echo(name)
+        },
+    )
+    .await
+}
+
+/// Serves in the mode `options` chooses until the task is dropped. An ERP mode without an `api_key`
+/// refuses every request.
+pub async fn serve_options(listener: TcpListener, options: Options) {
+    let handler = match options.mode {
+        Mode::Echo => Handler::Echo(options.verifier),
+        Mode::Mirror => Handler::Mirror,
+        Mode::Shard => Handler::Shard,
+        Mode::Spa => Handler::Spa,
+        Mode::Erp(service) => {
+            Handler::Erp(erp::Erp::new(service, options.api_key.unwrap_or_default()))
+        }
+    };
     let shared = Arc::new(Shared {
-        name: name.into(),
-        verifier,
+        name: options.name.into(),
+        handler,
     });
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -60,28 +151,87 @@ pub async fn serve_with(listener: TcpListener, name: &str, verifier: Option<Veri
 
 struct Shared {
     name: Arc<str>,
-    verifier: Option<Verifier>,
+    handler: Handler,
 }
 
+/// A mode with what it keeps.
+enum Handler {
+    Echo(Option<Verifier>),
+    Mirror,
+    Shard,
+    Spa,
+    Erp(erp::Erp),
+}
+
+/// Every mode's answer, with `x-upstream` added.
 async fn answer(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let name = &shared.name;
+    let mut response = match &shared.handler {
+        Handler::Echo(verifier) => echo_mode(&shared.name, verifier.as_ref(), req).await,
+        Handler::Mirror => mirror::answer(req).await,
+        Handler::Shard => shard(&shared.name, &req),
+        Handler::Spa => spa::answer(req).await,
+        Handler::Erp(erp) => erp.answer(req).await,
+    };
+    response.headers_mut().insert(
+        "x-upstream",
+        HeaderValue::from_str(&shared.name).unwrap_or(HeaderValue::from_static("?")),
+    );
+    Ok(response)
+}
+
+/// `shard` mode: which backend answered, and the request line it saw.
+fn shard(name: &str, req: &Request<Incoming>) -> Response<Body> {
+    #[derive(serde::Serialize)]
+    struct Shard<'a> {
+        shard: &'a str,
+        method: &'a str,
+        path: &'a str,
+        query: Option<&'a str>,
+    }
+    json_response(
+        StatusCode::OK,
+        &Shard {
+            shard: name,
+            method: req.method().as_str(),
+            path: req.uri().path(),
+            query: req.uri().query(),
+        },
+    )
+}
+
+/// A pretty-printed JSON answer with a final newline, so that curl's output ends its line.
+pub(crate) fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+    bytes.push(b'\n');
+    let mut response = Response::new(full(bytes));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `echo` mode: the sized bodies, statuses and the verifier by path, and the echo of anything else.
+async fn echo_mode(
+    name: &str,
+    verifier: Option<&Verifier>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let (head, arg) = (
         parts.next().unwrap_or(""),
         parts.next().and_then(|a| a.parse::<u64>().ok()),
     );
-    let (status, content_type, body): (StatusCode, &str, Body) = match (head, arg) {
+    let (status, content_type, body): (StatusCode, &'static str, Body) = match (head, arg) {
         ("json", None) => (StatusCode::OK, "application/json", full(json_document())),
-        ("verify", None) if shared.verifier.is_some() => {
+        ("verify", None) if verifier.is_some() => {
             let authorization = req
                 .headers()
                 .get("authorization")
                 .and_then(|v| v.to_str().ok());
-            let ok = shared
-                .verifier
-                .as_ref()
-                .is_some_and(|v| v.accepts(authorization));
+            let ok = verifier.is_some_and(|v| v.accepts(authorization));
             let status = if ok {
                 StatusCode::OK
             } else {
@@ -97,7 +247,7 @@ async fn answer(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             "text/plain",
             full(Bytes::new()),
         ),
-        ("respond", Some(n)) => return Ok(respond(name, req.uri().query(), n)),
+        ("respond", Some(n)) => return respond(req.uri().query(), n),
         ("sleep", Some(ms)) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             (
@@ -115,16 +265,12 @@ async fn answer(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert("content-type", content_type.parse().expect("valid"));
-    headers.insert(
-        "x-upstream",
-        name.parse().unwrap_or_else(|_| "?".parse().expect("valid")),
-    );
-    Ok(response)
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
 /// `/respond/N`: a response whose status, body, framing and headers the query chooses.
-fn respond(name: &str, query: Option<&str>, n: u64) -> Response<Body> {
+fn respond(query: Option<&str>, n: u64) -> Response<Body> {
     let mut response = Response::new(Body::default());
     let (mut noisy, mut chunk) = (false, None);
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
@@ -160,10 +306,6 @@ fn respond(name: &str, query: Option<&str>, n: u64) -> Response<Body> {
         Some(size) => chunked_bytes(bytes, size),
         None => full(bytes),
     };
-    response.headers_mut().insert(
-        "x-upstream",
-        name.parse().unwrap_or_else(|_| "?".parse().expect("valid")),
-    );
     response
 }
 
@@ -192,7 +334,7 @@ fn chunked_bytes(bytes: Bytes, chunk: usize) -> Body {
     StreamBody::new(stream).boxed()
 }
 
-fn full(bytes: impl Into<Bytes>) -> Body {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed()
 }
 

@@ -33,7 +33,8 @@ pub fn upstreams() -> Arc<Upstreams> {
     let upstream = Upstream::new(
         "a",
         &UpstreamConfig {
-            url,
+            url: Some(url),
+            disabled: false,
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             preserve_host: false,
@@ -92,6 +93,8 @@ pub fn exchange(upstreams: &Arc<Upstreams>, headers: &[(&str, &str)]) -> Box<Exc
         context: BOUNDS.context(),
         response: None,
         skip_body: false,
+        body: None,
+        scheme: "http",
     })
 }
 

@@ -4,6 +4,8 @@
 //! never be loaded for HS256 (the "HMAC with the public key as secret" confusion), a P-256 key never for
 //! ES384, and a PEM text is refused as an HMAC secret.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 use ring::{hmac, rsa};
@@ -14,6 +16,10 @@ use crate::plugin::bindings::weir::plugin::crypto::{Algorithm, KeySource};
 /// RFC 7518 3.3: RSA keys for JWS are at least 2048 bits; ring refuses smaller ones at verify time, and a
 /// load error says why sooner.
 const MIN_RSA_MODULUS_BYTES: usize = 256;
+
+/// Signatures made by every plugin's keys since the process started, for `/metrics`: signing is the one
+/// crypto operation that costs a millisecond (RSA), so an operator should see how often it happens.
+static SIGNATURES: AtomicU64 = AtomicU64::new(0);
 
 pub struct Key {
     algorithm: Algorithm,
@@ -178,7 +184,18 @@ impl Key {
         }
     }
 
+    /// Signatures made so far, by every key of the process.
+    pub fn signatures() -> u64 {
+        SIGNATURES.load(Ordering::Relaxed)
+    }
+
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        let signature = self.sign_uncounted(message)?;
+        SIGNATURES.fetch_add(1, Ordering::Relaxed);
+        Ok(signature)
+    }
+
+    fn sign_uncounted(&self, message: &[u8]) -> Result<Vec<u8>, String> {
         let rng = SystemRandom::new();
         let failed = |_| format!("signing with {} failed", name(self.algorithm));
         match (&self.material, family(self.algorithm)) {

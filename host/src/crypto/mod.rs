@@ -1,13 +1,16 @@
-//! The `crypto` interface: keys imported once by a plugin, signatures verified and made natively.
+//! The `crypto` interface: keys and password hashes imported once by a plugin, signatures and passwords
+//! verified natively.
 //!
 //! Verifying an RS256 signature costs ~0.9 ms inside Wasm and ~22 µs natively with ring on the machines
 //! Weir is measured on, so plugins hand their keys to the host and verify by handle.
 
 mod jwk;
 mod key;
+mod password;
 mod pem;
 
 pub use key::Key;
+pub use password::PasswordHash;
 use wasmtime::component::Resource;
 
 use crate::plugin::bindings::weir::plugin::crypto::{Algorithm, Host, HostKey, KeySource};

@@ -6,14 +6,19 @@ wasmtime::component::bindgen!({
     // Host functions return `wasmtime::Result` so that misuse (the request interface outside a request
     // hook) traps instead of answering something made up.
     imports: {
-        // The one host function that waits on the network.
+        // The host functions that wait: on the network, on the client's body, on a password hash.
         "weir:plugin/http-client.send": async | trappable,
+        "weir:plugin/request.read-body": async | trappable,
+        "weir:plugin/crypto.[method]password-hash.verify": async | trappable,
         default: trappable,
     },
     // Hooks run on a fiber: WASI's p2 host functions are async, and a sync call cannot reach them from
     // inside the tokio runtime.
     exports: { default: async },
-    with: { "weir:plugin/crypto.key": crate::crypto::Key },
+    with: {
+        "weir:plugin/crypto.key": crate::crypto::Key,
+        "weir:plugin/crypto.password-hash": crate::crypto::PasswordHash,
+    },
 });
 
 /// The contract's name and version, as users see it in errors.

@@ -6,6 +6,7 @@ use http::header::{HeaderName, HeaderValue};
 use wasmtime::Result;
 
 use super::bindings::weir::plugin::{context, log, request, response, types};
+use crate::body::{self, ProxyBody};
 use crate::exchange::{self, Exchange, HeaderBudget, ResponseHead};
 use crate::guest_output;
 use crate::normalise;
@@ -142,6 +143,35 @@ impl request::Host for HostState {
 
     fn upstream(&mut self) -> Result<String> {
         Ok(self.exchange()?.upstream.name.clone())
+    }
+
+    fn scheme(&mut self) -> Result<String> {
+        Ok(self.exchange()?.scheme.to_owned())
+    }
+
+    async fn read_body(&mut self, limit: u32) -> Result<Result<Vec<u8>, String>> {
+        let ex = match self.request_mut()? {
+            Ok(ex) => ex,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let Some(body) = ex.body.take() else {
+            return Ok(Err("the request body is not available in this hook".into()));
+        };
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let read = body::read_whole(body, limit).await;
+        // Waiting for the client is not the plugin's CPU time.
+        self.waited_on_host = true;
+        let ex = self.exchange()?;
+        Ok(match read {
+            Ok(bytes) => {
+                ex.body = Some(ProxyBody::full(bytes.clone()));
+                Ok(bytes.to_vec())
+            }
+            Err((message, kept)) => {
+                ex.body = Some(kept);
+                Err(message)
+            }
+        })
     }
 
     fn set_path(&mut self, path: String) -> Result<Result<(), String>> {

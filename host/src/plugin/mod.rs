@@ -12,8 +12,10 @@
 pub mod bindings;
 mod host_api;
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -154,10 +156,14 @@ impl PluginSlot {
     /// every instance is leased, at most its wall-clock bound.
     pub async fn lease(&self) -> Result<Lease, PluginError> {
         let wait = self.settings.limits.wall_timeout;
-        let permit = match tokio::time::timeout(wait, self.leases.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => permit,
-            // The semaphore is never closed; a closed one would mean the slot is going away.
-            Ok(Err(_)) | Err(_) => return Err(PluginError::Busy(wait)),
+        // A free instance is taken without a timer; only a wait for one is bounded.
+        let permit = match self.leases.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => match tokio::time::timeout(wait, self.leases.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                // The semaphore is never closed; a closed one would mean the slot is going away.
+                Ok(Err(_)) | Err(_) => return Err(PluginError::Busy(wait)),
+            },
         };
         let pooled = (self.settings.isolation == Isolation::Pooled)
             .then(|| self.idle().pop())
@@ -279,11 +285,11 @@ impl Instance {
     /// the instance is healthy again; a trap or an abandoned call leaves it unhealthy.
     fn finish<R>(
         &mut self,
-        outcome: Result<wasmtime::Result<Result<R, String>>, tokio::time::error::Elapsed>,
+        outcome: Option<wasmtime::Result<Result<R, String>>>,
     ) -> Result<R, PluginError> {
         let returned = match outcome {
-            Err(_) => return Err(PluginError::WallTimeout(self.wall_timeout)),
-            Ok(call) => call.map_err(PluginError::from_trap)?,
+            None => return Err(PluginError::WallTimeout(self.wall_timeout)),
+            Some(call) => call.map_err(PluginError::from_trap)?,
         };
         self.healthy = true;
         returned.map_err(PluginError::Failed)
@@ -309,7 +315,7 @@ impl Instance {
                 .plugin
                 .weir_plugin_handler()
                 .call_on_request(&mut self.store);
-            tokio::time::timeout(self.wall_timeout, call).await
+            within(self.wall_timeout, call).await
         };
         let exchange = self.take_exchange();
         (exchange, self.finish(outcome))
@@ -327,7 +333,7 @@ impl Instance {
                 .plugin
                 .weir_plugin_handler()
                 .call_on_response(&mut self.store);
-            tokio::time::timeout(self.wall_timeout, call).await
+            within(self.wall_timeout, call).await
         };
         let exchange = self.take_exchange();
         (exchange, self.finish(outcome))
@@ -346,13 +352,30 @@ impl Instance {
         let outcome = match kind {
             BodyKind::Request => {
                 let call = handler.call_on_request_body(&mut self.store, chunk, end);
-                tokio::time::timeout(self.wall_timeout, call).await
+                within(self.wall_timeout, call).await
             }
             BodyKind::Response => {
                 let call = handler.call_on_response_body(&mut self.store, chunk, end);
-                tokio::time::timeout(self.wall_timeout, call).await
+                within(self.wall_timeout, call).await
             }
         };
         self.finish(outcome)
     }
+}
+
+/// Runs `call` within `wall` of wall-clock time; `None` when it did not return in time. The timer is armed
+/// only when the call first waits (on the network, the client, a password hash): a call that runs through
+/// without yielding, as most do, pays for no timer.
+async fn within<F: Future>(wall: Duration, call: F) -> Option<F::Output> {
+    let started = tokio::time::Instant::now();
+    let mut call = std::pin::pin!(call);
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = call.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(started + wall)));
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }

@@ -9,7 +9,9 @@
 //! The token (by default `Authorization: Bearer …`) must be signed by a configured key (the key, never
 //! the token, decides the algorithm), and its time, issuer, audience and subject claims must pass. The
 //! claims then go into the context as `jwt.<claim>` and, as configured, into request headers; the token
-//! is removed before the upstream unless `forward = true`. Anything else is a 401 naming the reason.
+//! is removed before the upstream unless `forward = true`. Anything else is a 401 naming the reason, or,
+//! with `on_failure = "record"`, goes on with the verdict in the context (`jwt.verdict` = `missing` or
+//! `bad`, `jwt.reason`) for a later plugin to decide; a valid token always records `jwt.verdict = valid`.
 //! Signatures are checked by the host (`weir:plugin/crypto`), natively.
 
 mod cache;
@@ -20,6 +22,7 @@ mod jws;
 mod keys;
 mod remote;
 mod source;
+mod verdict;
 
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -33,7 +36,8 @@ use keys::{Entry, Jwks, KeyConfig};
 use remote::{RemoteConfig, RemoteJwks};
 use serde::Deserialize;
 use serde_json::Value;
-use source::{HeaderSource, Sources};
+use source::{Found, HeaderSource, Sources};
+use verdict::{Keys, OnFailure, Outcome, Verdict};
 use weir_sdk::exclude::{Exclusions, is_token_byte};
 use weir_sdk::{Action, ConfigError, Hooks, Plugin, Request, Result, log};
 
@@ -75,6 +79,10 @@ struct JwtAuth {
     /// A request without a token passes (unauthenticated); one with a bad token never does.
     #[serde(default)]
     allow_missing: bool,
+    /// `record` lets a request with a missing or bad token go on, its verdict in the context, for a later
+    /// plugin to decide; the default answers 401.
+    #[serde(default)]
+    on_failure: OnFailure,
     /// Browsers send CORS preflights without credentials: let them through to the upstream.
     #[serde(default = "yes")]
     bypass_cors_preflight: bool,
@@ -120,6 +128,7 @@ struct Ready {
     sources: Sources,
     exclusions: Exclusions,
     verified: Verified,
+    verdict: Keys,
 }
 
 impl JwtAuth {
@@ -222,6 +231,7 @@ impl Plugin for JwtAuth {
             sources,
             exclusions,
             verified: Verified::new(self.cache_size),
+            verdict: Keys::new(&self.context_prefix),
         }));
         Ok(())
     }
@@ -232,33 +242,62 @@ impl Plugin for JwtAuth {
             .as_ref()
             .expect("init builds the verifier")
             .borrow_mut();
-        let passes_unchecked = ready.exclusions.excludes(req)
-            || (self.bypass_cors_preflight && is_cors_preflight(req));
-        let found = if passes_unchecked {
-            None
-        } else {
-            match ready.sources.find(req) {
-                Some(found) => Some(found),
-                None if self.allow_missing => None,
-                None => return Ok(refuse(Failure::Missing, self.hide_details)),
-            }
-        };
-        let Some(found) = found else {
+        if ready.exclusions.excludes(req) || (self.bypass_cors_preflight && is_cors_preflight(req))
+        {
+            ready.verdict.forget();
             // Unauthenticated: no claim header may come from the client.
             claims_out::to_headers(req, &self.claim_to_headers, None)?;
             return Ok(Action::Continue);
+        }
+        let Some(found) = ready.sources.find(req) else {
+            return self.fail(req, &ready, Failure::Missing, None);
         };
         match ready.verify(&found.token, self.max_token_size) {
             Ok(claims) => {
                 claims_out::to_context(&self.context_prefix, &claims)?;
+                ready.verdict.valid()?;
                 claims_out::to_headers(req, &self.claim_to_headers, Some(&claims))?;
                 if !self.forward {
                     found.strip(req)?;
                 }
                 Ok(Action::Continue)
             }
-            Err(failure) => Ok(refuse(failure, self.hide_details)),
+            Err(failure) => self.fail(req, &ready, failure, Some(&found)),
         }
+    }
+}
+
+impl JwtAuth {
+    /// Refuses, or records the verdict and goes on without claims, as `on_failure` and `allow_missing` say.
+    fn fail(
+        &self,
+        req: &mut Request,
+        ready: &Ready,
+        failure: Failure,
+        found: Option<&Found>,
+    ) -> Result<Action> {
+        let verdict = match verdict::outcome(&failure, self.on_failure, self.allow_missing) {
+            Outcome::Refuse => return Ok(refuse(failure, self.hide_details)),
+            Outcome::Record(verdict) => verdict,
+        };
+        // A bad token let through is still kept from the upstream, which might trust it, and from a
+        // redirect's `Location` a later plugin builds from the query.
+        if let Some(found) = found
+            && !self.forward
+        {
+            found.strip(req)?;
+        }
+        if verdict == Verdict::Bad && log::enabled(log::Level::Debug) {
+            log::debug(&format!(
+                "recorded as bad ({}): {}",
+                failure.reason(),
+                failure.message()
+            ));
+        }
+        let reason = (!self.hide_details).then(|| failure.reason());
+        ready.verdict.failed(verdict, reason)?;
+        claims_out::to_headers(req, &self.claim_to_headers, None)?;
+        Ok(Action::Continue)
     }
 }
 

@@ -1,5 +1,5 @@
-//! Keys held by the host: a plugin loads its keys once (in `init`) and verifies or signs by handle, so
-//! that RSA, ECDSA and Ed25519 run natively instead of inside Wasm.
+//! Keys and password hashes held by the host: a plugin loads them once (in `init`) and verifies or signs by
+//! handle, so that RSA, ECDSA, Ed25519, argon2, bcrypt and scrypt run natively instead of inside Wasm.
 //!
 //! ```no_run
 //! use weir_sdk::crypto::{Algorithm, Key, KeySource};
@@ -7,7 +7,7 @@
 //! assert!(!key.verify(b"message", b"not the signature"));
 //! ```
 
-pub use crate::bindings::weir::plugin::crypto::{Algorithm, Key, KeySource};
+pub use crate::bindings::weir::plugin::crypto::{Algorithm, Key, KeySource, PasswordHash};
 
 impl Algorithm {
     /// Every algorithm, in the contract's order.

@@ -26,6 +26,7 @@ mod error;
 pub mod exclude;
 mod headers;
 pub mod http;
+pub mod jws;
 pub mod log;
 mod request;
 mod response;

@@ -51,6 +51,18 @@ impl Request {
         host::upstream()
     }
 
+    /// How the client reached the proxy: `http` or `https` (say, for a cookie's `Secure`).
+    pub fn scheme(&self) -> String {
+        host::scheme()
+    }
+
+    /// The request body, read whole, for a plugin that answers the request itself (a login endpoint): at
+    /// most `limit` bytes, and the route's `max_request_body`. A longer body, or a client that breaks off,
+    /// is an error. The body then goes upstream as it was read.
+    pub fn read_body(&mut self, limit: u32) -> Result<Vec<u8>> {
+        Ok(host::read_body(limit)?)
+    }
+
     /// Replaces the path: an absolute path (`/…`) without spaces, control bytes, `?` or `#`, which the host
     /// normalises; one that climbs above the root is refused.
     pub fn set_path(&mut self, path: &str) -> Result<()> {
