@@ -42,9 +42,12 @@ example:
 
 # Tests check Weir against libraries nobody here wrote: PyJWT mints tokens, Python's gzip decodes bodies,
 # and the edge suite (tests/edge.rs) runs its hostile requests against nginx too. The examples' READMEs are
-# replayed with curl, and their steps may use jq (tests/examples.rs).
+# replayed with curl, and their steps may use jq (tests/examples.rs). The SPA example is driven in Debian's
+# headless Chromium over the DevTools protocol, from Python with `websockets` (tests/spa_browser.rs).
 test-deps:
-	python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'pyjwt[crypto]==2.*' 'argon2-cffi==25.*' 'bcrypt==5.*'
+	python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'pyjwt[crypto]==2.*' 'argon2-cffi==25.*' 'bcrypt==5.*' 'websockets==15.*'
+	@[ -x /usr/bin/chromium ] || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
 	@command -v curl >/dev/null && command -v jq >/dev/null || { apt-get update -qq && \

@@ -20,7 +20,11 @@ macro_rules! examples {
 }
 
 examples! {
+    erp_gateway: "erp-gateway",
+    analytics_proxy: "analytics-proxy",
     token_service: "token-service",
+    sharded_backend: "sharded-backend",
+    spa: "spa",
 }
 
 /// An example whose README has a transcript but no test above would rot unnoticed.

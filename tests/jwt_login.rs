@@ -665,7 +665,7 @@ async fn configs_without_hashes_or_a_signing_key_are_refused_by_field() {
             ),
             "users.alice.password",
         ),
-        (login_entry(&rs_public, &minted, ""), "keys.0"),
+        (login_entry(&rs_public, &minted, ""), "keys.0.pem"),
         (login_entry("[]", &minted, ""), "keys"),
         (
             format!(

@@ -1,15 +1,13 @@
 //! The `upstream-jwt` built-in end to end: the proxy signs a JWT for its user with a key made by
 //! `cryptography` (tests/jwt/mint.py), the echo upstream reports the `Authorization` it received, and PyJWT
-//! verifies that token with the public key (tests/jwt/verify.py), as an upstream in Python would. token-auth
+//! verifies that token with the public key (mint.py's `verify`), as an upstream in Python would. token-auth
 //! finds the user (`auth.user`) and the fixture adds roles (`auth.roles`), as basic-auth would put them.
 
 #[path = "jwt/mint.rs"]
 mod jwt_mint;
 mod support;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hyper::StatusCode;
@@ -88,30 +86,14 @@ async fn start() -> Setup {
     }
 }
 
-/// PyJWT's verdict on `token`: `{header, claims}` when it verifies (RS512, audience `analytics`, issuer
-/// `weir`, `exp` and `iat` required), `{error}` when it does not.
+/// PyJWT's verdict on `token`: `{header, claims}` when it verifies (RS512, the audience and issuer given,
+/// `exp`, `iat` and `sub` required), `{error}` when it does not.
 fn verify(token: &str, public_pem: &str, audience: Option<&str>, issuer: Option<&str>) -> Value {
-    let script = workspace().join("tests/jwt/verify.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run python3 (PyJWT: `make test-deps`)");
-    let request = json!({
-        "token": token, "public_pem": public_pem, "alg": "RS512",
+    let request = json!({ "verify": { "t": {
+        "token": token, "key": public_pem, "algorithms": ["RS512"],
         "audience": audience, "issuer": issuer,
-    });
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(request.to_string().as_bytes())
-        .expect("write request");
-    let out = child.wait_with_output().expect("verify.py output");
-    assert!(out.status.success(), "verify.py failed");
-    serde_json::from_slice(&out.stdout).expect("verify.py JSON")
+    } } });
+    jwt_mint::run(&request)["verified"]["t"].clone()
 }
 
 /// The one token the upstream received, without its `Bearer `.
@@ -277,6 +259,11 @@ fn a_public_key_or_a_claim_set_twice_is_a_config_error() {
         ),
         (
             format!("key = {{ pem = {private} }}, ttl = \"2d\""),
+            "config.ttl",
+            "is outside 1 s to 86400 s",
+        ),
+        (
+            format!("key = {{ pem = {private} }}, ttl = \"forever\""),
             "config.ttl",
             "not a duration",
         ),

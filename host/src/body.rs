@@ -19,6 +19,8 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
+use crate::plugin::bindings::weir::plugin::request::BodyError;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub enum ProxyBody {
@@ -53,8 +55,19 @@ impl ProxyBody {
         let limit = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
         ProxyBody::Request(RequestBody {
             inner: Limited::new(body, limit),
+            limit,
             idle: IdleTimer::new(idle),
         })
+    }
+
+    /// The route's `max_request_body` over what is left of the client's body, counted from its first
+    /// byte; `usize::MAX` when there is none, or when the body is no longer the client's stream.
+    fn route_limit(&self) -> usize {
+        match self {
+            ProxyBody::Request(body) => body.limit,
+            ProxyBody::Prefixed(_, rest) => rest.route_limit(),
+            _ => usize::MAX,
+        }
     }
 
     /// The response body of upstream `upstream`, cut with [`UpstreamBodyTimeout`] when the upstream sends
@@ -134,6 +147,8 @@ impl IdleTimer {
 /// server's `client_body_timeout`.
 pub struct RequestBody {
     inner: Limited<Incoming>,
+    /// The limit `inner` holds the body to.
+    limit: usize,
     idle: IdleTimer,
 }
 
@@ -217,10 +232,16 @@ impl Body for UpstreamBody {
     }
 }
 
-/// Reads `body` whole when it holds at most `limit` bytes; otherwise gives back what it read, and the body
-/// to go on with, prefixed with it.
-pub async fn read_whole(mut body: ProxyBody, limit: usize) -> Result<Bytes, (String, ProxyBody)> {
+/// Reads `body` whole for a plugin (`read-body`) when it holds at most `limit` bytes and the route allows
+/// it. Otherwise says why, and gives back the body to go on with: prefixed with what was read when it is
+/// only over the plugin's limit (it still goes upstream whole), failing again for whoever reads on when
+/// the client was at fault.
+pub async fn read_whole(
+    mut body: ProxyBody,
+    limit: usize,
+) -> Result<Bytes, (BodyError, ProxyBody)> {
     use http_body_util::BodyExt;
+    let limit = limit.min(body.route_limit());
     let mut read = bytes::BytesMut::new();
     loop {
         match body.frame().await {
@@ -231,12 +252,19 @@ pub async fn read_whole(mut body: ProxyBody, limit: usize) -> Result<Bytes, (Str
                 }
                 if read.len() > limit {
                     let kept = ProxyBody::Prefixed(Some(read.freeze()), Box::new(body));
-                    return Err((format!("the request body is over {limit} bytes"), kept));
+                    return Err((BodyError::TooLarge(limit as u64), kept));
                 }
             }
             Some(Err(e)) => {
-                let message = format!("the request body could not be read: {e}");
-                return Err((message, ProxyBody::Failed(Some(e))));
+                let error = if e.is::<LengthLimitError>() {
+                    // Over the route's `max_request_body`, which is then the lower limit.
+                    BodyError::TooLarge(limit as u64)
+                } else if e.is::<ClientBodyTimeout>() {
+                    BodyError::TimedOut
+                } else {
+                    BodyError::Broken(format!("the request body could not be read: {e}"))
+                };
+                return Err((error, ProxyBody::Failed(Some(e))));
             }
         }
     }

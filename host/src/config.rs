@@ -42,7 +42,7 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -694,12 +694,21 @@ impl ConfigFile {
             .sum()
     }
 
-    /// The slots the sandbox reserves: `server.max_instances`, or what the entries need (at least one, as a
-    /// pooling allocator of none is refused).
+    /// The slots the sandbox reserves: `server.max_instances`, or twice what the entries need, so that a
+    /// reload's new generation fits beside the old one while it drains (at least one slot, as a pooling
+    /// allocator of none is refused; never more than the address space allows).
     pub fn sandbox_slots(&self) -> u64 {
-        self.server
-            .max_instances
-            .map_or_else(|| self.instance_slots().max(1), u64::from)
+        self.server.max_instances.map_or_else(
+            || {
+                let needed = self.instance_slots();
+                needed
+                    .saturating_mul(2)
+                    .min(u64::from(limits::MAX_INSTANCES.max))
+                    .max(needed)
+                    .max(1)
+            },
+            u64::from,
+        )
     }
 
     /// True when the settings the sandbox is built from are in range. Out of range they may ask for more

@@ -26,6 +26,8 @@ pub mod metrics;
 pub mod normalise;
 pub mod plugin;
 pub mod proxy;
+pub mod redact;
+pub mod reload;
 pub mod routes;
 pub mod sandbox;
 pub mod server;

@@ -101,7 +101,7 @@ pub async fn load(
 
     let mut errors = source.validate();
     let mut warnings = Vec::new();
-    let mut compiled: HashMap<PathBuf, Result<PluginPre<HostState>, String>> = HashMap::new();
+    let mut compiled: HashMap<PathBuf, Result<Arc<PluginPre<HostState>>, String>> = HashMap::new();
     let mut routes = Vec::new();
     for (index, spanned) in config.routes.iter().enumerate() {
         let route = spanned.get_ref();

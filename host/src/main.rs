@@ -5,10 +5,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 
+use tokio::signal::unix::{SignalKind, signal};
 use weir::config::{ConfigErrors, ServerConfig, Source};
+use weir::reload::Control;
 use weir::sandbox::Sandbox;
 use weir::{inspect, load, logging, server};
 
@@ -35,6 +36,12 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Ask the running Weir to reload its config (through the admin listener the config names); the
+    /// errors of a config it refused are printed as `weir check` prints them. SIGHUP does the same.
+    Reload {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Work with plugin components.
     Plugin {
         #[command(subcommand)]
@@ -53,6 +60,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(&config),
         Command::Check { config } => check(&config),
+        Command::Reload { config } => reload(&config),
         Command::Plugin {
             command: PluginCommand::Inspect { file },
         } => inspect_plugin(&file),
@@ -142,41 +150,104 @@ fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let _log = logging::init(&source.config.server.log_level);
     let runtime = runtime(source.config.server.workers)?;
     runtime.block_on(async {
-        let load::Loaded {
-            proxy,
-            sandbox: _sandbox,
-            ..
-        } = match load_all(&source).await {
+        let loaded = match load_all(&source).await {
             Ok(loaded) => loaded,
             Err(code) => return Ok(code),
         };
-        let listen = source.config.server.listen;
-        let listener = tokio::net::TcpListener::bind(listen)
+        let server = source.config.server.clone();
+        let listener = tokio::net::TcpListener::bind(server.listen)
             .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
+            .with_context(|| format!("cannot listen on {}", server.listen))?;
         // Tests and scripts read this line for the bound address (the config may say port 0).
         println!("weir listening on http://{}", listener.local_addr()?);
-        let proxy = Arc::new(ArcSwap::from_pointee(proxy));
-        if let Some(admin) = &source.config.admin {
-            let listener = tokio::net::TcpListener::bind(admin.listen)
-                .await
-                .with_context(|| format!("cannot listen on {} (admin)", admin.listen))?;
+        let admin = match &source.config.admin {
+            Some(admin) => Some(
+                tokio::net::TcpListener::bind(admin.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {} (admin)", admin.listen))?,
+            ),
+            None => None,
+        };
+        let plugin_dir = plugin_dir(&source);
+        let control = Arc::new(Control::new(loaded, source, plugin_dir));
+        if let Some(listener) = admin {
             // After the proxy's own line, which scripts read first.
             println!("weir admin on http://{}", listener.local_addr()?);
-            tokio::spawn(weir::admin::serve(listener, proxy.clone()));
+            tokio::spawn(weir::admin::serve(listener, control.clone()));
         }
-        server::serve(listener, proxy, shutdown_signal(), &source.config.server).await;
+        tokio::spawn(reload_on_hangup(control.clone()));
+        control.set_ready(true);
+        let draining = {
+            let control = control.clone();
+            async move {
+                shutdown_signal().await;
+                // Balancers polling /readyz stop sending while what is in flight finishes.
+                control.set_ready(false);
+            }
+        };
+        server::serve(listener, control.proxy.clone(), draining, &server).await;
         Ok(ExitCode::SUCCESS)
     })
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGHUP reloads the config, as it does nginx's.
+async fn reload_on_hangup(control: Arc<Control>) {
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!(
+            "cannot install the SIGHUP handler: reload through the admin listener instead"
+        );
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        // The outcome is logged by the reload itself.
+        let _ = control.reload().await;
     }
+}
+
+async fn shutdown_signal() {
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot install the SIGTERM handler ({e}): only Ctrl-C stops Weir gracefully"
+            );
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn reload(config: &Path) -> anyhow::Result<ExitCode> {
+    // Only the admin address is read here: the rest of the file is the running Weir's to judge, and a
+    // mistake in it is reported as the reload's answer, as `weir check` would report it.
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("cannot read {}", config.display()))?;
+    let address = text
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|t| t.get("admin")?.get("listen")?.as_str()?.parse().ok());
+    let Some(address) = address else {
+        anyhow::bail!(
+            "{} names no [admin] listen address: `weir reload` asks the admin listener; send the process \
+             SIGHUP instead",
+            config.display()
+        );
+    };
+    runtime(Some(1))?.block_on(async {
+        let (status, body) = weir::admin::post_reload(address)
+            .await
+            .with_context(|| format!("cannot reach the admin listener on {address}"))?;
+        print!("{body}");
+        Ok(if status.is_success() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    })
 }
 
 fn check(config: &Path) -> anyhow::Result<ExitCode> {

@@ -4,7 +4,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -13,15 +12,15 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::crypto::Key;
 use crate::logging;
-use crate::proxy::Proxy;
+use crate::reload::Control;
 
 pub struct Metrics {
-    proxy: Arc<ArcSwap<Proxy>>,
+    control: Arc<Control>,
 }
 
 impl Metrics {
-    pub fn new(proxy: Arc<ArcSwap<Proxy>>) -> Metrics {
-        Metrics { proxy }
+    pub fn new(control: Arc<Control>) -> Metrics {
+        Metrics { control }
     }
 }
 
@@ -33,7 +32,7 @@ impl fmt::Debug for Metrics {
 
 impl Collector for Metrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let proxy = self.proxy.load();
+        let proxy = self.control.proxy.load();
         let slots: Vec<_> = proxy.routes.iter().flat_map(|r| &r.chain).collect();
 
         let mut created = encoder.encode_descriptor(
@@ -89,6 +88,23 @@ impl Collector for Metrics {
             MetricType::Counter,
         )?;
         ConstCounter::new(Key::signatures()).encode(signatures)?;
+        let counts = self.control.counts();
+        let generation = encoder.encode_descriptor(
+            "weir_config_generation",
+            "The running config's generation: 1 at start, one more for each reload that took",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::try_from(counts.generation).unwrap_or(i64::MAX)).encode(generation)?;
+        let mut reloads = encoder.encode_descriptor(
+            "weir_config_reloads",
+            "Reloads asked for, by outcome",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, n) in [("ok", counts.reloads_ok), ("failed", counts.reloads_failed)] {
+            ConstCounter::new(n).encode(reloads.encode_family(&[("outcome", outcome)])?)?;
+        }
         Ok(())
     }
 }

@@ -2,8 +2,11 @@
 //! [`Store`] is made, so that every per-instance knob (memory cap, CPU deadline, WASI grants) is set in one
 //! function.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use sha2::{Digest, Sha256};
 
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
@@ -118,6 +121,12 @@ pub struct Sandbox {
     engine: Engine,
     linker: Linker<HostState>,
     cache: Option<CompileCache>,
+    /// The instance slots of the pooling allocator, fixed for the life of the engine.
+    slots: u32,
+    /// Plugins a running generation holds, by the SHA-256 of their `.wasm`: a reload of an unchanged file
+    /// reuses them. Once no generation holds one it is freed, and the next load of that file compiles it
+    /// again (from the disk cache).
+    loaded: Mutex<HashMap<[u8; 32], Weak<PluginPre<HostState>>>>,
 }
 
 impl Sandbox {
@@ -158,34 +167,56 @@ impl Sandbox {
             engine,
             linker,
             cache: settings.cache_dir.clone().map(CompileCache::new),
+            slots: n,
+            loaded: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// The instance slots the sandbox reserved when it started; a reload cannot grow them.
+    pub fn slots(&self) -> u32 {
+        self.slots
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
 
-    /// Compile (or load from the on-disk cache) and type-check a plugin against the contract.
-    pub fn load(&self, path: &Path) -> Result<PluginPre<HostState>, LoadError> {
-        let component = self.compile(path)?;
+    /// Compile (or load from the on-disk cache) and type-check a plugin against the contract; a plugin a
+    /// running generation already holds is shared, not loaded again.
+    pub fn load(&self, path: &Path) -> Result<Arc<PluginPre<HostState>>, LoadError> {
+        let bytes = read(path)?;
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        if let Some(pre) = self.loaded().get(&digest).and_then(Weak::upgrade) {
+            return Ok(pre);
+        }
+        let component = self.compile_bytes(path, &bytes)?;
         let contract = |source| LoadError::Contract {
             path: path.to_owned(),
             source,
         };
         let pre = self.linker.instantiate_pre(&component).map_err(contract)?;
-        PluginPre::new(pre).map_err(contract)
+        let pre = Arc::new(PluginPre::new(pre).map_err(contract)?);
+        let mut loaded = self.loaded();
+        loaded.retain(|_, held| held.strong_count() > 0);
+        loaded.insert(digest, Arc::downgrade(&pre));
+        Ok(pre)
+    }
+
+    /// Nothing panics while the lock is held, so a poisoned map is still a sound one.
+    fn loaded(&self) -> MutexGuard<'_, HashMap<[u8; 32], Weak<PluginPre<HostState>>>> {
+        self.loaded.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The component, compiled once per content and engine configuration: a restart loads the cached
     /// machine code instead of compiling again.
     pub fn compile(&self, path: &Path) -> Result<Component, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        self.compile_bytes(path, &read(path)?)
+    }
+
+    fn compile_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Component, LoadError> {
         match &self.cache {
-            Some(cache) => cache.component(&self.engine, &bytes),
-            None => Component::new(&self.engine, &bytes),
+            Some(cache) => cache.component(&self.engine, bytes),
+            None => Component::new(&self.engine, bytes),
         }
         .map_err(|source| LoadError::Compile {
             path: path.to_owned(),
@@ -251,4 +282,11 @@ impl Sandbox {
         store.set_epoch_deadline(ticks);
         Ok(store)
     }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }

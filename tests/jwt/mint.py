@@ -1,4 +1,5 @@
-"""Keys and tokens for tests/jwt_auth.rs, made with PyJWT and `cryptography`: libraries Weir did not write.
+"""Keys and tokens for the JWT tests, made with PyJWT and `cryptography`: libraries Weir did not write; and
+PyJWT's verdict on the tokens Weir makes.
 
 Reads a JSON request on stdin:
   {"keys":   {"<name>": "rsa" | "ec256" | "ec384" | "ed25519" | "hmac"},
@@ -8,11 +9,13 @@ Reads a JSON request on stdin:
 and writes {"keys": {"<name>": {"public_pem", "public_pkcs1_pem", "private_pem", "jwk", "secret"}},
             "tokens": {"<name>": "<compact JWS>"}} to stdout.
 
-For tests/jwt_login.rs the request may also hold
+The request may also hold password hashes to make (tests/jwt_login.rs: argon2-cffi's PasswordHasher params
+or bcrypt's `rounds`) and tokens to verify as an upstream in Python would, `exp`, `iat` and `sub` required
+(tests/jwt_login.rs, tests/upstream_jwt.rs):
   {"password_hashes": {"<name>": {"scheme": "argon2id" | "bcrypt", "password": "…", "params": {...}}},
-   "verify": {"<name>": {"token": "…", "key": "<PEM or secret>", "algorithms": ["HS256"],
+   "verify": {"<name>": {"token": "…", "key": "<public PEM or secret>", "algorithms": ["HS256"],
                          "audience": "…", "issuer": "…"}}}
-(argon2-cffi's PasswordHasher params or bcrypt's `rounds`), answered with
+answered with
   {"password_hashes": {"<name>": "<PHC string>"},
    "verified": {"<name>": {"header": {...}, "claims": {...}} | {"error": "<PyJWT's exception>"}}}.
 """

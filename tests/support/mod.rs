@@ -158,6 +158,18 @@ impl Weir {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The config file the process runs, which a test may rewrite before a reload.
+    pub fn config_file(&self) -> PathBuf {
+        self._dir.path().join("weir.toml")
+    }
+
+    /// Sends the process a signal (SIGHUP to reload, SIGTERM to drain).
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) on the process this harness started and still holds.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill {pid}");
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().expect("log").clone()
     }
@@ -354,6 +366,15 @@ pub async fn send(request: Request<Full<Bytes>>) -> Reply {
         headers: parts.headers,
         body,
     }
+}
+
+pub async fn post(url: &str, body: &str) -> Reply {
+    send(
+        Request::post(url)
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .expect("request"),
+    )
+    .await
 }
 
 pub async fn get(url: &str) -> Reply {

@@ -149,13 +149,15 @@ impl request::Host for HostState {
         Ok(self.exchange()?.scheme.to_owned())
     }
 
-    async fn read_body(&mut self, limit: u32) -> Result<Result<Vec<u8>, String>> {
+    async fn read_body(&mut self, limit: u32) -> Result<Result<Vec<u8>, request::BodyError>> {
         let ex = match self.request_mut()? {
             Ok(ex) => ex,
-            Err(refused) => return Ok(Err(refused)),
+            Err(refused) => return Ok(Err(request::BodyError::Broken(refused))),
         };
         let Some(body) = ex.body.take() else {
-            return Ok(Err("the request body is not available in this hook".into()));
+            return Ok(Err(request::BodyError::Broken(
+                "the request body is not available in this hook".into(),
+            )));
         };
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let read = body::read_whole(body, limit).await;
@@ -167,9 +169,9 @@ impl request::Host for HostState {
                 ex.body = Some(ProxyBody::full(bytes.clone()));
                 Ok(bytes.to_vec())
             }
-            Err((message, kept)) => {
+            Err((error, kept)) => {
                 ex.body = Some(kept);
-                Err(message)
+                Err(error)
             }
         })
     }

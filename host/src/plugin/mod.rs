@@ -93,7 +93,7 @@ pub struct PluginSlot {
     pub hooks: Hooks,
     pub settings: SlotSettings,
     sandbox: Arc<Sandbox>,
-    pre: PluginPre<HostState>,
+    pre: Arc<PluginPre<HostState>>,
     config: String,
     idle: Mutex<Vec<Instance>>,
     /// One permit per instance that may be leased at once.
@@ -108,7 +108,7 @@ impl PluginSlot {
     pub async fn new(
         label: Arc<Label>,
         sandbox: Arc<Sandbox>,
-        pre: PluginPre<HostState>,
+        pre: Arc<PluginPre<HostState>>,
         config: String,
         settings: SlotSettings,
     ) -> Result<Arc<PluginSlot>, PluginError> {

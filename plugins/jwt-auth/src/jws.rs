@@ -1,9 +1,8 @@
 //! A JWS in compact serialisation (RFC 7515 section 7.1), taken apart before anything is trusted.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 use weir_sdk::crypto::Algorithm;
+use weir_sdk::jws::base64url_decode;
 
 use crate::failure::Failure;
 
@@ -46,12 +45,10 @@ impl<'a> Jws<'a> {
             Some(Value::String(kid)) => Some(kid.clone()),
             Some(_) => return Err(Failure::Malformed("Jwt header kid is not a string")),
         };
-        let payload = URL_SAFE_NO_PAD
-            .decode(encoded_payload)
-            .map_err(|_| Failure::Malformed("Jwt payload is not base64url"))?;
-        let signature = URL_SAFE_NO_PAD
-            .decode(encoded_signature)
-            .map_err(|_| Failure::Malformed("Jwt signature is not base64url"))?;
+        let payload = base64url_decode(encoded_payload)
+            .ok_or(Failure::Malformed("Jwt payload is not base64url"))?;
+        let signature = base64url_decode(encoded_signature)
+            .ok_or(Failure::Malformed("Jwt signature is not base64url"))?;
         Ok(Jws {
             algorithm,
             kid,
@@ -63,7 +60,7 @@ impl<'a> Jws<'a> {
 }
 
 fn decode_json(segment: &str) -> Option<Map<String, Value>> {
-    let bytes = URL_SAFE_NO_PAD.decode(segment).ok()?;
+    let bytes = base64url_decode(segment)?;
     match serde_json::from_slice(&bytes).ok()? {
         Value::Object(map) => Some(map),
         _ => None,

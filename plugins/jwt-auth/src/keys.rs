@@ -1,93 +1,11 @@
-//! The keys a token may be signed with: configured keys and JWKS entries, each bound by the host to one
-//! algorithm, found by the token's `kid` and `alg`.
+//! The keys a token may be signed with: configured keys (the SDK's `keys` entries) and JWKS entries, each
+//! bound by the host to one algorithm, found by the token's `kid` and `alg`.
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
-use weir_sdk::ConfigError;
 use weir_sdk::crypto::{Algorithm, Key, KeySource};
+use weir_sdk::jws::KeyEntry;
 
 use crate::failure::Failure;
-
-pub struct Entry {
-    pub kid: Option<String>,
-    pub algorithm: Algorithm,
-    pub key: Key,
-}
-
-/// One entry of the `keys` config list: an algorithm and exactly one of the key fields.
-#[derive(Deserialize)]
-pub struct KeyConfig {
-    kid: Option<String>,
-    alg: String,
-    secret: Option<String>,
-    secret_base64: Option<String>,
-    pem: Option<String>,
-    pem_file: Option<String>,
-    jwk: Option<Value>,
-}
-
-impl KeyConfig {
-    /// The entry of `keys.{index}`; an error names the field.
-    pub fn load(&self, index: usize) -> Result<Entry, ConfigError> {
-        let error = |field: &str, message: String| {
-            ConfigError::new(format!("keys.{index}.{field}"), message)
-        };
-        let algorithm = Algorithm::from_jws_name(&self.alg).ok_or_else(|| {
-            error(
-                "alg",
-                format!(
-                    "`{}` is not a JWS algorithm (one of {})",
-                    self.alg,
-                    algorithm_names()
-                ),
-            )
-        })?;
-        let (field, source) = match (
-            &self.secret,
-            &self.secret_base64,
-            &self.pem,
-            &self.pem_file,
-            &self.jwk,
-        ) {
-            (Some(secret), None, None, None, None) => {
-                ("secret", KeySource::Secret(secret.as_bytes().to_vec()))
-            }
-            (None, Some(encoded), None, None, None) => {
-                use base64::Engine;
-                let secret = base64::engine::general_purpose::STANDARD
-                    .decode(encoded.trim())
-                    .or_else(|_| {
-                        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded.trim())
-                    })
-                    .map_err(|e| error("secret_base64", format!("not base64: {e}")))?;
-                ("secret_base64", KeySource::Secret(secret))
-            }
-            (None, None, Some(pem), None, None) => ("pem", KeySource::Pem(pem.clone())),
-            (None, None, None, Some(path), None) => {
-                let field = format!("keys.{index}.pem_file");
-                let text = weir_sdk::read_config_file(&field, path)?;
-                ("pem_file", KeySource::Pem(text))
-            }
-            (None, None, None, None, Some(jwk)) => ("jwk", KeySource::Jwk(jwk.to_string())),
-            _ => {
-                return Err(ConfigError::new(
-                    format!("keys.{index}"),
-                    "give exactly one of `secret`, `secret_base64`, `pem`, `pem_file`, `jwk`",
-                ));
-            }
-        };
-        let key = Key::load(algorithm, &source).map_err(|e| error(field, e))?;
-        Ok(Entry {
-            kid: self.kid.clone(),
-            algorithm,
-            key,
-        })
-    }
-}
-
-fn algorithm_names() -> String {
-    Algorithm::ALL.map(Algorithm::jws_name).join(", ")
-}
 
 /// A JWKS document (RFC 7517 section 5), as JSON text or already parsed.
 pub struct Jwks(pub Value);
@@ -102,7 +20,7 @@ impl Jwks {
     /// The entries of the signing keys (encryption keys are skipped). A key without `alg` is loaded for
     /// each algorithm of its type, so that its type, never the token, decides the family. Errors name the
     /// key's index.
-    pub fn load(&self) -> Result<Vec<Entry>, String> {
+    pub fn load(&self) -> Result<Vec<KeyEntry>, String> {
         let value = match &self.0 {
             // A JWKS given inline as JSON text in the TOML.
             Value::String(text) => {
@@ -127,7 +45,7 @@ impl Jwks {
             for algorithm in algorithms(jwk).map_err(|e| format!("keys[{i}]: {e}"))? {
                 let key = Key::load(algorithm, &KeySource::Jwk(text.clone()))
                     .map_err(|e| format!("keys[{i}]: {e}"))?;
-                entries.push(Entry {
+                entries.push(KeyEntry {
                     kid: kid.clone(),
                     algorithm,
                     key,
@@ -164,7 +82,7 @@ fn algorithms(jwk: &Map<String, Value>) -> Result<Vec<Algorithm>, String> {
 /// with that `kid` and the keys that have none; a token without `kid` is tried against every key of its
 /// algorithm.
 pub fn candidates<'a>(
-    entries: impl Iterator<Item = &'a Entry> + Clone,
+    entries: impl Iterator<Item = &'a KeyEntry> + Clone,
     kid: Option<&str>,
     algorithm: Algorithm,
 ) -> Result<Vec<&'a Key>, Failure> {

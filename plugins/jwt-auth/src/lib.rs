@@ -32,13 +32,14 @@ use claims::Policy;
 use claims_out::ClaimToHeader;
 use failure::Failure;
 use jws::Jws;
-use keys::{Entry, Jwks, KeyConfig};
+use keys::Jwks;
 use remote::{RemoteConfig, RemoteJwks};
 use serde::Deserialize;
 use serde_json::Value;
 use source::{Found, HeaderSource, Sources};
 use verdict::{Keys, OnFailure, Outcome, Verdict};
 use weir_sdk::exclude::{Exclusions, is_token_byte};
+use weir_sdk::jws::{KeyConfig, KeyEntry};
 use weir_sdk::{Action, ConfigError, Hooks, Plugin, Request, Result, log};
 
 #[derive(Deserialize)]
@@ -122,7 +123,7 @@ fn default_cache_size() -> usize {
 
 /// What `init` builds from the config.
 struct Ready {
-    local: Vec<Entry>,
+    local: Vec<KeyEntry>,
     remote: Option<RemoteJwks>,
     policy: Policy,
     sources: Sources,
@@ -132,12 +133,12 @@ struct Ready {
 }
 
 impl JwtAuth {
-    fn local_keys(&self) -> core::result::Result<Vec<Entry>, ConfigError> {
+    fn local_keys(&self) -> core::result::Result<Vec<KeyEntry>, ConfigError> {
         let mut entries = self
             .keys
             .iter()
             .enumerate()
-            .map(|(i, k)| k.load(i))
+            .map(|(i, k)| k.load(&format!("keys.{i}")))
             .collect::<core::result::Result<Vec<_>, _>>()?;
         if let Some(jwks) = &self.jwks {
             let loaded = Jwks(jwks.clone())

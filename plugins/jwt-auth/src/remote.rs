@@ -8,9 +8,10 @@
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use weir_sdk::jws::KeyEntry;
 use weir_sdk::{http, log};
 
-use crate::keys::{Entry, Jwks};
+use crate::keys::Jwks;
 
 const MIN_REFETCH: Duration = Duration::from_secs(30);
 
@@ -36,7 +37,7 @@ pub struct RemoteJwks {
     url: String,
     cache_duration: Duration,
     timeout_ms: u32,
-    entries: Vec<Entry>,
+    entries: Vec<KeyEntry>,
     fetched_at: Option<Instant>,
     attempted_at: Option<Instant>,
     /// Counts successful fetches: what was verified with an older generation is not trusted any more.
@@ -57,7 +58,7 @@ impl RemoteJwks {
     }
 
     /// The cached keys, fetched first when there are none yet or they are older than the cache duration.
-    pub fn entries(&mut self) -> &[Entry] {
+    pub fn entries(&mut self) -> &[KeyEntry] {
         let stale = self
             .fetched_at
             .is_none_or(|at| at.elapsed() >= self.cache_duration);
@@ -107,7 +108,7 @@ impl RemoteJwks {
         }
     }
 
-    fn download(&self) -> Result<Vec<Entry>, String> {
+    fn download(&self) -> Result<Vec<KeyEntry>, String> {
         let response = http::get(&self.url, self.timeout_ms)?;
         if response.status != 200 {
             return Err(format!("status {}", response.status));

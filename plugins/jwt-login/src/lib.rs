@@ -27,6 +27,7 @@ use refusal::Refusal;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use users::{UserConfig, Users};
+use weir_sdk::config::Seconds;
 use weir_sdk::jws::{self, KeyConfig, KeyEntry};
 use weir_sdk::{Action, ConfigError, Hooks, LocalResponse, Plugin, Request, Result, log};
 
@@ -40,7 +41,7 @@ struct JwtLogin {
     audience: Option<Value>,
     /// Seconds or a duration (`"1h"`).
     #[serde(default = "default_ttl")]
-    ttl: Value,
+    ttl: Seconds,
     users: BTreeMap<String, UserConfig>,
     #[serde(default = "default_path")]
     path: String,
@@ -53,8 +54,8 @@ struct JwtLogin {
     ready: Option<Ready>,
 }
 
-fn default_ttl() -> Value {
-    Value::from(3600)
+fn default_ttl() -> Seconds {
+    Seconds(3600)
 }
 
 fn default_path() -> String {
@@ -83,12 +84,7 @@ impl JwtLogin {
                 "give the key tokens are signed with: `keys = [{ kid, alg, secret | pem | pem_file … }]`",
             ));
         };
-        let signer = first.load("keys.0")?;
-        // A public key loads but cannot sign: say so now rather than on the first login.
-        signer
-            .key
-            .sign(b"jwt-login")
-            .map_err(|e| ConfigError::new("keys.0", format!("cannot sign: {e}")))?;
+        let signer = first.load_signer("keys.0")?;
         if self.keys.len() > 1 && signer.kid.is_none() {
             return Err(ConfigError::new(
                 "keys.0.kid",
@@ -179,11 +175,11 @@ impl JwtLogin {
             .header_str("content-length")
             .and_then(|n| n.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit) {
-            return Ok(refuse(Refusal::TooLarge(Some(limit)), None));
+            return Ok(refuse(Refusal::TooLarge(limit), None));
         }
         let body = match req.read_body(self.max_body_size) {
             Ok(body) => body,
-            Err(e) => return Ok(refuse(Refusal::of_read_error(e.message(), limit), None)),
+            Err(e) => return Ok(refuse(Refusal::of_read_error(&e), None)),
         };
         let credentials = match credentials::parse(&body) {
             Ok(credentials) => credentials,
@@ -241,7 +237,7 @@ impl Plugin for JwtLogin {
 
     fn init(&mut self) -> core::result::Result<(), ConfigError> {
         self.check_paths()?;
-        let ttl = lifetime::parse(&self.ttl).map_err(|e| ConfigError::new("ttl", e))?;
+        let ttl = lifetime::check(self.ttl).map_err(|e| ConfigError::new("ttl", e))?;
         let common = self.common_claims()?;
         let cookie = self.cookie.as_ref().map(CookieConfig::build).transpose()?;
         let signer = self.signer()?;

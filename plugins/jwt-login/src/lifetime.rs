@@ -1,21 +1,14 @@
 //! The token's lifetime (`ttl`): seconds, or a duration as the rest of Weir's config writes one (`"1h"`,
-//! `"30m"`, `"1h30m"`, `"7d"`).
+//! `"30m"`, `"1h30m"`, `"7d"`), parsed by the SDK's [`Seconds`]; this is jwt-login's range.
 
-use serde_json::Value;
+use weir_sdk::config::Seconds;
 
 /// A token living longer than a year is a config mistake more likely than a wish; it also keeps `exp`
 /// far from any overflow.
 pub const MAX_SECONDS: u64 = 366 * 86_400;
 
 /// The lifetime in seconds, from 1 s to [`MAX_SECONDS`].
-pub fn parse(value: &Value) -> Result<u64, String> {
-    let seconds = match value {
-        Value::Number(n) => n
-            .as_u64()
-            .ok_or_else(|| format!("`{n}` is not a whole number of seconds"))?,
-        Value::String(text) => duration(text)?,
-        _ => return Err("give seconds (3600) or a duration (\"1h\")".into()),
-    };
+pub fn check(Seconds(seconds): Seconds) -> Result<u64, String> {
     if seconds == 0 || seconds > MAX_SECONDS {
         return Err(format!(
             "{seconds} s is out of range: from 1 s to {MAX_SECONDS} s (366 days)"
@@ -24,40 +17,14 @@ pub fn parse(value: &Value) -> Result<u64, String> {
     Ok(seconds)
 }
 
-/// `"1h30m"`: numbers each followed by a unit, `s`, `m`, `h` or `d`.
-fn duration(text: &str) -> Result<u64, String> {
-    let invalid =
-        || format!("`{text}` is not a duration such as \"3600s\", \"60m\", \"1h\" or \"7d\"");
-    let mut total: u64 = 0;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let (number, after) = rest.split_at(digits);
-        let number: u64 = number.parse().map_err(|_| invalid())?;
-        let unit = after.chars().next().ok_or_else(invalid)?;
-        let scale = match unit {
-            's' => 1,
-            'm' => 60,
-            'h' => 3_600,
-            'd' => 86_400,
-            _ => return Err(invalid()),
-        };
-        total = number
-            .checked_mul(scale)
-            .and_then(|s| total.checked_add(s))
-            .ok_or_else(invalid)?;
-        rest = &after[unit.len_utf8()..];
-    }
-    Ok(total)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    fn parse(value: &Value) -> Result<u64, String> {
+        check(serde_json::from_value(value.clone()).map_err(|e| e.to_string())?)
+    }
 
     #[test]
     fn seconds_and_durations() {
@@ -80,7 +47,6 @@ mod tests {
             json!(-5),
             json!(1.5),
             json!("0s"),
-            json!("1"),
             json!("h"),
             json!("1 h"),
             json!("1w"),

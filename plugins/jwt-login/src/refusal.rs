@@ -2,7 +2,7 @@
 //! the shape jwt-auth's refusals have.
 
 use serde_json::json;
-use weir_sdk::LocalResponse;
+use weir_sdk::{BodyError, LocalResponse};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -10,8 +10,8 @@ pub enum Refusal {
     MethodNotAllowed,
     /// A `Content-Type` other than `application/json` (or none).
     WrongContentType,
-    /// The body is over this plugin's limit, in bytes, or (`None`) the route's `max_request_body`.
-    TooLarge(Option<u64>),
+    /// The body is over this many bytes: this plugin's limit, or the route's `max_request_body`.
+    TooLarge(u64),
     /// The client stopped sending its body for longer than the server's `client_body_timeout`.
     BodyTimeout,
     /// The client broke off its body, or broke its framing.
@@ -62,8 +62,7 @@ impl Refusal {
         match self {
             Refusal::MethodNotAllowed => "use POST".into(),
             Refusal::WrongContentType => "the body must be application/json".into(),
-            Refusal::TooLarge(Some(limit)) => format!("the body is over {limit} bytes"),
-            Refusal::TooLarge(None) => "the body is over the route's limit".into(),
+            Refusal::TooLarge(limit) => format!("the body is over {limit} bytes"),
             Refusal::BodyTimeout => "the body did not arrive in time".into(),
             Refusal::Unreadable => "the body could not be read".into(),
             Refusal::NotJson => "the body is not JSON".into(),
@@ -90,18 +89,13 @@ impl Refusal {
         response
     }
 
-    /// The refusal for a body the host could not read whole. The host says why only in its message: a body
-    /// over this plugin's limit or the route's `max_request_body`, a client silent past
-    /// `client_body_timeout`, or a client that broke off.
-    pub fn of_read_error(message: &str, limit: u64) -> Refusal {
-        if message.contains("is over") {
-            Refusal::TooLarge(Some(limit))
-        } else if message.contains("length limit") {
-            Refusal::TooLarge(None)
-        } else if message.contains("client_body_timeout") {
-            Refusal::BodyTimeout
-        } else {
-            Refusal::Unreadable
+    /// The refusal for a body the host could not read whole: over this plugin's limit or the route's
+    /// `max_request_body`, a client silent past `client_body_timeout`, or a client that broke off.
+    pub fn of_read_error(error: &BodyError) -> Refusal {
+        match error {
+            BodyError::TooLarge(limit) => Refusal::TooLarge(*limit),
+            BodyError::TimedOut => Refusal::BodyTimeout,
+            BodyError::Broken(_) => Refusal::Unreadable,
         }
     }
 }
@@ -116,7 +110,9 @@ mod tests {
             (Refusal::MethodNotAllowed, 405, "method_not_allowed"),
             (Refusal::WrongContentType, 415, "wrong_content_type"),
             (Refusal::NotJson, 415, "not_json"),
-            (Refusal::TooLarge(Some(16384)), 413, "too_large"),
+            (Refusal::TooLarge(16384), 413, "too_large"),
+            (Refusal::BodyTimeout, 408, "body_timeout"),
+            (Refusal::Unreadable, 400, "unreadable_body"),
             (Refusal::MissingField("password"), 400, "missing_field"),
             (Refusal::WrongType("username"), 400, "wrong_type"),
             (Refusal::NotAnObject, 400, "wrong_type"),
@@ -146,17 +142,13 @@ mod tests {
 
     #[test]
     fn read_errors_map_to_the_clients_fault() {
-        let over = "the request body is over 16384 bytes";
+        let over = Refusal::of_read_error(&BodyError::TooLarge(9));
         assert_eq!(
-            Refusal::of_read_error(over, 16384),
-            Refusal::TooLarge(Some(16384))
+            (over.status(), over.message().as_str()),
+            (413, "the body is over 9 bytes")
         );
-        let route = "the request body could not be read: length limit exceeded";
-        assert_eq!(Refusal::of_read_error(route, 9), Refusal::TooLarge(None));
-        let silent = "the request body could not be read: the client sent no request body bytes for 1s (client_body_timeout)";
-        assert_eq!(Refusal::of_read_error(silent, 9), Refusal::BodyTimeout);
-        let broken =
-            "the request body could not be read: reading the request body: connection reset";
-        assert_eq!(Refusal::of_read_error(broken, 9), Refusal::Unreadable);
+        assert_eq!(Refusal::of_read_error(&BodyError::TimedOut).status(), 408);
+        let broken = BodyError::Broken("reading the request body: connection reset".into());
+        assert_eq!(Refusal::of_read_error(&broken).status(), 400);
     }
 }

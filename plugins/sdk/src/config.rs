@@ -1,11 +1,14 @@
-//! Turning the route's `config` table (JSON text from the host) into the plugin's type.
+//! Turning the route's `config` table (JSON text from the host) into the plugin's type, and the value types
+//! configs share ([`Seconds`]).
 //!
 //! Every field a plugin does not know is refused, whether or not its type says `deny_unknown_fields`: a typo
 //! in a proxy config (`sett` for `set`) must fail at load, not silently do nothing. Errors name the dotted
 //! path of the value (`keys.0.secret`).
 
+use core::fmt;
+
 use crate::ConfigError;
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 
 /// Reads a file the config names (`field`), for `init`. A plugin sees only the directories its route entry
 /// grants (`grants.dirs`), so the error says so.
@@ -16,6 +19,92 @@ pub fn read_config_file(field: &str, path: &str) -> Result<String, ConfigError> 
             format!("cannot read {path}: {e} (is its directory granted with `grants.dirs`?)"),
         )
     })
+}
+
+/// A span of whole seconds in a config (a token's lifetime): a number (`3600`), or a duration such as
+/// `"90s"`, `"30m"`, `"1h"`, `"7d"` or `"1h30m"`, numbers each followed by `s`, `m`, `h` or `d` (digits
+/// alone are seconds too). The plugin checks the range it accepts.
+///
+/// ```
+/// # use weir_sdk::config::Seconds;
+/// #[derive(serde::Deserialize)]
+/// struct Config {
+///     ttl: Seconds,
+/// }
+/// let config: Config = serde_json::from_str(r#"{"ttl": "1h30m"}"#).unwrap();
+/// assert_eq!(config.ttl, Seconds(5400));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Seconds(pub u64);
+
+impl Seconds {
+    fn parse(text: &str) -> Result<Seconds, String> {
+        let invalid = || {
+            format!(
+                "`{text}` is not a duration such as \"90s\", \"30m\", \"1h\", \"7d\" or \"1h30m\""
+            )
+        };
+        let mut rest = text.trim();
+        if rest.is_empty() {
+            return Err(invalid());
+        }
+        if rest.bytes().all(|b| b.is_ascii_digit()) {
+            return rest.parse().map(Seconds).map_err(|_| invalid());
+        }
+        let mut total: u64 = 0;
+        while !rest.is_empty() {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            let (number, after) = rest.split_at(digits);
+            let number: u64 = number.parse().map_err(|_| invalid())?;
+            let scale = match after.bytes().next() {
+                Some(b's') => 1,
+                Some(b'm') => 60,
+                Some(b'h') => 3_600,
+                Some(b'd') => 86_400,
+                _ => return Err(invalid()),
+            };
+            total = number
+                .checked_mul(scale)
+                .and_then(|s| total.checked_add(s))
+                .ok_or_else(invalid)?;
+            rest = &after[1..];
+        }
+        Ok(Seconds(total))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SecondsVisitor;
+        impl Visitor<'_> for SecondsVisitor {
+            type Value = Seconds;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("seconds (3600) or a duration (\"1h\")")
+            }
+
+            fn visit_u64<E: de::Error>(self, seconds: u64) -> Result<Seconds, E> {
+                Ok(Seconds(seconds))
+            }
+
+            fn visit_i64<E: de::Error>(self, seconds: i64) -> Result<Seconds, E> {
+                u64::try_from(seconds)
+                    .map(Seconds)
+                    .map_err(|_| E::custom(format!("`{seconds}` is not a whole number of seconds")))
+            }
+
+            fn visit_f64<E: de::Error>(self, seconds: f64) -> Result<Seconds, E> {
+                Err(E::custom(format!(
+                    "`{seconds}` is not a whole number of seconds"
+                )))
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Seconds, E> {
+                Seconds::parse(text).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(SecondsVisitor)
+    }
 }
 
 pub(crate) fn parse<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
@@ -206,6 +295,65 @@ mod tests {
         assert_eq!(e.field, "keys.0.secret");
         assert_eq!(e.message, "missing field `secret`");
         assert_eq!(error::<Required>("{}").field, "name");
+    }
+
+    #[test]
+    fn seconds_are_a_number_or_a_duration() {
+        let seconds = |v: serde_json::Value| {
+            serde_json::from_value::<Seconds>(v)
+                .map(|s| s.0)
+                .map_err(|e| e.to_string())
+        };
+        for (value, expected) in [
+            (serde_json::json!(3600), 3600),
+            (serde_json::json!(0), 0),
+            (serde_json::json!("120"), 120),
+            (serde_json::json!("90s"), 90),
+            (serde_json::json!("5m"), 300),
+            (serde_json::json!("1h"), 3600),
+            (serde_json::json!("1h30m"), 5400),
+            (serde_json::json!("30d"), 2_592_000),
+            (serde_json::json!(" 15m "), 900),
+        ] {
+            assert_eq!(seconds(value.clone()), Ok(expected), "{value}");
+        }
+        for value in [
+            serde_json::json!("5 m"),
+            serde_json::json!("m"),
+            serde_json::json!("1w"),
+            serde_json::json!("1ms"),
+            serde_json::json!("h1"),
+            serde_json::json!(""),
+            serde_json::json!("99999999999999999999d"),
+            serde_json::json!("99999999999999999999"),
+        ] {
+            let e = seconds(value.clone()).unwrap_err();
+            assert!(e.contains("is not a duration"), "{value}: {e}");
+        }
+        for value in [serde_json::json!(-5), serde_json::json!(1.5)] {
+            let e = seconds(value.clone()).unwrap_err();
+            assert!(
+                e.contains("is not a whole number of seconds"),
+                "{value}: {e}"
+            );
+        }
+        assert!(seconds(serde_json::json!(true)).is_err());
+    }
+
+    #[test]
+    fn seconds_errors_name_the_field() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Ttl {
+            ttl: Seconds,
+        }
+        let e = error::<Ttl>(r#"{"ttl": "forever"}"#);
+        assert_eq!(e.field, "ttl");
+        assert!(
+            e.message.contains("`forever` is not a duration"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

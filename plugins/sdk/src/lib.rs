@@ -19,7 +19,7 @@
 
 mod action;
 mod body;
-mod config;
+pub mod config;
 pub mod context;
 pub mod crypto;
 mod error;
@@ -48,7 +48,7 @@ pub use bindings::weir::plugin::types::Hooks;
 pub use body::Transform;
 pub use config::read_config_file;
 pub use error::{ConfigError, Error, Result};
-pub use request::Request;
+pub use request::{BodyError, Request};
 pub use response::Response;
 pub use serde;
 

@@ -2,7 +2,9 @@
 
 use crate::bindings::weir::plugin::request as host;
 use crate::body::{self, Phase};
-use crate::{Result, Transform};
+use crate::{Error, Result, Transform};
+
+pub use host::BodyError;
 
 /// The request the host is proxying now. It is a handle, not a copy: every read asks the host, so it always
 /// sees the changes of earlier plugins, and every change is visible at once to later ones.
@@ -57,10 +59,13 @@ impl Request {
     }
 
     /// The request body, read whole, for a plugin that answers the request itself (a login endpoint): at
-    /// most `limit` bytes, and the route's `max_request_body`. A longer body, or a client that breaks off,
-    /// is an error. The body then goes upstream as it was read.
-    pub fn read_body(&mut self, limit: u32) -> Result<Vec<u8>> {
-        Ok(host::read_body(limit)?)
+    /// most `limit` bytes, and the route's `max_request_body`. The body then goes upstream as it was read.
+    ///
+    /// The error says whose fault it is, for the answer to give: [`BodyError::TooLarge`] (413),
+    /// [`BodyError::TimedOut`] (the client went silent: 408), [`BodyError::Broken`] (the client broke off:
+    /// 400). `?` turns it into an [`Error`], a plugin fault.
+    pub fn read_body(&mut self, limit: u32) -> Result<Vec<u8>, BodyError> {
+        host::read_body(limit)
     }
 
     /// Replaces the path: an absolute path (`/…`) without spaces, control bytes, `?` or `#`, which the host
@@ -84,5 +89,17 @@ impl Request {
     /// body left alone, streaming straight through when no plugin transforms it.
     pub fn transform_body(&mut self, transform: impl Transform + 'static) {
         body::set(Phase::Request, Box::new(transform));
+    }
+}
+
+impl From<BodyError> for Error {
+    fn from(error: BodyError) -> Self {
+        match error {
+            BodyError::TooLarge(limit) => format!("the request body is over {limit} bytes").into(),
+            BodyError::TimedOut => {
+                "the client stopped sending its request body (client_body_timeout)".into()
+            }
+            BodyError::Broken(reason) => reason.into(),
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! The routing table, apart from the host: what kind of path a request has, and what the verdict on its
 //! token makes of it.
 
-use regex::RegexSet;
 use weir_sdk::ConfigError;
+use weir_sdk::exclude::{PathPatterns, has_dot_segment};
 
 /// What jwt-auth recorded about the request's token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,9 +72,9 @@ pub fn decide(kind: Kind, verdict: Verdict) -> Decision {
 pub struct Router {
     app: String,
     login: String,
-    whitelist: Patterns,
-    assets: Patterns,
-    protected: Patterns,
+    /// `whitelist` and `assets`, which route alike.
+    open: PathPatterns,
+    protected: PathPatterns,
 }
 
 /// The config fields the router is built from.
@@ -99,9 +99,8 @@ impl Router {
         Ok(Self {
             app: spec.app.to_owned(),
             login: spec.login.to_owned(),
-            whitelist: Patterns::build("whitelist", spec.whitelist)?,
-            assets: Patterns::build("assets", spec.assets)?,
-            protected: Patterns::build("protected", spec.protected)?,
+            open: PathPatterns::build(&[("whitelist", spec.whitelist), ("assets", spec.assets)])?,
+            protected: PathPatterns::build(&[("protected", spec.protected)])?,
         })
     }
 
@@ -124,7 +123,7 @@ impl Router {
     /// A path with a dot segment is never opened: an upstream that resolves `/static/..\api/x` itself
     /// would reach an API the pattern for `/static/.*` was never meant to open.
     fn opens(&self, path: &str) -> bool {
-        (self.whitelist.matches(path) || self.assets.matches(path)) && !has_dot_segment(path)
+        self.open.matches(path) && !has_dot_segment(path)
     }
 
     pub fn page(&self, page: Page) -> &str {
@@ -141,34 +140,6 @@ pub fn location(page: &str, query: Option<&str>) -> String {
     match query {
         Some(query) if !query.is_empty() => format!("{page}?{query}"),
         _ => page.to_owned(),
-    }
-}
-
-/// Whole-path regexes, as `exclude_paths` in the auth plugins: `/login_api` does not also match
-/// `/login_api/admin`.
-struct Patterns(Option<RegexSet>);
-
-impl Patterns {
-    fn build(field: &str, patterns: &[String]) -> Result<Self, ConfigError> {
-        if patterns.is_empty() {
-            return Ok(Patterns(None));
-        }
-        let mut anchored = Vec::with_capacity(patterns.len());
-        for (i, pattern) in patterns.iter().enumerate() {
-            // The pattern alone first, so that an error quotes it as the user wrote it.
-            let whole = format!("^(?:{pattern})$");
-            regex::Regex::new(pattern)
-                .and_then(|_| regex::Regex::new(&whole))
-                .map_err(|e| ConfigError::new(format!("{field}.{i}"), e.to_string()))?;
-            anchored.push(whole);
-        }
-        RegexSet::new(&anchored)
-            .map(|set| Patterns(Some(set)))
-            .map_err(|e| ConfigError::new(field, e.to_string()))
-    }
-
-    fn matches(&self, path: &str) -> bool {
-        self.0.as_ref().is_some_and(|set| set.is_match(path))
     }
 }
 
@@ -194,15 +165,6 @@ fn check_page(field: &str, path: &str) -> Result<(), ConfigError> {
         return refuse("is not in normal form (no `//`, `.` or `..` segments)");
     }
     Ok(())
-}
-
-/// A `.` or `..` segment, dots possibly written `%2e`, with `\` counted as a separator since some upstreams
-/// treat it as one.
-fn has_dot_segment(path: &str) -> bool {
-    path.split(['/', '\\']).any(|segment| {
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    })
 }
 
 #[cfg(test)]

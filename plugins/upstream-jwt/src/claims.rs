@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 use weir_sdk::ConfigError;
+use weir_sdk::config::Seconds;
 
 /// A user and its roles, as the auth plugin before this one put them in the context.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -91,84 +92,16 @@ impl<'de> Deserialize<'de> for Anonymous {
     }
 }
 
-/// A token's lifetime in seconds: `ttl = 300`, or `"300s"`, `"5m"`, `"1h"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ttl(pub u64);
-
 /// A token for an upstream is a bearer credential: short-lived, so that one that leaks from an upstream's
 /// log is soon worthless.
 pub const MAX_TTL: u64 = 24 * 3600;
 
-impl Default for Ttl {
-    fn default() -> Self {
-        Ttl(300)
-    }
-}
-
-impl Ttl {
-    fn parse(text: &str) -> Result<Ttl, String> {
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let scale = match unit {
-            "" | "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            _ => {
-                return Err(format!(
-                    "`{text}` is not a duration (`300`, `300s`, `5m`, `1h`)"
-                ));
-            }
-        };
-        number
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| n.checked_mul(scale))
-            .map(Ttl)
-            .ok_or_else(|| format!("`{text}` is not a duration (`300`, `300s`, `5m`, `1h`)"))
-    }
-
-    pub fn check(self) -> Result<Ttl, String> {
-        if (1..=MAX_TTL).contains(&self.0) {
-            Ok(self)
-        } else {
-            Err(format!("{} s is outside 1 s to {MAX_TTL} s (24 h)", self.0))
-        }
-    }
-
-    /// The second from which a token minted at `iat` is replaced: when a third of its lifetime is left, so
-    /// that it cannot expire on its way through a slow upstream.
-    pub fn refresh_at(self, iat: u64) -> u64 {
-        iat.saturating_add(self.0 - self.0 / 3)
-    }
-}
-
-impl<'de> Deserialize<'de> for Ttl {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Seconds;
-        impl Visitor<'_> for Seconds {
-            type Value = Ttl;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("seconds, or a duration such as \"5m\"")
-            }
-
-            fn visit_u64<E: de::Error>(self, seconds: u64) -> Result<Ttl, E> {
-                Ok(Ttl(seconds))
-            }
-
-            fn visit_i64<E: de::Error>(self, seconds: i64) -> Result<Ttl, E> {
-                u64::try_from(seconds)
-                    .map(Ttl)
-                    .map_err(|_| E::custom(format!("{seconds} is not a duration")))
-            }
-
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<Ttl, E> {
-                Ttl::parse(text).map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_any(Seconds)
+/// The token's lifetime (`ttl`, seconds or a duration) in seconds, from 1 s to [`MAX_TTL`].
+pub fn check_ttl(Seconds(seconds): Seconds) -> Result<u64, String> {
+    if (1..=MAX_TTL).contains(&seconds) {
+        Ok(seconds)
+    } else {
+        Err(format!("{seconds} s is outside 1 s to {MAX_TTL} s (24 h)"))
     }
 }
 
@@ -179,7 +112,8 @@ pub struct Shape {
     pub issuer: Option<String>,
     pub audience: Option<Value>,
     pub extra: Map<String, Value>,
-    pub ttl: Ttl,
+    /// The lifetime in seconds, checked.
+    pub ttl: u64,
 }
 
 impl Shape {
@@ -242,8 +176,14 @@ impl Shape {
             claims.insert("aud".into(), audience.clone());
         }
         claims.insert("iat".into(), now.into());
-        claims.insert("exp".into(), now.saturating_add(self.ttl.0).into());
+        claims.insert("exp".into(), now.saturating_add(self.ttl).into());
         serde_json::to_string(&claims)
+    }
+
+    /// The second from which a token minted at `iat` is replaced: when a third of its lifetime is left, so
+    /// that it cannot expire on its way through a slow upstream.
+    pub fn refresh_at(&self, iat: u64) -> u64 {
+        iat.saturating_add(self.ttl - self.ttl / 3)
     }
 }
 
@@ -262,7 +202,7 @@ mod tests {
             issuer: None,
             audience: None,
             extra: Map::new(),
-            ttl: Ttl::default(),
+            ttl: 300,
         }
     }
 
@@ -327,35 +267,40 @@ mod tests {
     #[test]
     fn ttls_are_seconds_or_durations_within_a_day() {
         let ttl = |v: Value| {
-            serde_json::from_value::<Ttl>(v)
-                .map(|t| t.0)
-                .map_err(|e| e.to_string())
+            let seconds = serde_json::from_value::<Seconds>(v).map_err(|e| e.to_string())?;
+            check_ttl(seconds)
         };
         assert_eq!(ttl(json!(300)), Ok(300));
         assert_eq!(ttl(json!("90s")), Ok(90));
         assert_eq!(ttl(json!("5m")), Ok(300));
         assert_eq!(ttl(json!("2h")), Ok(7200));
         assert_eq!(ttl(json!("120")), Ok(120));
+        assert_eq!(ttl(json!("1d")), Ok(MAX_TTL));
         for bad in [
             json!("5 m"),
             json!("m"),
-            json!("1d"),
+            json!("2d"),
+            json!(0),
             json!(-1),
             json!(1.5),
             json!(""),
         ] {
             assert!(ttl(bad.clone()).is_err(), "{bad}");
         }
-        assert!(Ttl(0).check().is_err());
-        assert!(Ttl(MAX_TTL + 1).check().is_err());
-        assert_eq!(Ttl(MAX_TTL).check(), Ok(Ttl(MAX_TTL)));
+        assert!(
+            ttl(json!(MAX_TTL + 1))
+                .unwrap_err()
+                .contains("outside 1 s to 86400 s")
+        );
     }
 
     #[test]
     fn a_token_is_replaced_when_a_third_of_its_lifetime_is_left() {
-        assert_eq!(Ttl(300).refresh_at(1000), 1200);
-        assert_eq!(Ttl(1).refresh_at(1000), 1001);
-        assert_eq!(Ttl(300).refresh_at(u64::MAX), u64::MAX);
+        let mut shape = shape();
+        assert_eq!(shape.refresh_at(1000), 1200);
+        assert_eq!(shape.refresh_at(u64::MAX), u64::MAX);
+        shape.ttl = 1;
+        assert_eq!(shape.refresh_at(1000), 1001);
     }
 
     #[test]

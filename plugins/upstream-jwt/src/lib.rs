@@ -15,25 +15,25 @@
 
 mod cache;
 mod claims;
-mod key;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cache::Tokens;
-use claims::{Anonymous, Identity, Shape, Ttl};
-use key::KeyConfig;
+use claims::{Anonymous, Identity, Shape};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
-use weir_sdk::crypto::Key;
+use serde_json::{Map, Value};
+use weir_sdk::config::Seconds;
+use weir_sdk::crypto::{Algorithm, Key};
+use weir_sdk::jws::{self, KeyConfig};
 use weir_sdk::{Action, ConfigError, Hooks, LocalResponse, Plugin, Request, Result, context};
 
 #[derive(Deserialize)]
 struct UpstreamJwt {
+    /// A private key or an HMAC secret; `alg` defaults to RS512, what the analytics upstreams of scenario 2
+    /// verify (Spring Security's default for RSA keys there).
     key: KeyConfig,
     #[serde(default = "default_user_key")]
     user_key: String,
@@ -49,8 +49,8 @@ struct UpstreamJwt {
     /// Static claims added to every token.
     #[serde(default)]
     claims: Map<String, Value>,
-    #[serde(default)]
-    ttl: Ttl,
+    #[serde(default = "default_ttl")]
+    ttl: Seconds,
     #[serde(default)]
     anonymous: Anonymous,
     /// The `WWW-Authenticate` of the 401 under `anonymous = false`.
@@ -88,6 +88,10 @@ fn default_cache_size() -> usize {
     1024
 }
 
+fn default_ttl() -> Seconds {
+    Seconds(300)
+}
+
 struct Ready {
     key: Key,
     /// The JWS header, base64url-encoded: the same for every token.
@@ -106,15 +110,8 @@ impl Ready {
             .payload(identity, now)
             .map_err(|e| format!("cannot encode the claims: {e}"))?;
         let mut value = String::from(SCHEME);
-        value.push_str(&self.header);
-        value.push('.');
-        URL_SAFE_NO_PAD.encode_string(payload, &mut value);
-        let signature = self
-            .key
-            .sign(&value.as_bytes()[SCHEME.len()..])
+        jws::encode_into(&mut value, &self.header, payload.as_bytes(), &self.key)
             .map_err(|e| format!("cannot sign the token: {e}"))?;
-        value.push('.');
-        URL_SAFE_NO_PAD.encode_string(signature, &mut value);
         Ok(value.into())
     }
 }
@@ -142,14 +139,6 @@ impl UpstreamJwt {
         Ok(())
     }
 
-    fn header(&self) -> String {
-        let mut header = json!({ "alg": self.key.alg, "typ": "JWT" });
-        if let Some(kid) = &self.key.kid {
-            header["kid"] = kid.clone().into();
-        }
-        URL_SAFE_NO_PAD.encode(header.to_string())
-    }
-
     /// Who the request speaks for; `None` when nobody and the anonymous are refused.
     fn identity(&self) -> Option<Cow<'_, Identity>> {
         match context::get(&self.user_key).filter(|user| !user.is_empty()) {
@@ -173,10 +162,9 @@ impl Plugin for UpstreamJwt {
 
     fn init(&mut self) -> core::result::Result<(), ConfigError> {
         self.check_names()?;
-        let algorithm = self.key.algorithm()?;
-        let (field, source) = self.key.source()?;
-        let key = Key::load(algorithm, &source).map_err(|e| ConfigError::new(field, e))?;
-        let ttl = self.ttl.check().map_err(|e| ConfigError::new("ttl", e))?;
+        self.key.default_alg(Algorithm::Rs512);
+        let signer = self.key.load_signer("key")?;
+        let ttl = claims::check_ttl(self.ttl).map_err(|e| ConfigError::new("ttl", e))?;
         let shape = Shape {
             user_claim: std::mem::take(&mut self.user_claim),
             roles_claim: std::mem::take(&mut self.roles_claim),
@@ -187,8 +175,8 @@ impl Plugin for UpstreamJwt {
         };
         shape.check()?;
         self.ready = Some(Ready {
-            key,
-            header: self.header(),
+            header: jws::encoded_header(signer.algorithm, signer.kid.as_deref()),
+            key: signer.key,
             shape,
             tokens: RefCell::new(Tokens::new(self.cache_size)),
         });
@@ -214,7 +202,7 @@ impl Plugin for UpstreamJwt {
             Some(value) => value,
             None => {
                 let value = ready.mint(&identity, now)?;
-                let refresh_at = ready.shape.ttl.refresh_at(now);
+                let refresh_at = ready.shape.refresh_at(now);
                 ready
                     .tokens
                     .borrow_mut()

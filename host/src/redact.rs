@@ -1,0 +1,104 @@
+//! The running config as the admin listener shows it: every secret replaced, so that `/config` can be
+//! read by whoever may read metrics without handing out keys, tokens or password hashes.
+
+use toml::{Table, Value};
+
+/// What a redacted value reads.
+pub const REDACTED: &str = "<redacted>";
+
+/// Key names under which every value is a secret, matched as parts of the name (`jwt_secret`,
+/// `x-api-key`, `tokens`). Plugins' configs are free-form, so names are what there is to go on.
+const SECRET_NAMES: [&str; 13] = [
+    "secret",
+    "password",
+    "passwd",
+    "token",
+    "hash",
+    "pem",
+    "jwk",
+    "private",
+    "credential",
+    "api-key",
+    "api_key",
+    "authorization",
+    "cookie",
+];
+
+/// Values that are secrets whatever their key is called: password hashes and PEM keys.
+const SECRET_PREFIXES: [&str; 6] = ["$argon2", "$2a$", "$2b$", "$2y$", "$scrypt$", "-----BEGIN"];
+
+/// The config text with its secrets redacted, as TOML (comments and layout are not kept). A text that
+/// does not parse (it did when it was loaded) is withheld whole rather than shown unredacted.
+pub fn config(text: &str) -> String {
+    match text.parse::<Table>() {
+        Ok(mut table) => {
+            redact_table(&mut table, false);
+            toml::to_string(&table).unwrap_or_else(|_| format!("# {REDACTED}\n"))
+        }
+        Err(_) => format!("# {REDACTED}\n"),
+    }
+}
+
+fn redact_table(table: &mut Table, secret: bool) {
+    for (key, value) in table.iter_mut() {
+        let name = key.to_ascii_lowercase();
+        redact(
+            value,
+            secret || SECRET_NAMES.iter().any(|s| name.contains(s)),
+        );
+    }
+}
+
+fn redact(value: &mut Value, secret: bool) {
+    match value {
+        Value::String(s) if secret || SECRET_PREFIXES.iter().any(|p| s.starts_with(p)) => {
+            *s = REDACTED.into();
+        }
+        Value::Table(table) => redact_table(table, secret),
+        Value::Array(items) => items.iter_mut().for_each(|v| redact(v, secret)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_go_and_the_rest_stays() {
+        let text = r#"
+[server]
+listen = "127.0.0.1:8080"
+[[routes]]
+upstream = "a"
+[[routes.plugins]]
+plugin = "jwt-auth"
+config = { keys = [{ kid = "k1", alg = "HS256", secret = "s3cret" }], issuer = "me" }
+[[routes.plugins]]
+plugin = "token-auth"
+config = { tokens = { alice = "t0k" }, scheme = "Token" }
+[[routes.plugins]]
+plugin = "basic-auth"
+config.users.bob = "$argon2id$v=19$m=16,t=2,p=1$c2FsdA$aGFzaA"
+[[routes.plugins]]
+plugin = "headers"
+config.request = { set = { "x-api-key" = "k3y", "x-env" = "prod" } }
+"#;
+        let shown = config(text);
+        for secret in ["s3cret", "t0k", "$argon2id", "k3y"] {
+            assert!(!shown.contains(secret), "{secret} in\n{shown}");
+        }
+        for kept in [
+            "127.0.0.1:8080",
+            "k1",
+            "HS256",
+            "me",
+            "Token",
+            "prod",
+            "alice",
+        ] {
+            assert!(shown.contains(kept), "{kept} missing in\n{shown}");
+        }
+        assert_eq!(config("not = [toml"), format!("# {REDACTED}\n"));
+    }
+}

@@ -1,0 +1,203 @@
+//! The running generation of the config and its replacement: the one place a new generation is loaded and
+//! swapped in, whether SIGHUP, `weir reload` or the admin listener asked.
+//!
+//! A reload reads and validates the file, refuses what cannot change without a restart, loads every plugin
+//! and runs every `init`, and only then swaps the pointer the server reads for each request. Requests in
+//! flight finish on the generation they started on; it is freed, instances and compiled plugins with it,
+//! when the last of them ends. A config that fails anywhere before the swap changes nothing.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+
+use crate::config::{ConfigErrors, ConfigFile, Source};
+use crate::load;
+use crate::proxy::Proxy;
+use crate::sandbox::Sandbox;
+
+/// The running generation, and what the admin listener and the metrics read of it.
+pub struct Control {
+    pub proxy: Arc<ArcSwap<Proxy>>,
+    sandbox: Arc<Sandbox>,
+    file: PathBuf,
+    plugin_dir: PathBuf,
+    /// The config of the running generation, to tell what a new one changes.
+    running: tokio::sync::Mutex<Source>,
+    generation: AtomicU64,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+    /// False until the listeners are bound, and again once shutdown has begun.
+    ready: AtomicBool,
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The file's own errors, as `weir check` prints them.
+    Config(ConfigErrors),
+    /// Fields that only a restart can change.
+    NotLive(Vec<String>),
+}
+
+impl fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadError::Config(errors) => write!(f, "{errors}"),
+            ReloadError::NotLive(changes) => {
+                for (i, change) in changes.iter().enumerate() {
+                    if i > 0 {
+                        writeln!(f)?;
+                    }
+                    write!(f, "error: {change}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {}
+
+/// What the process has done with its configs, for `/metrics`.
+pub struct Counts {
+    pub generation: u64,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+}
+
+impl Control {
+    pub fn new(loaded: load::Loaded, source: Source, plugin_dir: PathBuf) -> Control {
+        Control {
+            proxy: Arc::new(ArcSwap::from_pointee(loaded.proxy)),
+            sandbox: loaded.sandbox,
+            file: source.file.clone(),
+            plugin_dir,
+            running: tokio::sync::Mutex::new(source),
+            generation: AtomicU64::new(1),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Loads the config file again and swaps it in, or changes nothing and says why. One reload at a
+    /// time; the generation number it brought in on success.
+    pub async fn reload(&self) -> Result<u64, ReloadError> {
+        let mut running = self.running.lock().await;
+        let result = self.load_next(&running.config).await;
+        match result {
+            Ok((proxy, source)) => {
+                self.proxy.store(Arc::new(proxy));
+                *running = source;
+                self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::info!(generation, file = %self.file.display(), "config reloaded");
+                Ok(generation)
+            }
+            Err(e) => {
+                self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(file = %self.file.display(), "config not reloaded; the running one stays:\n{e}");
+                Err(e)
+            }
+        }
+    }
+
+    async fn load_next(&self, running: &ConfigFile) -> Result<(Proxy, Source), ReloadError> {
+        let source = Source::read(&self.file).map_err(ReloadError::Config)?;
+        let errors = source.validate();
+        if !errors.is_empty() {
+            return Err(ReloadError::Config(ConfigErrors(errors)));
+        }
+        let changes = restart_only_changes(running, &source.config, self.sandbox.slots());
+        if !changes.is_empty() {
+            let file = self.file.display();
+            return Err(ReloadError::NotLive(
+                changes
+                    .into_iter()
+                    .map(|c| format!("{file}: {c}"))
+                    .collect(),
+            ));
+        }
+        let (proxy, warnings) = load::load(&source, &self.sandbox, &self.plugin_dir)
+            .await
+            .map_err(ReloadError::Config)?;
+        for warning in warnings {
+            tracing::warn!("{warning}");
+        }
+        Ok((proxy, source))
+    }
+
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// The config text of the running generation.
+    pub async fn running_text(&self) -> String {
+        self.running.lock().await.text.clone()
+    }
+
+    pub fn counts(&self) -> Counts {
+        Counts {
+            generation: self.generation.load(Ordering::Relaxed),
+            reloads_ok: self.reloads_ok.load(Ordering::Relaxed),
+            reloads_failed: self.reloads_failed.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+/// What a new config changes that the running process cannot take without a restart: the sockets, the
+/// runtime and the sandbox are made once, at start.
+fn restart_only_changes(old: &ConfigFile, new: &ConfigFile, sandbox_slots: u32) -> Vec<String> {
+    let (o, n) = (&old.server, &new.server);
+    let mut changes = Vec::new();
+    let mut check = |field: &str, same: bool| {
+        if !same {
+            changes.push(format!(
+                "server, field \"{field}\": changed, and only a restart applies it"
+            ));
+        }
+    };
+    check("listen", o.listen == n.listen);
+    check("workers", o.workers == n.workers);
+    check("max_instances", o.max_instances == n.max_instances);
+    check(
+        "max_plugin_memory",
+        o.max_plugin_memory == n.max_plugin_memory,
+    );
+    check(
+        "concurrency_support",
+        o.concurrency_support == n.concurrency_support,
+    );
+    check("cache_dir", o.cache_dir == n.cache_dir);
+    check("plugin_dir", o.plugin_dir == n.plugin_dir);
+    check("log_level", o.log_level == n.log_level);
+    check("shutdown_timeout", o.shutdown_timeout == n.shutdown_timeout);
+    check("max_request_head", o.max_request_head == n.max_request_head);
+    check(
+        "max_request_target",
+        o.max_request_target == n.max_request_target,
+    );
+    let admin = |c: &ConfigFile| c.admin.as_ref().map(|a| a.listen);
+    if admin(old) != admin(new) {
+        changes.push("admin, field \"listen\": changed, and only a restart applies it".into());
+    }
+    let needed = new.instance_slots();
+    if needed > u64::from(sandbox_slots) {
+        changes.push(format!(
+            "the plugin entries need {needed} instance slots (each entry's max_instances + max_idle), \
+             more than the {sandbox_slots} the running sandbox reserved: only a restart can grow it"
+        ));
+    }
+    changes
+}
