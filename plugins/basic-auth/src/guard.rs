@@ -3,6 +3,7 @@
 
 use crate::credentials::{self, Rejection};
 use std::collections::BTreeMap;
+use weir_sdk::decoy::Decoys;
 
 /// A password check; the host's `password-hash` in the plugin, a stand-in in native tests.
 pub trait Verify {
@@ -35,11 +36,9 @@ pub struct Anonymous {
 
 pub struct Guard<H> {
     pub users: BTreeMap<String, User<H>>,
-    /// A hash no password matches, costing what the first user's costs: an unknown user is checked
-    /// against it, so that the time of a refusal does not tell whether the user exists. It is never the
-    /// first user's own hash: a candidate that matched would be remembered by the host and answered fast
-    /// the next time, telling someone who knows no user name that it is a user's password.
-    pub decoy: H,
+    /// What a name that is no user's is checked against, so that the time of a refusal does not tell
+    /// whether the user exists.
+    pub decoys: Decoys<H>,
     pub anonymous: Option<Anonymous>,
 }
 
@@ -72,28 +71,13 @@ impl<H: Verify> Guard<H> {
             }),
             Some(_) => Err(Rejection::Invalid),
             None => {
-                self.decoy.verify(&credentials.password);
+                self.decoys
+                    .for_name(&credentials.user)
+                    .verify(&credentials.password);
                 Err(Rejection::Invalid)
             }
         }
     }
-}
-
-/// The decoy of a hash: the same algorithm and cost with the first character of its output changed, so
-/// that no password matches it. `None` for a text that is not a hash the host would load.
-pub fn decoy_of(hash: &str) -> Option<String> {
-    // PHC strings end with `$<output>`; bcrypt is `$2b$NN$` then 22 characters of salt and 31 of output.
-    let output_start = if hash.starts_with("$2") {
-        hash.len().checked_sub(31)?
-    } else {
-        hash.rfind('$')? + 1
-    };
-    let first = *hash.as_bytes().get(output_start).filter(|b| b.is_ascii())?;
-    // `A` and `B` are in both alphabets (PHC's base64 and bcrypt's), and any character there decodes.
-    let other = if first == b'A' { "B" } else { "A" };
-    let mut decoy = hash.to_owned();
-    decoy.replace_range(output_start..=output_start, other);
-    Some(decoy)
 }
 
 #[cfg(test)]
@@ -124,6 +108,9 @@ mod tests {
         }
     }
 
+    const ARGON: &str =
+        "$argon2id$v=19$m=8192,t=2,p=1$c29tZXNhbHQ$AbCdEfGhIjKlMnOpQrStUvWxYz0123456789+/abcde";
+
     fn guard(anonymous: bool) -> Guard<Fake> {
         let users = BTreeMap::from([(
             "alice".to_string(),
@@ -134,7 +121,10 @@ mod tests {
         )]);
         Guard {
             users,
-            decoy: Fake::new(b"\0never"),
+            decoys: Decoys::build([ARGON], |_, _| Ok::<_, ()>(Fake::new(b"\0never")))
+                .ok()
+                .flatten()
+                .expect("a decoy"),
             anonymous: anonymous.then(|| Anonymous {
                 user: "anonymousUser".into(),
                 roles: "ROLE_ANONYMOUS".into(),
@@ -176,7 +166,8 @@ mod tests {
             guard.authenticate(&basic("mallory:s3cret")),
             Err(Rejection::Invalid)
         );
-        assert_eq!(*guard.decoy.asked.borrow(), [b"s3cret".to_vec()]);
+        let decoy = guard.decoys.for_name(b"mallory");
+        assert_eq!(*decoy.asked.borrow(), [b"s3cret".to_vec()]);
         assert!(guard.users["alice"].hash.asked.borrow().is_empty());
     }
 
@@ -209,21 +200,5 @@ mod tests {
         let mut two = basic("alice:s3cret");
         two.extend(basic("alice:s3cret"));
         assert_eq!(guard(true).authenticate(&two), Err(Rejection::Malformed));
-    }
-
-    #[test]
-    fn a_decoy_differs_from_its_hash_in_the_output_only() {
-        let argon =
-            "$argon2id$v=19$m=8192,t=2,p=1$c29tZXNhbHQ$AbCdEfGhIjKlMnOpQrStUvWxYz0123456789+/abcde";
-        let decoy = decoy_of(argon).unwrap();
-        assert_eq!(decoy.len(), argon.len());
-        assert_eq!(decoy, argon.replacen("$AbCd", "$BbCd", 1));
-        let bcrypt = "$2b$04$abcdefghijklmnopqrstuuNqZCLHz2Cn7wx7Ue3tXhS2cnY7ATLyO";
-        let decoy = decoy_of(bcrypt).unwrap();
-        assert_eq!(&decoy[..29], &bcrypt[..29]);
-        assert_eq!(&decoy[29..30], "A");
-        assert_eq!(&decoy[30..], &bcrypt[30..]);
-        assert_eq!(decoy_of("$2b$"), None);
-        assert_eq!(decoy_of("plain"), None);
     }
 }

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use users::{UserEntry, UserSpec};
 use weir_sdk::crypto::PasswordHash;
+use weir_sdk::decoy::{DecoyError, Decoys};
 use weir_sdk::exclude::Exclusions;
 use weir_sdk::{Action, ConfigError, Hooks, Plugin, Request, Result, context};
 
@@ -155,35 +156,37 @@ impl Plugin for BasicAuth {
         self.check_names()?;
         let anonymous = self.anonymous()?;
         let specs = self.user_specs()?;
+        // Before the users, so that a plugin over the host's bound on hashes is told so at the user that
+        // passed it.
+        let decoys = Decoys::build(specs.iter().map(|s| s.hash.as_str()), |index, hash| {
+            load(&UserSpec {
+                hash,
+                ..specs[index].clone()
+            })
+        })
+        .map_err(|e| match e {
+            // A text of no known layout is most likely not a hash at all: the host says so best.
+            DecoyError::Unknown(index) => load(&specs[index]).err().unwrap_or_else(|| {
+                ConfigError::new(&specs[index].field, "no decoy can be made of this hash")
+            }),
+            DecoyError::Load(e) => e,
+        })?
+        .ok_or_else(|| ConfigError::new("users", "list at least one user"))?;
         let mut users = BTreeMap::new();
-        let mut decoy = None;
         for spec in &specs {
-            let hash = load(spec)?;
-            // Right after the first user, so that a plugin over the host's bound on hashes is told so at
-            // the user that passed it.
-            if decoy.is_none() {
-                let text = guard::decoy_of(&spec.hash).ok_or_else(|| {
-                    ConfigError::new(&spec.field, "no decoy can be made of this hash")
-                })?;
-                decoy = Some(load(&UserSpec {
-                    hash: text,
-                    ..spec.clone()
-                })?);
-            }
             users.insert(
                 spec.name.clone(),
                 User {
-                    hash,
+                    hash: load(spec)?,
                     roles: spec.roles.join(","),
                 },
             );
         }
-        let decoy = decoy.ok_or_else(|| ConfigError::new("users", "list at least one user"))?;
         let exclusions = Exclusions::build(&self.exclude_paths, &self.exclude_methods)?;
         self.ready = Some(Ready {
             guard: Guard {
                 users,
-                decoy,
+                decoys,
                 anonymous,
             },
             exclusions,

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use weir_sdk::ConfigError;
 use weir_sdk::crypto::PasswordHash;
+use weir_sdk::decoy::{DecoyError, Decoys};
 
 /// Claims jwt-login sets itself: a user's `claims` may not hold them.
 const RESERVED: [&str; 9] = [
@@ -35,24 +36,41 @@ pub struct User {
 pub struct Users {
     by_name: BTreeMap<String, User>,
     /// Checked for a name no user has, so that an unknown user costs what a wrong password does.
-    dummy: Option<PasswordHash>,
+    decoys: Decoys<PasswordHash>,
 }
 
 impl Users {
     pub fn load(config: &BTreeMap<String, UserConfig>) -> Result<Users, ConfigError> {
+        let decoys = Decoys::build(
+            config.values().map(|u| u.password.as_str()),
+            |index, phc| PasswordHash::load(&phc).map_err(|message| (index, message)),
+        )
+        .map_err(|e| {
+            let (index, message) = match e {
+                DecoyError::Unknown(index) => (index, None),
+                DecoyError::Load((index, message)) => (index, Some(message)),
+            };
+            let (name, user) = config.iter().nth(index).unzip();
+            let name = name.map_or("", |n| n.as_str());
+            // A text of no known layout is most likely not a hash at all: the user's own check says so
+            // best, without quoting it.
+            let own = user.and_then(|u| u.load(name).err());
+            own.unwrap_or_else(|| {
+                let message = message.unwrap_or_else(|| "no decoy can be made of this hash".into());
+                ConfigError::new(format!("users.{name}.password"), message)
+            })
+        })?
+        .ok_or_else(|| {
+            ConfigError::new(
+                "users",
+                "list the users who may log in: `users.NAME = { password = \"$argon2id$…\" }`",
+            )
+        })?;
         let mut by_name = BTreeMap::new();
         for (name, user) in config {
             by_name.insert(name.clone(), user.load(name)?);
         }
-        let Some((_, first)) = config.iter().next() else {
-            return Err(ConfigError::new(
-                "users",
-                "list the users who may log in: `users.NAME = { password = \"$argon2id$…\" }`",
-            ));
-        };
-        // Without a dummy the first user's own hash serves, its answer ignored: as slow, if less tidy.
-        let dummy = dummy_phc(&first.password).and_then(|phc| PasswordHash::load(&phc).ok());
-        Ok(Users { by_name, dummy })
+        Ok(Users { by_name, decoys })
     }
 
     /// The user, if `username` is one and `password` its password. Every call costs one whole hash check.
@@ -60,13 +78,7 @@ impl Users {
         match self.by_name.get(username) {
             Some(user) => user.hash.verify(password).then_some(user),
             None => {
-                let dummy = self
-                    .dummy
-                    .as_ref()
-                    .or_else(|| self.by_name.values().next().map(|u| &u.hash));
-                if let Some(hash) = dummy {
-                    let _ = hash.verify(password);
-                }
+                let _ = self.decoys.for_name(username.as_bytes()).verify(password);
                 None
             }
         }
@@ -141,51 +153,10 @@ fn check_claims(claims: &Map<String, Value>) -> Result<(), (String, &'static str
     Ok(())
 }
 
-/// A hash no password matches that costs what `phc` costs: `phc` with its output (bcrypt: salt and
-/// output) replaced by zero bits of the same length, so that its algorithm and cost parameters are kept.
-/// `None` for a string of no known layout.
-pub fn dummy_phc(phc: &str) -> Option<String> {
-    let (head, last) = phc.rsplit_once('$')?;
-    if head.is_empty() || last.is_empty() {
-        return None;
-    }
-    let bcrypt = ["$2a$", "$2b$", "$2x$", "$2y$"]
-        .iter()
-        .any(|prefix| phc.starts_with(prefix));
-    // A zero in each alphabet: bcrypt's own base64 starts at `.`, the PHC format's standard one at `A`.
-    let zero = if bcrypt { "." } else { "A" };
-    Some(format!("{head}${}", zero.repeat(last.len())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn a_dummy_keeps_the_algorithm_and_cost_and_zeroes_the_output() {
-        let argon = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$h/dZ2lsbN0TAfpkOt8Ma2lRXK1Qn5GBGSkfGsnsXq4k";
-        assert_eq!(
-            dummy_phc(argon).unwrap(),
-            format!(
-                "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ${}",
-                "A".repeat(43)
-            )
-        );
-        let bcrypt = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW";
-        assert_eq!(
-            dummy_phc(bcrypt).unwrap(),
-            format!("$2b$12${}", ".".repeat(53))
-        );
-        let scrypt = "$scrypt$ln=16,r=8,p=1$aM15713r3Xsvxbi31lqr1Q$nFNh2CVHVjNldFVKDHDlm4CbdRSCdEBsjjJxD+iCs5E";
-        assert!(
-            dummy_phc(scrypt)
-                .unwrap()
-                .starts_with("$scrypt$ln=16,r=8,p=1$aM15713r3Xsvxbi31lqr1Q$AAAA")
-        );
-        assert_eq!(dummy_phc("plain"), None);
-        assert_eq!(dummy_phc("$argon2id$"), None);
-    }
 
     #[test]
     fn claims_jwt_login_sets_are_refused() {

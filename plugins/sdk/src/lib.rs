@@ -22,6 +22,7 @@ mod body;
 pub mod config;
 pub mod context;
 pub mod crypto;
+pub mod decoy;
 mod error;
 pub mod exclude;
 mod headers;
