@@ -4,12 +4,12 @@ CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
 WASM_OUT    := target/$(WASM_TARGET)/release
 # Built-in plugins: copied beside the `weir` binaries, where `plugin = "NAME"` finds them.
-BUILTINS    := path-rewrite headers jwt-auth token-auth gzip spa-router jwt-login upstream-jwt claim-router basic-auth
+BUILTINS    := path-rewrite headers jwt-auth token-auth gzip spa-router jwt-login upstream-jwt claim-router basic-auth rate-limit
 # Everything built for Wasm: the built-ins, the test fixture and the README's example plugin.
 WASM_CRATES := $(BUILTINS) weir-fixture add-header
 HOST_CRATES := weir weir-upstream
 # Plugin crates whose pure logic has native unit tests.
-GUEST_TESTED := weir-sdk path-rewrite headers jwt-auth token-auth gzip spa-router jwt-login upstream-jwt claim-router basic-auth
+GUEST_TESTED := weir-sdk path-rewrite headers jwt-auth token-auth gzip spa-router jwt-login upstream-jwt claim-router basic-auth rate-limit
 
 # The example `make run` starts: a directory of examples/ with a run.sh.
 EXAMPLE     ?= erp-gateway
@@ -43,15 +43,20 @@ example:
 # Tests check Weir against libraries nobody here wrote: PyJWT mints tokens, Python's gzip decodes bodies,
 # and the edge suite (tests/edge.rs) runs its hostile requests against nginx too. The examples' READMEs are
 # replayed with curl, and their steps may use jq (tests/examples.rs). The SPA example is driven in Debian's
-# headless Chromium over the DevTools protocol, from Python with `websockets` (tests/spa_browser.rs).
+# headless Chromium over the DevTools protocol, from Python with `websockets` (tests/spa_browser.rs). The
+# rate limiter shares its counts through Debian's redis-server, which tests/rate_limit.rs starts and kills,
+# and Python's `http_sfv` parses its RateLimit fields as RFC 9651 says. `prometheus_client`'s two parsers
+# read /metrics (tests/metrics.rs).
 test-deps:
-	python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'pyjwt[crypto]==2.*' 'argon2-cffi==25.*' 'bcrypt==5.*' 'websockets==15.*'
+	python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'pyjwt[crypto]==2.*' 'argon2-cffi==25.*' 'bcrypt==5.*' 'websockets==15.*' 'http_sfv==0.9.*' 'prometheus-client==0.*'
 	@[ -x /usr/bin/chromium ] || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
 	@command -v curl >/dev/null && command -v jq >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl jq; }
+	@command -v redis-server >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 
 test: plugins test-deps
 	$(CARGO) test $(addprefix -p ,$(HOST_CRATES) $(GUEST_TESTED))

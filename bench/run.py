@@ -43,6 +43,8 @@ FULL = "weir, full chain (jwt HS256 + path-rewrite + headers)"
 JWT_HS = "weir + jwt-auth HS256"
 NGINX_AUTH = "nginx + auth_request (native HS256 verifier)"
 GZIP = "weir + gzip level 6 (64 KiB text)"
+RATE_LOCAL = "weir + rate-limit, local store"
+RATE_REDIS = "weir + rate-limit, Redis store (loopback)"
 NGINX_GZIP = "nginx gzip on, level 6 (64 KiB text)"
 CLOCK_TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 
@@ -50,7 +52,7 @@ CLOCK_TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 class Row(NamedTuple):
     name: str
     kind: str  # "direct", "nginx" or "weir"
-    spec: object  # the weir chain, ("concurrency", chain), or the nginx mode
+    spec: object  # the weir chain, (top-level config text, chain), or the nginx mode
     path: str
     headers: list
     connections: int
@@ -178,6 +180,7 @@ def mint_tokens(work):
 
 
 def weir_config(upstream_port, chain, extra_server=""):
+    """`extra_server` ends the `[server]` table, so it may also open a table of its own (`[store]`)."""
     return f"""[server]
 listen = "127.0.0.1:{{port}}"
 workers = 1
@@ -287,7 +290,7 @@ def start_proxy(row, index, fixture, port):
         return proxy, [("nginx", proxy)] + helpers
     extra, chain = "", row.spec
     if isinstance(chain, tuple):
-        extra, chain = "concurrency_support = true\n", chain[1]
+        extra, chain = chain
     conf = fixture.work / f"weir-{index}.toml"
     conf.write_text(weir_config(fixture.upstream_port, chain, extra).replace("{port}", str(port)))
     proxy = Process([str(BIN / "weir"), "run", "-c", str(conf)], 0, fixture.work / f"weir-{index}.log")
@@ -355,8 +358,17 @@ def main():
         1,
         work / "verifier.log",
     )
+    # The rate limiter's shared store, beside wrk and the upstream on core 1, as a Redis on another host
+    # would not be: its CPU is not the proxy's.
+    redis_port = free_port()
+    redis = Process(
+        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        1,
+        work / "redis.log",
+    )
     wait_port(upstream_port)
     wait_port(verifier_port)
+    wait_port(redis_port)
     fixture = Fixture(work, upstream, upstream_port, verifier, verifier_port, duration)
 
     bearer_hs = f"Authorization: Bearer {hs}"
@@ -375,6 +387,9 @@ def main():
     full = jwt_hs + rewrite + headers
     five = token + jwt_optional + rewrite + headers + gzip
     fresh = "".join(p + 'isolation = "request"\n' for p in [jwt_hs, rewrite, headers])
+    # A limit no row reaches: every request is checked and counted, none refused.
+    limited = plugin("rate-limit", '{ limits = [{ rate = "1000000/s" }, { rate = "1000000000/h" }] }', "grants.store = true\n")
+    redis_store = f'[store]\nbackend = "redis"\nurl = "redis://127.0.0.1:{redis_port}"\n'
 
     rows = [
         Row(name, kind, spec, path, hdrs, args.connections)
@@ -394,7 +409,9 @@ def main():
             (FULL, "weir", full, "/api/json", [bearer_hs]),
             ("weir, full chain + gzip (64 KiB text)", "weir", full + gzip, "/api/text/65536", [bearer_hs, gzip_ok]),
             ("weir, full chain, isolation = request", "weir", fresh, "/api/json", [bearer_hs]),
-            ("weir, full chain, concurrency_support = true", "weir", ("concurrency", full), "/api/json", [bearer_hs]),
+            ("weir, full chain, concurrency_support = true", "weir", ("concurrency_support = true\n", full), "/api/json", [bearer_hs]),
+            (RATE_LOCAL, "weir", limited, "/json", []),
+            (RATE_REDIS, "weir", (redis_store, limited), "/json", []),
         ]
     ]
     # No Accept-Encoding, as wrk sends by default: gzip inspects each response and passes it through.
@@ -411,6 +428,7 @@ def main():
             print(f"[{round_no + 1}/{rounds}] {progress(row, run)}", flush=True)
     upstream.stop()
     verifier.stop()
+    redis.stop()
 
     failures = [row.name for row in rows + sweep if any(failed(run, row in sweep) for run in runs[row.name])]
     results = [summarise(row, runs[row.name]) for row in rows]

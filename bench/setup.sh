@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# What the benchmark needs beyond the build: wrk (load), nginx (the peer), PyJWT (tokens).
+# What the benchmark needs beyond the build: wrk (load), nginx (the peer), Redis (the rate limiter's store),
+# PyJWT (tokens).
 set -euo pipefail
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || missing+=(nginx-light)
 command -v taskset >/dev/null || missing+=(util-linux)
+command -v redis-server >/dev/null || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

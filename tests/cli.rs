@@ -200,38 +200,6 @@ fn compiled_plugins_are_cached_on_disk() {
     );
 }
 
-/// Compares what users read with `tests/golden/NAME`; `WEIR_BLESS=1` writes the file instead, for a change
-/// of wording made on purpose (review the diff).
-fn golden(name: &str, actual: &str) {
-    let file = workspace().join("tests/golden").join(name);
-    if std::env::var_os("WEIR_BLESS").is_some() {
-        std::fs::write(&file, actual).expect("write the golden file");
-        return;
-    }
-    let expected = std::fs::read_to_string(&file)
-        .unwrap_or_else(|e| panic!("{}: {e} (WEIR_BLESS=1 writes it)", file.display()));
-    assert_eq!(
-        actual,
-        expected,
-        "the text differs from {} (WEIR_BLESS=1 rewrites it after a change made on purpose)",
-        file.display()
-    );
-}
-
-/// `weir check`'s report with the temporary directory of the config taken out of each line.
-fn report(out: &Checked) -> String {
-    out.stderr
-        .lines()
-        .map(|line| match line.find("weir.toml:") {
-            Some(at) => {
-                let (level, _) = line.split_once(' ').unwrap_or(("", ""));
-                format!("{level} {}\n", &line[at..])
-            }
-            None => format!("{line}\n"),
-        })
-        .collect()
-}
-
 #[test]
 fn check_reports_read_as_the_golden_files_say() {
     let many_mistakes = r#"[server]

@@ -228,6 +228,10 @@ fn server_fields() {
     const HEAD: Expect = Refused("server, ", "max_request_head");
     const TARGET: Expect = Refused("server, ", "max_request_target");
     const BODY: Expect = Refused("server, ", "client_body_timeout");
+    const HEADER: Expect = Refused("server, ", "header_read_timeout");
+    const KEEPALIVE: Expect = Refused("server, ", "keepalive_timeout");
+    const CONNECTIONS: Expect = Refused("server, ", "max_connections");
+    const FIELDS: Expect = Refused("server, ", "max_request_headers");
     assert_all(vec![
         case(Server, "max_request_target = 0", TARGET),
         case(Server, "max_request_target = 1023", TARGET),
@@ -288,6 +292,26 @@ fn server_fields() {
             "client_body_timeout = \"1000000000000000000000d\"",
             BODY,
         ),
+        // The GET of each case sends its head at once.
+        case(Server, "header_read_timeout = \"0s\"", HEADER),
+        case(Server, "header_read_timeout = \"999us\"", HEADER),
+        case(Server, "header_read_timeout = \"1s\"", Serves),
+        case(Server, "header_read_timeout = \"365d\"", Serves),
+        case(Server, "header_read_timeout = \"365d 1ms\"", HEADER),
+        // 0 has a meaning: no keep-alive.
+        case(Server, "keepalive_timeout = \"0s\"", Serves),
+        case(Server, "keepalive_timeout = \"365d\"", Serves),
+        case(Server, "keepalive_timeout = \"365d 1ns\"", KEEPALIVE),
+        case(Server, "max_connections = 0", CONNECTIONS),
+        case(Server, "max_connections = 1", Serves),
+        case(Server, "max_connections = 1048576", Serves),
+        case(Server, "max_connections = 1048577", CONNECTIONS),
+        case(Server, "max_connections = -1", CONNECTIONS),
+        case(Server, "max_request_headers = 0", FIELDS),
+        // The test client sends Host alone.
+        case(Server, "max_request_headers = 1", Serves),
+        case(Server, "max_request_headers = 10000", Serves),
+        case(Server, "max_request_headers = 10001", FIELDS),
         case(Server, "log_level = \"weir=debug,warn\"", Serves),
         case(
             Server,

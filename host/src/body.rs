@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
+use crate::access_log::Tally;
 use crate::plugin::bindings::weir::plugin::request::BodyError;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -50,13 +51,20 @@ impl ProxyBody {
     }
 
     /// The client's request body, bounded when the route sets a limit, and ended with
-    /// [`ClientBodyTimeout`] when the client sends nothing for `idle`.
-    pub fn request(body: Incoming, limit: Option<u64>, idle: Duration) -> Self {
+    /// [`ClientBodyTimeout`] when the client sends nothing for `idle`; the bytes read are added to
+    /// `tally` when there is one.
+    pub fn request(
+        body: Incoming,
+        limit: Option<u64>,
+        idle: Duration,
+        tally: Option<Arc<Tally>>,
+    ) -> Self {
         let limit = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
         ProxyBody::Request(RequestBody {
             inner: Limited::new(body, limit),
             limit,
             idle: IdleTimer::new(idle),
+            tally,
         })
     }
 
@@ -150,6 +158,7 @@ pub struct RequestBody {
     /// The limit `inner` holds the body to.
     limit: usize,
     idle: IdleTimer,
+    tally: Option<Arc<Tally>>,
 }
 
 impl Body for RequestBody {
@@ -164,6 +173,11 @@ impl Body for RequestBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.idle.disarm();
+                if let (Some(tally), Some(Ok(frame))) = (&this.tally, &frame)
+                    && let Some(data) = frame.data_ref()
+                {
+                    tally.received(data.len());
+                }
                 Poll::Ready(frame.map(|f| {
                     f.map_err(|e| {
                         if e.is::<LengthLimitError>() {

@@ -8,6 +8,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -16,13 +17,16 @@ use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::access_log::Tally;
 use crate::body::{BoxError, ProxyBody};
 use crate::config::{Isolation, OnError};
 use crate::exchange::{self, Exchange, ResponseHead};
 use crate::fault::{self, Fault, error_response};
+use crate::outcome::Trace;
 use crate::plugin::bindings::{Action, LocalResponse};
 use crate::plugin::{BodyKind, Lease, PluginError, PluginSlot};
-use crate::proxy::{Proxy, Route, Trace, from_upstream};
+use crate::proxy::{Proxy, Route, from_upstream};
+use crate::stats::{Hook, PluginStats};
 use crate::upstream::Outgoing;
 
 /// A plugin of the chain, for one request.
@@ -34,15 +38,18 @@ struct Stage {
     /// Whether it transforms this request's body, and then this response's body.
     request_body: bool,
     response_body: bool,
+    /// The request's plugin time, when its access line wants it.
+    tally: Option<Arc<Tally>>,
 }
 
 impl Stage {
-    fn new(slot: &Arc<PluginSlot>) -> Stage {
+    fn new(slot: &Arc<PluginSlot>, tally: Option<&Arc<Tally>>) -> Stage {
         Stage {
             slot: slot.clone(),
             held: None,
             request_body: false,
             response_body: false,
+            tally: tally.cloned(),
         }
     }
 
@@ -53,11 +60,12 @@ impl Stage {
         }
     }
 
-    /// The instance for the next call: the one kept, or a new lease.
-    async fn lease(&mut self) -> Result<Lease, PluginError> {
-        match self.held.take() {
+    /// The instance for the next call: the one kept, or a new lease. Takes the stage's fields, not the
+    /// stage, so that a [`CallTimer`] may borrow the others meanwhile.
+    async fn lease(held: &mut Option<Lease>, slot: &PluginSlot) -> Result<Lease, PluginError> {
+        match held.take() {
             Some(lease) => Ok(lease),
-            None => self.slot.lease().await,
+            None => slot.lease().await,
         }
     }
 
@@ -87,11 +95,13 @@ impl Stage {
         &mut self,
         exchange: Box<Exchange>,
     ) -> (Box<Exchange>, Result<Action, PluginError>) {
-        let mut lease = match self.lease().await {
+        let timer = CallTimer::start(Hook::OnRequest, &self.slot, self.tally.as_deref());
+        let mut lease = match Stage::lease(&mut self.held, &self.slot).await {
             Ok(lease) => lease,
             Err(error) => return (exchange, Err(error)),
         };
         let (exchange, result) = lease.instance.on_request(exchange).await;
+        drop(timer);
         self.request_body = matches!(result, Ok(Action::Continue))
             && self.slot.wants_body(BodyKind::Request)
             && !exchange.skip_body;
@@ -103,11 +113,13 @@ impl Stage {
         &mut self,
         exchange: Box<Exchange>,
     ) -> (Box<Exchange>, Result<(), PluginError>) {
-        let mut lease = match self.lease().await {
+        let timer = CallTimer::start(Hook::OnResponse, &self.slot, self.tally.as_deref());
+        let mut lease = match Stage::lease(&mut self.held, &self.slot).await {
             Ok(lease) => lease,
             Err(error) => return (exchange, Err(error)),
         };
         let (exchange, result) = lease.instance.on_response(exchange).await;
+        drop(timer);
         self.response_body =
             result.is_ok() && self.slot.wants_body(BodyKind::Response) && !exchange.skip_body;
         self.settle(lease, self.response_body);
@@ -121,6 +133,36 @@ impl Stage {
     }
 }
 
+/// Times one call (its wait for an instance included) into the entry's histogram and the request's plugin
+/// time when dropped, so that a call abandoned half-way, its client gone, counts too.
+struct CallTimer<'a> {
+    stats: &'a PluginStats,
+    tally: Option<&'a Tally>,
+    hook: Hook,
+    started: Instant,
+}
+
+impl CallTimer<'_> {
+    fn start<'a>(hook: Hook, slot: &'a PluginSlot, tally: Option<&'a Tally>) -> CallTimer<'a> {
+        CallTimer {
+            stats: &slot.stats,
+            tally,
+            hook,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Drop for CallTimer<'_> {
+    fn drop(&mut self) {
+        let took = self.started.elapsed();
+        self.stats.called(self.hook, took);
+        if let Some(tally) = self.tally {
+            tally.plugin_time(took);
+        }
+    }
+}
+
 /// A plugin that failed, to be reported as the request's fault.
 struct Failure {
     slot: Arc<PluginSlot>,
@@ -128,6 +170,12 @@ struct Failure {
 }
 
 impl Failure {
+    /// A plugin's failed call, counted for its entry.
+    fn new(slot: Arc<PluginSlot>, error: PluginError) -> Failure {
+        slot.stats.failed(&error);
+        Failure { slot, error }
+    }
+
     fn fault(&self) -> Fault<'_> {
         Fault::Plugin {
             label: &self.slot.label,
@@ -177,7 +225,7 @@ pub async fn run(
     // The plugin's answer, and the plugin, to blame if the answer is invalid.
     let mut answer: Option<(LocalResponse, Arc<PluginSlot>)> = None;
     for slot in &route.chain {
-        let mut stage = Stage::new(slot);
+        let mut stage = Stage::new(slot, trace.tally());
         let snapshot = rolls_back(slot).then(|| exchange.snapshot());
         let (back, result) = stage.on_request(exchange).await;
         exchange = back;
@@ -193,10 +241,7 @@ pub async fn run(
                     exchange.restore(snapshot);
                 }
                 stage.finish();
-                let failure = Failure {
-                    slot: slot.clone(),
-                    error,
-                };
+                let failure = Failure::new(slot.clone(), error);
                 if let Some(response) = deny_or_skip(failure, &mut stages) {
                     return response;
                 }
@@ -215,13 +260,13 @@ pub async fn run(
             match local_answer(local) {
                 Ok(head_and_body) => head_and_body,
                 Err(error) => {
-                    let failure = Failure { slot, error };
+                    let failure = Failure::new(slot, error);
                     return finish_all(stages, failure.response());
                 }
             }
         }
         None => {
-            trace.upstream = Some(exchange.upstream.name.clone());
+            trace.sent_to(&exchange.upstream);
             let (upstream_body, task) = if stages.iter().any(|s| s.request_body) {
                 let (body, task) =
                     spawn_body_task(BodyKind::Request, body, std::mem::take(&mut stages));
@@ -235,6 +280,7 @@ pub async fn run(
                 query: exchange.query.as_deref(),
                 headers: exchange.headers.clone(),
                 client_ip,
+                context: Some(&exchange.context),
             };
             let upstream = exchange.upstream.clone();
             let sent = upstream.send(out, upstream_body).await;
@@ -286,10 +332,7 @@ pub async fn run(
                 exchange.restore(snapshot);
             }
             let stage = stages.remove(index);
-            let failure = Failure {
-                slot: stage.slot.clone(),
-                error,
-            };
+            let failure = Failure::new(stage.slot.clone(), error);
             stage.finish();
             if let Some(response) = deny_or_skip(failure, &mut stages) {
                 return response;
@@ -352,6 +395,7 @@ fn deny_or_skip(failure: Failure, stages: &mut Vec<Stage>) -> Option<Response<Pr
     match failure.slot.settings.on_error {
         OnError::Deny => Some(finish_all(std::mem::take(stages), failure.response())),
         OnError::Skip => {
+            failure.slot.stats.skipped();
             fault::report_skipped(&failure.slot.label, &failure.error);
             None
         }
@@ -446,18 +490,15 @@ async fn transform(
 ) -> Result<Bytes, Failure> {
     let mut chunk = chunk;
     for stage in stages.iter_mut().filter(|s| s.transforms(kind)) {
+        let timer = CallTimer::start(Hook::body(kind), &stage.slot, stage.tally.as_deref());
         let result = match stage.held.as_mut() {
             Some(lease) => lease.instance.on_body(kind, &chunk, end).await,
             None => Err(PluginError::Trap("no instance held for its body".into())),
         };
+        drop(timer);
         match result {
             Ok(output) => chunk = Bytes::from(output),
-            Err(error) => {
-                return Err(Failure {
-                    slot: stage.slot.clone(),
-                    error,
-                });
-            }
+            Err(error) => return Err(Failure::new(stage.slot.clone(), error)),
         }
     }
     Ok(chunk)

@@ -4,8 +4,11 @@
 //! [`Source::validate`], which reports every problem at once, each with file, line and field; the ranges
 //! themselves, and why each end is where it is, are in [`limits`].
 
+mod access_log;
 pub mod limits;
+pub mod store;
 mod units;
+pub mod upstream;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,8 +21,10 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::normalise::{self, PathPolicy};
+pub use access_log::AccessLog;
 use limits::{Bounds, Limit};
 pub use units::{ByteSize, HostPattern, HttpGrant, MethodName, PathRegex, UpstreamUrl};
+pub use upstream::UpstreamConfig;
 
 /// The whole config file as written.
 #[derive(Debug, Deserialize)]
@@ -33,6 +38,9 @@ pub struct ConfigFile {
     pub routes: Vec<Spanned<RouteConfig>>,
     /// The admin listener (`/healthz`, `/metrics`); none unless the table is there.
     pub admin: Option<AdminConfig>,
+    /// Where the state that plugins granted `grants.store` share lives.
+    #[serde(default)]
+    pub store: store::StoreConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,8 +56,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// A `tracing` filter (`info`, `weir=debug`); `RUST_LOG` wins when set.
     pub log_level: String,
-    /// One line per request at `info` on the `weir::access` target.
-    pub access_log: bool,
+    /// One line per request, as text or JSON, whatever `log_level` says.
+    pub access_log: AccessLog,
     /// Where built-in plugins are found; defaults to `plugins/` beside the `weir` binary.
     pub plugin_dir: Option<PathBuf>,
     /// Where compiled plugins are cached; defaults to `$XDG_CACHE_HOME/weir` or `~/.cache/weir`.
@@ -94,6 +102,23 @@ pub struct ServerConfig {
     /// connection is closed (nginx's `client_body_timeout`). Range: [`limits::CLIENT_BODY_TIMEOUT`].
     #[serde(with = "humantime_serde")]
     pub client_body_timeout: Duration,
+    /// A request head must come whole within this long (from the accept, or from a later request's first
+    /// byte): past it a head begun gets 408, and the connection is closed. Range:
+    /// [`limits::HEADER_READ_TIMEOUT`].
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection idle this long between requests is closed; 0 turns keep-alive off. Range:
+    /// [`limits::KEEPALIVE_TIMEOUT`].
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// Client connections served at once; past it new ones wait in the listen backlog. By default as many
+    /// as the open-file limit has room for (see `server::connection_limit`). Range:
+    /// [`limits::MAX_CONNECTIONS`].
+    pub max_connections: Option<u32>,
+    /// Header fields in a request head; more gets 431. Range: [`limits::REQUEST_HEADERS`].
+    pub max_request_headers: u32,
+    /// Where the serving process writes its pid; after an upgrade, the new process's.
+    pub pid_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -101,7 +126,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             log_level: "info".into(),
-            access_log: true,
+            access_log: AccessLog::Text,
             plugin_dir: None,
             cache_dir: None,
             workers: None,
@@ -124,6 +149,14 @@ impl Default for ServerConfig {
             plugin_log_bytes: ByteSize(8 << 10),
             // nginx's default.
             client_body_timeout: Duration::from_secs(60),
+            // hyper's default, which Weir had before it was a setting; nginx's is 60 s.
+            header_read_timeout: Duration::from_secs(30),
+            // nginx's default.
+            keepalive_timeout: Duration::from_secs(75),
+            max_connections: None,
+            // Envoy's `max_headers_count` and hyper's default; up to 100 the parser needs no allocation.
+            max_request_headers: 100,
+            pid_file: None,
         }
     }
 }
@@ -140,43 +173,6 @@ pub enum EscapedSlashes {
     Reject,
     /// Decoded to `/`, and the path normalised after, so the route sees the segments the upstream will.
     Decode,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamConfig {
-    /// Required unless `disabled`; a disabled upstream may keep its URL, to be switched back on by one line.
-    pub url: Option<UpstreamUrl>,
-    /// Switched off: a request routed to it (or sent to it by a plugin) gets `501 The proxy is disabled.`
-    /// once its chain has run, so the chain's auth still answers first.
-    #[serde(default)]
-    pub disabled: bool,
-    /// Connecting longer than this gives 504. Range: [`limits::UPSTREAM_TIMEOUT`].
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    /// Waiting longer than this for the response head gives 504. Range: [`limits::UPSTREAM_TIMEOUT`].
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Send the client's `Host` instead of the upstream's own authority (nginx's default is the latter).
-    #[serde(default)]
-    pub preserve_host: bool,
-    /// An upstream that sends nothing of a response body it has begun for this long has the response cut
-    /// short (nginx's `proxy_read_timeout`, between two reads). Range: [`limits::UPSTREAM_TIMEOUT`].
-    #[serde(default = "default_read_timeout", with = "humantime_serde")]
-    pub read_timeout: Duration,
-}
-
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-
-fn default_timeout() -> Duration {
-    Duration::from_secs(60)
-}
-
-/// nginx's `proxy_read_timeout`.
-fn default_read_timeout() -> Duration {
-    Duration::from_secs(60)
 }
 
 #[derive(Debug, Deserialize)]
@@ -300,6 +296,10 @@ pub struct Grants {
     /// Hosts the plugin may call over HTTP: `"auth.example.com"` (any port) or `"127.0.0.1:8080"`.
     #[serde(default)]
     pub http: Vec<HttpGrant>,
+    /// The shared store (`weir:plugin/store`): `true` for a namespace of the entry's own, or a namespace's
+    /// name that entries share.
+    #[serde(default)]
+    pub store: store::StoreGrant,
 }
 
 /// A problem found in a config file: where it is and what is wrong.
@@ -545,6 +545,28 @@ impl Source {
             &limits::CLIENT_BODY_TIMEOUT,
             server.client_body_timeout,
         );
+        found.bound(
+            &field("header_read_timeout"),
+            &limits::HEADER_READ_TIMEOUT,
+            server.header_read_timeout,
+        );
+        found.bound(
+            &field("keepalive_timeout"),
+            &limits::KEEPALIVE_TIMEOUT,
+            server.keepalive_timeout,
+        );
+        if let Some(connections) = server.max_connections {
+            found.bound(
+                &field("max_connections"),
+                &limits::MAX_CONNECTIONS,
+                connections,
+            );
+        }
+        found.bound(
+            &field("max_request_headers"),
+            &limits::REQUEST_HEADERS,
+            server.max_request_headers,
+        );
         // `run` would drop a bad directive silently; `check` says so.
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&server.log_level) {
             found.refuse(
@@ -553,22 +575,10 @@ impl Source {
             );
         }
 
+        c.store.validate(&mut found);
+
         for (name, upstream) in &c.upstreams {
-            let u = upstream.get_ref();
-            if u.url.is_none() && !u.disabled {
-                found.refuse(
-                    &[Key("upstreams"), Key(name), Key("url")],
-                    "missing: give the upstream's url, or `disabled = true` to answer its routes with 501",
-                );
-            }
-            for (field, value) in [
-                ("connect_timeout", u.connect_timeout),
-                ("timeout", u.timeout),
-                ("read_timeout", u.read_timeout),
-            ] {
-                let path = [Key("upstreams"), Key(name), Key(field)];
-                found.bound(&path, &limits::UPSTREAM_TIMEOUT, value);
-            }
+            upstream.get_ref().validate(name, &mut found);
         }
 
         for (index, route) in c.routes.iter().enumerate() {
@@ -805,6 +815,7 @@ fn field_location(tree: &DeTable, path: &[Step]) -> Option<String> {
     let text = |path: &[Step]| lookup(tree, path).and_then(|v| v.get_ref().as_str());
     let (owner, field) = match path {
         [Key("server"), field @ ..] => ("server".to_owned(), field),
+        [Key("store"), field @ ..] => ("store".to_owned(), field),
         [Key("upstreams"), Key(name), field @ ..] => (format!("upstream \"{name}\""), field),
         [
             Key("routes"),

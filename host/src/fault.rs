@@ -49,8 +49,9 @@ pub fn error_response(fault: &Fault<'_>) -> Response<ProxyBody> {
             headers.insert(header::ALLOW, header::HeaderValue::from_static(ALLOW));
         }
         // After a broken body or a tunnel request the next bytes on the connection cannot be trusted to
-        // start a request: nothing more is read from it.
-        Fault::Client(Refusal::Connect | Refusal::ChunkedTwice)
+        // start a request: nothing more is read from it. A head too large is closed on as the parser's
+        // own 431 is.
+        Fault::Client(Refusal::Connect | Refusal::ChunkedTwice | Refusal::HeadTooLarge(_))
         | Fault::Upstream(UpstreamError::ClientBody(_) | UpstreamError::ClientBodyTimeout(_)) => {
             headers.insert(
                 header::CONNECTION,
@@ -78,6 +79,7 @@ pub fn report(fault: &Fault<'_>) -> (StatusCode, Cow<'static, str>) {
                 Refusal::Trace => StatusCode::METHOD_NOT_ALLOWED,
                 Refusal::Expectation(_) => StatusCode::EXPECTATION_FAILED,
                 Refusal::TargetTooLong(_) => StatusCode::URI_TOO_LONG,
+                Refusal::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 _ => StatusCode::BAD_REQUEST,
             };
             (status, format!("{refusal}\n").into())
@@ -103,6 +105,14 @@ pub fn report(fault: &Fault<'_>) -> (StatusCode, Cow<'static, str>) {
         Fault::Upstream(e @ UpstreamError::Unreachable { .. }) => {
             tracing::warn!("{e}");
             (StatusCode::BAD_GATEWAY, "upstream unreachable\n".into())
+        }
+        // The client learns that TLS failed, not why: the certificate's names and issuer are the operator's.
+        Fault::Upstream(e @ UpstreamError::Tls { .. }) => {
+            tracing::warn!("{e}");
+            (
+                StatusCode::BAD_GATEWAY,
+                "upstream TLS handshake failed\n".into(),
+            )
         }
         // Word for word what the analytics server's `/proxy` answered with no target configured, without
         // the newline of the other texts: the clients it replaces may compare the body.

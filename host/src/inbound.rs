@@ -18,6 +18,8 @@ pub struct Rules {
     pub path: PathPolicy,
     /// The longest request target, in bytes; longer gets 414.
     pub max_target: usize,
+    /// The most bytes of header fields, each counted as `name: value` and its line end; more gets 431.
+    pub max_head: usize,
 }
 
 /// Why a request head is refused; always the client's fault.
@@ -47,6 +49,8 @@ pub enum Refusal {
     ChunkedTwice,
     #[error("the request target is longer than {0} bytes")]
     TargetTooLong(usize),
+    #[error("the header fields are larger than {0} bytes")]
+    HeadTooLarge(usize),
 }
 
 /// What to do with an admitted request.
@@ -68,6 +72,9 @@ pub fn admit(parts: &mut Parts, rules: Rules) -> Result<Admitted, Refusal> {
         return Err(Refusal::Trace);
     }
     check_expect(parts)?;
+    if head_len(&parts.headers) > rules.max_head {
+        return Err(Refusal::HeadTooLarge(rules.max_head));
+    }
     if target_len(&parts.uri) > rules.max_target {
         return Err(Refusal::TargetTooLong(rules.max_target));
     }
@@ -77,6 +84,9 @@ pub fn admit(parts: &mut Parts, rules: Rules) -> Result<Admitted, Refusal> {
         } else {
             Err(Refusal::Asterisk)
         };
+    }
+    if parts.version == Version::HTTP_2 {
+        pseudo_to_origin_form(parts)?;
     }
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let host = hosts.next().cloned();
@@ -127,6 +137,26 @@ pub fn admit(parts: &mut Parts, rules: Rules) -> Result<Admitted, Refusal> {
     })
 }
 
+/// RFC 9113 §8.3.1: HTTP/2 sends `:authority`, which stands for Host, beside a path that is the target in
+/// origin form; hyper joins them (with `:scheme`) into one URI. Split back, they are what HTTP/1.1 sends as
+/// Host and target, so the plugins see the same request whichever the client spoke.
+fn pseudo_to_origin_form(parts: &mut Parts) -> Result<(), Refusal> {
+    let Some(authority) = parts.uri.authority() else {
+        return Ok(());
+    };
+    if !matches!(parts.uri.scheme_str(), Some("http" | "https")) {
+        return Err(Refusal::Scheme);
+    }
+    let value = valid_host(authority.as_str().as_bytes())?;
+    parts.headers.insert(header::HOST, value);
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .map_or_else(|| Uri::from_static("/"), Uri::from);
+    Ok(())
+}
+
 /// RFC 9112 §6.1: chunked is applied at most once. The parser has framed the body by the last coding
 /// already; a second `chunked`, in one field or two, means the client and some other hop may disagree.
 /// (`Content-Length` beside `Transfer-Encoding` never gets here: the parser drops the length, frames the
@@ -151,6 +181,15 @@ fn target_len(uri: &Uri) -> usize {
     let authority = uri.authority().map_or(0, |a| a.as_str().len());
     let path_and_query = uri.path_and_query().map_or(0, |p| p.as_str().len());
     scheme + authority + path_and_query
+}
+
+/// The header fields' size as written back out, `name: value\r\n` each: the parser's own cap on the head
+/// leaves room for the longest target, so a head with a short target would otherwise fit more fields.
+fn head_len(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
 }
 
 /// `Expect: 100-continue` is answered by the server when the body is first read, and is this hop's alone:
@@ -224,6 +263,7 @@ mod tests {
             merge_slashes: true,
         },
         max_target: 64,
+        max_head: 1024,
     };
 
     fn parts(method: &str, target: &str, headers: &[(&str, &str)]) -> Parts {
@@ -284,6 +324,18 @@ mod tests {
     }
 
     #[test]
+    fn h2_authority_is_the_host_and_the_target_stays_in_origin_form() {
+        let mut p = parts("GET", "http://a.example:8080/x?y=1", &[]);
+        p.version = Version::HTTP_2;
+        assert!(matches!(
+            admit(&mut p, POLICY),
+            Ok(Admitted::Forward { original: None })
+        ));
+        assert_eq!(p.headers[header::HOST], "a.example:8080");
+        assert_eq!(p.uri, "/x?y=1");
+    }
+
+    #[test]
     fn long_targets_get_414() {
         let fits = format!("/{}", "a".repeat(63));
         assert!(admit(&mut parts("GET", &fits, &[("host", "a")]), POLICY).is_ok());
@@ -291,6 +343,24 @@ mod tests {
         assert_eq!(
             admit(&mut parts("GET", &long, &[("host", "a")]), POLICY).err(),
             Some(Refusal::TargetTooLong(64))
+        );
+    }
+
+    #[test]
+    fn header_fields_over_the_limit_get_431() {
+        let rules = Rules {
+            max_head: 64,
+            ..POLICY
+        };
+        // `host: a\r\n` is 9 bytes, `x: ` and its line end 5 more than the value.
+        let value = "v".repeat(64 - 9 - 5);
+        let fits = [("host", "a"), ("x", value.as_str())];
+        assert!(admit(&mut parts("GET", "/", &fits), rules).is_ok());
+        let over = format!("{value}v");
+        let over = [("host", "a"), ("x", over.as_str())];
+        assert_eq!(
+            admit(&mut parts("GET", "/", &over), rules).err(),
+            Some(Refusal::HeadTooLarge(64))
         );
     }
 

@@ -2,14 +2,18 @@
 //!
 //! The request path: [`server`] accepts, [`inbound`] admits the request head and [`normalise`]s its path,
 //! [`proxy::Proxy::handle`] picks a route ([`routes`]), [`chain`] runs
-//! the route's plugins ([`plugin`], inside the [`sandbox`]) around the [`upstream`] call, and [`fault`]
-//! turns any failure into its status code.
+//! the route's plugins ([`plugin`], inside the [`sandbox`]) around the [`upstream`] call, [`fault`]
+//! turns any failure into its status code, and [`outcome`] counts the request ([`stats`]) and writes its
+//! [`access_log`] line once its response is sent.
 
+pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod chain;
+pub mod client_clocks;
 pub mod compile_cache;
 pub mod config;
+pub mod connections;
 pub mod context;
 pub mod cpu_time;
 pub mod crypto;
@@ -24,6 +28,8 @@ pub mod load;
 pub mod logging;
 pub mod metrics;
 pub mod normalise;
+pub mod outcome;
+pub mod pid_file;
 pub mod plugin;
 pub mod proxy;
 pub mod redact;
@@ -31,4 +37,7 @@ pub mod reload;
 pub mod routes;
 pub mod sandbox;
 pub mod server;
+pub mod stats;
+pub mod store;
+pub mod upgrade;
 pub mod upstream;

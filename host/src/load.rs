@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::config::store::{Backend, StoreGrant};
+use crate::config::upstream::SKIP_VERIFY;
 use crate::config::{
     ByteSize, ConfigError, ConfigErrors, OnError, PluginEntry, ServerConfig, Source, Step,
     plugin_label, route_label,
@@ -19,11 +21,14 @@ use crate::routes::RouteMatch;
 use crate::sandbox::{
     EPOCH_TICK, HostState, InstanceLimits, Label, Sandbox, SandboxSettings, default_cache_dir,
 };
+use crate::stats::Stats;
+use crate::store::{self, Namespace, Store, StoreAccess};
 use crate::upstream::{Upstream, Upstreams};
 
 /// What `weir check` and `weir run` both do before serving, in one place so that they cannot differ:
 /// validate, build the sandbox, load every plugin. A config that passes here is one `run` can serve.
 pub async fn prepare(source: &Source, plugin_dir: &Path) -> Result<Loaded, ConfigErrors> {
+    let stats = Arc::new(Stats::default());
     let sandbox = match sandbox(source) {
         Ok(sandbox) => sandbox,
         Err(refused) => {
@@ -32,10 +37,11 @@ pub async fn prepare(source: &Source, plugin_dir: &Path) -> Result<Loaded, Confi
             return Err(ConfigErrors(errors));
         }
     };
-    let (proxy, warnings) = load(source, &sandbox, plugin_dir).await?;
+    let (proxy, warnings) = load(source, &sandbox, plugin_dir, &stats).await?;
     Ok(Loaded {
         proxy,
         sandbox,
+        stats,
         warnings,
     })
 }
@@ -44,6 +50,8 @@ pub async fn prepare(source: &Source, plugin_dir: &Path) -> Result<Loaded, Confi
 pub struct Loaded {
     pub proxy: Proxy,
     pub sandbox: Arc<Sandbox>,
+    /// The counters this and every later generation count in.
+    pub stats: Arc<Stats>,
     /// Each in the errors' format: file, line, route, plugin, field.
     pub warnings: Vec<ConfigError>,
 }
@@ -85,24 +93,22 @@ pub fn sandbox_settings(
     }
 }
 
-/// Loads every route with a sandbox already built; [`prepare`] is the whole of it.
+/// Loads every route with a sandbox already built, its counters taken from `stats`; [`prepare`] is the
+/// whole of it.
 pub async fn load(
     source: &Source,
     sandbox: &Arc<Sandbox>,
     plugin_dir: &Path,
+    stats: &Stats,
 ) -> Result<(Proxy, Vec<ConfigError>), ConfigErrors> {
     let config = &source.config;
-    let upstreams: BTreeMap<String, Arc<Upstream>> = config
-        .upstreams
-        .iter()
-        .map(|(name, u)| (name.clone(), Arc::new(Upstream::new(name, u.get_ref()))))
-        .collect();
-    let upstreams = Arc::new(Upstreams::new(upstreams));
-
     let mut errors = source.validate();
     let mut warnings = Vec::new();
+    let upstreams = Arc::new(upstreams(source, stats, &mut errors, &mut warnings));
     let mut compiled: HashMap<PathBuf, Result<Arc<PluginPre<HostState>>, String>> = HashMap::new();
     let mut routes = Vec::new();
+    // Made when the first entry granted the store is loaded: a config without one never makes it.
+    let mut shared_store = None;
     for (index, spanned) in config.routes.iter().enumerate() {
         let route = spanned.get_ref();
         let route_name = route
@@ -137,7 +143,22 @@ pub async fn load(
             if !entry.get_ref().limits_in_range(&config.server) {
                 continue; // reported by the config's own validation
             }
-            let settings = match slot_settings(source, entry.get_ref()) {
+            let store = store_access(
+                source,
+                &mut shared_store,
+                &route_name,
+                (index, position),
+                &pre,
+                sandbox,
+            );
+            let store = match store {
+                Ok(store) => store,
+                Err(error) => {
+                    errors.push(error);
+                    continue;
+                }
+            };
+            let settings = match slot_settings(source, entry.get_ref(), store) {
                 Ok(settings) => settings,
                 Err(message) => {
                     errors.push(source.error(at, format!("{label}, field \"grants\""), message));
@@ -156,7 +177,16 @@ pub async fn load(
                 route: route_name.clone(),
                 plugin: plugin_label(position, entry.get_ref()),
             });
-            match PluginSlot::new(log_label, sandbox.clone(), pre, plugin_config, settings).await {
+            let entry_stats = stats.plugin(&log_label);
+            let slot = PluginSlot::new(
+                log_label,
+                sandbox.clone(),
+                pre,
+                plugin_config,
+                settings,
+                entry_stats,
+            );
+            match slot.await {
                 Ok(slot) => {
                     if slot.is_guard() && entry.get_ref().on_error == OnError::Skip {
                         warnings.push(source.field_error(
@@ -201,7 +231,8 @@ pub async fn load(
             continue; // reported by the config's own validation
         };
         routes.push(Route {
-            name: route_name,
+            stats: stats.route(&route_name),
+            name: route_name.into(),
             matcher: RouteMatch::new(route),
             upstream: upstream.clone(),
             chain,
@@ -215,9 +246,11 @@ pub async fn load(
         routes,
         upstreams,
         access_log: config.server.access_log,
+        unrouted: stats.unrouted().clone(),
         inbound: inbound::Rules {
             path: source.path_policy(),
             max_target: bytes(config.server.max_request_target),
+            max_head: bytes(config.server.max_request_head),
         },
         plugin_bounds: PluginBounds {
             headers: usize::try_from(config.server.plugin_headers).unwrap_or(usize::MAX),
@@ -230,12 +263,49 @@ pub async fn load(
     Ok((proxy, warnings))
 }
 
+/// Every upstream of the config. One that cannot be made (a CA file that does not load) is an error on the
+/// field at fault; one that checks no certificate is a warning on the option that says so.
+fn upstreams(
+    source: &Source,
+    stats: &Stats,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> Upstreams {
+    let mut built = BTreeMap::new();
+    for (name, upstream) in &source.config.upstreams {
+        let config = upstream.get_ref();
+        let field = |f| [Step::Key("upstreams"), Step::Key(name), Step::Key(f)];
+        if config.tls_insecure_skip_verify && config.is_tls() {
+            warnings.push(source.field_error(
+                &field(SKIP_VERIFY),
+                "no certificate is checked: anyone on the way to this upstream can read and change \
+                 its traffic",
+            ));
+        }
+        let ca_file = config.ca_file.as_ref().map(|f| source.resolve(f));
+        match Upstream::new(name, config, ca_file, stats.upstream(name)) {
+            Ok(mut made) => {
+                // A config with errors is never served: nothing to check for.
+                if errors.is_empty() {
+                    made.start_health_checks();
+                }
+                built.insert(name.clone(), Arc::new(made));
+            }
+            Err(e) => errors.push(source.field_error(&field(e.field), e.message)),
+        }
+    }
+    Upstreams::new(built)
+}
+
 /// True when instantiating or initialising a plugin failed because its `memory` cap refused a grow, which
 /// wasmtime's `StoreLimits` reports only as text ("forcing trap when growing memory to N bytes", in the
 /// pinned wasmtime 48).
 fn memory_refused(error: &PluginError) -> bool {
-    matches!(error, PluginError::Instantiate(_) | PluginError::Trap(_))
-        && error.to_string().contains("growing memory")
+    match error {
+        PluginError::MemoryLimit(_) => true,
+        PluginError::Instantiate(_) => error.to_string().contains("growing memory"),
+        _ => false,
+    }
 }
 
 /// Where a plugin's `.wasm` is: a built-in by name in the plugin directory, or a path from the config.
@@ -283,7 +353,60 @@ fn builtin_names(plugin_dir: &Path) -> String {
     }
 }
 
-fn slot_settings(source: &Source, entry: &PluginEntry) -> Result<SlotSettings, String> {
+/// The way into the shared store of the entry at `(route, position)`: `None` without `grants.store`. A
+/// plugin that uses the store without the grant is refused here, at load, rather than on every request.
+fn store_access(
+    source: &Source,
+    shared: &mut Option<Arc<Store>>,
+    route_name: &str,
+    (route, position): (usize, usize),
+    pre: &PluginPre<HostState>,
+    sandbox: &Sandbox,
+) -> Result<Option<Arc<StoreAccess>>, ConfigError> {
+    let entry = source.config.routes[route].get_ref().plugins[position].get_ref();
+    let namespace = match &entry.grants.store {
+        StoreGrant::None if store::imports_store(pre, sandbox.engine()) => {
+            let field = [
+                Step::Key("routes"),
+                Step::Index(route),
+                Step::Key("plugins"),
+                Step::Index(position),
+                Step::Key("grants"),
+                Step::Key("store"),
+            ];
+            return Err(source.field_error(
+                &field,
+                "this plugin uses the shared store: grant it with `grants.store = true`",
+            ));
+        }
+        StoreGrant::None => return Ok(None),
+        StoreGrant::Own => Namespace::Entry {
+            route: route_name.to_owned(),
+            position,
+        },
+        StoreGrant::Named(name) => Namespace::Named(name.clone()),
+    };
+    if source.config.store.backend == Backend::Redis && source.config.store.url.is_none() {
+        return Ok(None); // reported by the config's own validation
+    }
+    let store = match shared {
+        Some(store) => store.clone(),
+        None => {
+            let made = Store::for_config(&source.config.store)
+                .map_err(|e| source.field_error(&[Step::Key("store"), Step::Key("url")], e))?;
+            shared.insert(made).clone()
+        }
+    };
+    let plugin = plugin_label(position, entry);
+    let access = StoreAccess::new(store, &namespace, (route_name, &plugin));
+    Ok(Some(Arc::new(access)))
+}
+
+fn slot_settings(
+    source: &Source,
+    entry: &PluginEntry,
+    store: Option<Arc<StoreAccess>>,
+) -> Result<SlotSettings, String> {
     let env = entry
         .grants
         .env
@@ -311,6 +434,7 @@ fn slot_settings(source: &Source, entry: &PluginEntry) -> Result<SlotSettings, S
             http: entry.grants.http.clone().into(),
             wall_timeout: entry.wall_timeout,
             log_bytes: bytes(source.config.server.plugin_log_bytes),
+            store,
         },
         on_error: entry.on_error,
         isolation: entry.isolation,

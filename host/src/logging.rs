@@ -10,13 +10,14 @@
 //! ([`plugin`]), so that a plugin failing on every request logs once per period, not once per request.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 use crate::sandbox::Label;
 
@@ -30,6 +31,19 @@ pub const BUFFERED_LINES: usize = 8192;
 pub const DROP_REPORT_PERIOD: Duration = Duration::from_secs(10);
 
 static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// The writer's queue, for access lines, which are formatted whole by [`crate::access_log`] rather than
+/// by the subscriber.
+static ACCESS: OnceLock<NonBlocking> = OnceLock::new();
+
+/// Queues one access line (ending in a newline) behind the others, or drops and counts it when the queue
+/// is full, as any line; before [`init`], nothing is written.
+pub fn access(line: &[u8]) {
+    if let Some(writer) = ACCESS.get() {
+        // One `write` is one queued line; the lossy writer never fails.
+        let _ = writer.make_writer().write_all(line);
+    }
+}
 
 /// Lines dropped because the writer thread fell behind, since the process started.
 pub fn dropped_lines() -> u64 {
@@ -64,6 +78,7 @@ pub fn init(level: &str) -> Guard {
         .thread_name("weir-log")
         .finish(std::io::stderr());
     let _ = DROPPED.set(writer.error_counter());
+    let _ = ACCESS.set(writer.clone());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)

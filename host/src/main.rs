@@ -1,5 +1,7 @@
 //! The `weir` command line.
 
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -7,10 +9,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use weir::config::{ConfigErrors, ServerConfig, Source};
+use weir::pid_file::PidFile;
 use weir::reload::Control;
 use weir::sandbox::Sandbox;
+use weir::upgrade::{self, Handover, Inheritance, Role};
 use weir::{inspect, load, logging, server};
 
 #[derive(Parser)]
@@ -105,8 +109,8 @@ fn read_source(config: &Path) -> Result<Source, ExitCode> {
 
 /// A proxy holds two sockets per connection (the client's and the upstream's): the soft limit on open
 /// files, often 1024, would refuse connections long before anything else runs out. Raised to the hard
-/// limit, as nginx's `worker_rlimit_nofile` would be set by hand.
-fn raise_open_files() {
+/// limit, as nginx's `worker_rlimit_nofile` would be set by hand. The limit in force after, when known.
+fn raise_open_files() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -123,6 +127,15 @@ fn raise_open_files() {
             "warning: cannot raise the limit on open files; connections may be refused early"
         );
     }
+    // SAFETY: as above.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 };
+    known.then_some(limit.rlim_cur)
+}
+
+/// A line on stdout for scripts and tests. Never a panic: after an upgrade stdout may be a pipe whose
+/// reader has gone (the first process's starter read its lines and left).
+fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -145,57 +158,100 @@ fn run(config: &Path) -> anyhow::Result<ExitCode> {
         eprintln!("{}", ConfigErrors(errors));
         return Ok(ExitCode::FAILURE);
     }
-    raise_open_files();
+    let open_files = raise_open_files();
     // Before the runtime, so dropped after it: what the runtime logs as it stops is flushed too.
     let _log = logging::init(&source.config.server.log_level);
     let runtime = runtime(source.config.server.workers)?;
     runtime.block_on(async {
+        let signals = Signals::install();
+        let mut inheritance = upgrade::inherit()?;
         let loaded = match load_all(&source).await {
             Ok(loaded) => loaded,
             Err(code) => return Ok(code),
         };
         let server = source.config.server.clone();
-        let listener = tokio::net::TcpListener::bind(server.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", server.listen))?;
-        // Tests and scripts read this line for the bound address (the config may say port 0).
-        println!("weir listening on http://{}", listener.local_addr()?);
+        let listener = listen(&mut inheritance, Role::Listen, server.listen).await?;
         let admin = match &source.config.admin {
-            Some(admin) => Some(
-                tokio::net::TcpListener::bind(admin.listen)
-                    .await
-                    .with_context(|| format!("cannot listen on {} (admin)", admin.listen))?,
-            ),
+            Some(admin) => Some(listen(&mut inheritance, Role::Admin, admin.listen).await?),
             None => None,
         };
+        // Before the lines below, so that whoever reads them finds it.
+        let pid_file = server
+            .pid_file
+            .as_ref()
+            .map(|file| {
+                let file = source.resolve(file);
+                PidFile::write(file.clone())
+                    .with_context(|| format!("cannot write the pid file {}", file.display()))
+            })
+            .transpose()?;
+        let handover = Handover::new(&listener, admin.as_ref());
+        let listening = listener.local_addr()?;
+        let admin_listening = admin.as_ref().map(|a| a.local_addr()).transpose()?;
         let plugin_dir = plugin_dir(&source);
         let control = Arc::new(Control::new(loaded, source, plugin_dir));
-        if let Some(listener) = admin {
-            // After the proxy's own line, which scripts read first.
-            println!("weir admin on http://{}", listener.local_addr()?);
-            tokio::spawn(weir::admin::serve(listener, control.clone()));
-        }
-        tokio::spawn(reload_on_hangup(control.clone()));
+        // Ready before the lines below: whoever reads them may ask /readyz at once.
         control.set_ready(true);
-        let draining = {
+        let admin =
+            admin.map(|listener| tokio::spawn(weir::admin::serve(listener, control.clone())));
+        tokio::spawn(reload_on_hangup(control.clone(), signals.hangup));
+        // Tests and scripts read this line for the bound address (the config may say port 0), and the
+        // admin listener's after it.
+        say(format_args!("weir listening on http://{listening}"));
+        if let Some(admin) = admin_listening {
+            say(format_args!("weir admin on http://{admin}"));
+        }
+        // Last: the process this one replaces stops accepting as soon as it reads this.
+        inheritance.announce_ready();
+        let stop = {
             let control = control.clone();
             async move {
-                shutdown_signal().await;
+                let handed_over = tokio::select! {
+                    () = received(signals.terminate) => false,
+                    () = received(signals.interrupt) => false,
+                    () = upgrade::on_signal(&handover, signals.upgrade) => true,
+                };
                 // Balancers polling /readyz stop sending while what is in flight finishes.
                 control.set_ready(false);
+                // The new process answers the admin listener now; this one's /readyz would say otherwise.
+                if let (true, Some(admin)) = (handed_over, admin) {
+                    admin.abort();
+                }
             }
         };
-        server::serve(listener, control.proxy.clone(), draining, &server).await;
+        let connections = server::connection_limit(server.max_connections, open_files);
+        server::serve(listener, control.proxy.clone(), stop, &server, connections).await;
+        drop(pid_file);
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// SIGHUP reloads the config, as it does nginx's.
-async fn reload_on_hangup(control: Arc<Control>) {
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-        tracing::warn!(
-            "cannot install the SIGHUP handler: reload through the admin listener instead"
+/// The listener for `role`: the one an upgrade handed over, or bound now.
+async fn listen(
+    inheritance: &mut Inheritance,
+    role: Role,
+    address: SocketAddr,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    let what = match role {
+        Role::Listen => "",
+        Role::Admin => " (admin)",
+    };
+    if let Some(listener) = inheritance.take(role, address)? {
+        tracing::info!(
+            "listening on {}{what} through the socket of the process this upgrade replaces (pid {})",
+            listener.local_addr()?,
+            std::os::unix::process::parent_id()
         );
+        return Ok(listener);
+    }
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}{what}"))
+}
+
+/// SIGHUP reloads the config, as it does nginx's.
+async fn reload_on_hangup(control: Arc<Control>, hangup: Option<Signal>) {
+    let Some(mut hangup) = hangup else {
         return;
     };
     while hangup.recv().await.is_some() {
@@ -204,21 +260,46 @@ async fn reload_on_hangup(control: Arc<Control>) {
     }
 }
 
-async fn shutdown_signal() {
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(e) => {
-            tracing::warn!(
-                "cannot install the SIGTERM handler ({e}): only Ctrl-C stops Weir gracefully"
-            );
-            let _ = tokio::signal::ctrl_c().await;
+/// The signals Weir acts on. Each handler is installed before anything slow, since the default action of
+/// every one of them ends the process, and a signal sent as soon as the first line is printed must find its
+/// handler there; one received before it is awaited is kept for it.
+struct Signals {
+    hangup: Option<Signal>,
+    terminate: Option<Signal>,
+    interrupt: Option<Signal>,
+    upgrade: Option<Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        let install = |kind, name: &str, otherwise: &str| {
+            signal(kind)
+                .inspect_err(|e| {
+                    tracing::warn!("cannot install the {name} handler ({e}): {otherwise}")
+                })
+                .ok()
+        };
+        Signals {
+            hangup: install(
+                SignalKind::hangup(),
+                "SIGHUP",
+                "reload through the admin listener instead",
+            ),
+            terminate: install(SignalKind::terminate(), "SIGTERM", "only Ctrl-C drains"),
+            interrupt: install(SignalKind::interrupt(), "SIGINT", "only SIGTERM drains"),
+            upgrade: install(SignalKind::user_defined2(), "SIGUSR2", "no upgrades"),
         }
     }
+}
+
+/// Resolves when `signal` arrives; never, without a handler.
+async fn received(signal: Option<Signal>) {
+    if let Some(mut signal) = signal
+        && signal.recv().await.is_some()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 fn reload(config: &Path) -> anyhow::Result<ExitCode> {

@@ -3,24 +3,29 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 
 use crate::body::ProxyBody;
 use crate::chain;
+use crate::config::AccessLog;
 use crate::exchange::{PluginBounds, strip_hop_by_hop};
 use crate::fault::{Fault, error_response};
 use crate::inbound::{self, Admitted};
+use crate::outcome::{ServedBody, Trace};
 use crate::plugin::PluginSlot;
 use crate::routes::RouteMatch;
+use crate::stats::RouteStats;
 use crate::upstream::{Outgoing, Upstream, Upstreams};
 
 pub struct Proxy {
     pub routes: Vec<Route>,
     pub upstreams: Arc<Upstreams>,
-    pub access_log: bool,
+    pub access_log: AccessLog,
+    /// The counters of requests that matched no route.
+    pub unrouted: Arc<RouteStats>,
     pub inbound: inbound::Rules,
     /// How long a client may send nothing of a request body it has begun.
     pub client_body_timeout: Duration,
@@ -29,44 +34,26 @@ pub struct Proxy {
 }
 
 pub struct Route {
-    pub name: String,
+    pub name: Arc<str>,
     pub matcher: RouteMatch,
     pub upstream: Arc<Upstream>,
     pub chain: Vec<Arc<PluginSlot>>,
     pub max_request_body: Option<u64>,
-}
-
-/// What the access log says of a request besides its request line and status.
-#[derive(Default)]
-pub struct Trace {
-    pub route: Option<String>,
-    pub upstream: Option<String>,
+    /// Its counters, which outlive this generation.
+    pub stats: Arc<RouteStats>,
 }
 
 impl Proxy {
-    /// Handles one request and writes its access-log line.
+    /// Handles one request; it is counted, and its access line written, when its response body is done
+    /// with (see [`crate::outcome`]).
     pub async fn handle(
         &self,
         request: Request<Incoming>,
         client: SocketAddr,
-    ) -> Response<ProxyBody> {
-        let started = self.access_log.then(Instant::now);
-        let line = started.map(|_| (request.method().clone(), request.uri().clone()));
-        let mut trace = Trace::default();
+    ) -> Response<ServedBody> {
+        let mut trace = Trace::begin(self.access_log, &self.unrouted, &request, client);
         let response = self.dispatch(request, client.ip(), &mut trace).await;
-        if let (Some(started), Some((method, uri))) = (started, line) {
-            tracing::info!(
-                target: "weir::access",
-                client = %client.ip(),
-                route = trace.route.as_deref().unwrap_or("-"),
-                upstream = trace.upstream.as_deref().unwrap_or("-"),
-                // Time to the response head: the body may stream long after.
-                head_us = started.elapsed().as_micros() as u64,
-                "{method} {uri} {}",
-                response.status().as_u16()
-            );
-        }
-        response
+        trace.respond(response)
     }
 
     async fn dispatch(
@@ -81,6 +68,7 @@ impl Proxy {
             Ok(Admitted::ServerOptions) => return server_options(),
             Err(refusal) => return error_response(&Fault::Client(&refusal)),
         };
+        trace.admitted(&parts.uri);
         let host = parts
             .headers
             .get(header::HOST)
@@ -92,7 +80,7 @@ impl Proxy {
         else {
             return error_response(&Fault::NoRoute);
         };
-        trace.route = Some(route.name.clone());
+        trace.routed(route);
         if let Some(limit) = route.max_request_body
             && declared_length(&parts.headers).is_some_and(|len| len > limit)
         {
@@ -100,20 +88,26 @@ impl Proxy {
         }
 
         strip_hop_by_hop(&mut parts.headers);
-        let body = ProxyBody::request(body, route.max_request_body, self.client_body_timeout);
+        let body = ProxyBody::request(
+            body,
+            route.max_request_body,
+            self.client_body_timeout,
+            trace.tally().cloned(),
+        );
         if !route.chain.is_empty() {
             let original_uri = original_uri.unwrap_or_else(|| parts.uri.clone());
             return chain::run(self, route, parts, original_uri, body, client_ip, trace).await;
         }
 
         // An empty chain: no exchange, no copies, the body streams straight through.
-        trace.upstream = Some(route.upstream.name.clone());
+        trace.sent_to(&route.upstream);
         let out = Outgoing {
             method: parts.method,
             path: parts.uri.path(),
             query: parts.uri.query(),
             headers: parts.headers,
             client_ip,
+            context: None,
         };
         match route.upstream.send(out, body).await {
             Ok(response) => from_upstream(response),

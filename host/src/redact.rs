@@ -54,9 +54,30 @@ fn redact(value: &mut Value, secret: bool) {
         Value::String(s) if secret || SECRET_PREFIXES.iter().any(|p| s.starts_with(p)) => {
             *s = REDACTED.into();
         }
+        Value::String(s) => *s = url_without_password(s),
         Value::Table(table) => redact_table(table, secret),
         Value::Array(items) => items.iter_mut().for_each(|v| redact(v, secret)),
         _ => {}
+    }
+}
+
+/// A URL with the password of its userinfo replaced (`redis://app:<redacted>@cache:6379`), wherever the
+/// URL is: `[store]`'s Redis URL carries one, and so may any URL a plugin's config holds. Anything else is
+/// returned as it is.
+pub fn url_without_password(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!(
+                "{scheme}://{user}:{REDACTED}@{host}{}",
+                &rest[authority_end..]
+            )
+        }
+        _ => text.to_owned(),
     }
 }
 
@@ -100,5 +121,21 @@ config.request = { set = { "x-api-key" = "k3y", "x-env" = "prod" } }
             assert!(shown.contains(kept), "{kept} missing in\n{shown}");
         }
         assert_eq!(config("not = [toml"), format!("# {REDACTED}\n"));
+    }
+
+    #[test]
+    fn passwords_in_urls_go_and_the_rest_of_the_url_stays() {
+        let shown = config("[store]\nurl = \"redis://app:hunter2@cache:6379/0\"\n");
+        assert!(
+            shown.contains("redis://app:<redacted>@cache:6379/0"),
+            "{shown}"
+        );
+        assert_eq!(
+            url_without_password("redis://:hunter2@cache"),
+            "redis://:<redacted>@cache"
+        );
+        for kept in ["redis://cache:6379", "http://user@host/a:b@c", "not a url"] {
+            assert_eq!(url_without_password(kept), kept);
+        }
     }
 }

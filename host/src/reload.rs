@@ -17,10 +17,13 @@ use crate::config::{ConfigErrors, ConfigFile, Source};
 use crate::load;
 use crate::proxy::Proxy;
 use crate::sandbox::Sandbox;
+use crate::stats::Stats;
 
 /// The running generation, and what the admin listener and the metrics read of it.
 pub struct Control {
     pub proxy: Arc<ArcSwap<Proxy>>,
+    /// The counters every generation counts in, so that a reload carries them on.
+    pub stats: Arc<Stats>,
     sandbox: Arc<Sandbox>,
     file: PathBuf,
     plugin_dir: PathBuf,
@@ -72,6 +75,7 @@ impl Control {
     pub fn new(loaded: load::Loaded, source: Source, plugin_dir: PathBuf) -> Control {
         Control {
             proxy: Arc::new(ArcSwap::from_pointee(loaded.proxy)),
+            stats: loaded.stats,
             sandbox: loaded.sandbox,
             file: source.file.clone(),
             plugin_dir,
@@ -121,7 +125,7 @@ impl Control {
                     .collect(),
             ));
         }
-        let (proxy, warnings) = load::load(&source, &self.sandbox, &self.plugin_dir)
+        let (proxy, warnings) = load::load(&source, &self.sandbox, &self.plugin_dir, &self.stats)
             .await
             .map_err(ReloadError::Config)?;
         for warning in warnings {
@@ -188,6 +192,21 @@ fn restart_only_changes(old: &ConfigFile, new: &ConfigFile, sandbox_slots: u32) 
         "max_request_target",
         o.max_request_target == n.max_request_target,
     );
+    // The server's connection settings are read once, when it starts serving.
+    check(
+        "header_read_timeout",
+        o.header_read_timeout == n.header_read_timeout,
+    );
+    check(
+        "keepalive_timeout",
+        o.keepalive_timeout == n.keepalive_timeout,
+    );
+    check("max_connections", o.max_connections == n.max_connections);
+    check(
+        "max_request_headers",
+        o.max_request_headers == n.max_request_headers,
+    );
+    check("pid_file", o.pid_file == n.pid_file);
     let admin = |c: &ConfigFile| c.admin.as_ref().map(|a| a.listen);
     if admin(old) != admin(new) {
         changes.push("admin, field \"listen\": changed, and only a restart applies it".into());

@@ -22,6 +22,7 @@ pub use crate::epoch::EPOCH_TICK;
 use crate::exchange::Exchange;
 use crate::guest_output::{GuestOutput, Stream};
 use crate::plugin::bindings::{CONTRACT, Plugin, PluginPre};
+use crate::store::StoreAccess;
 
 /// Process-wide sandbox settings, from the `[server]` table.
 #[derive(Debug, Clone)]
@@ -46,6 +47,8 @@ pub struct InstanceLimits {
     pub wall_timeout: std::time::Duration,
     /// Bytes the plugin may log per call (the `log` interface; its stdout and stderr are bounded apart).
     pub log_bytes: usize,
+    /// The shared store, when the entry is granted it.
+    pub store: Option<Arc<StoreAccess>>,
 }
 
 /// Names a plugin in logs: which route, which link of its chain.
@@ -64,6 +67,8 @@ pub struct HostState {
     pub exchange: Option<Box<Exchange>>,
     pub label: Arc<Label>,
     pub http_grants: Arc<[HttpGrant]>,
+    /// The shared store, when the entry is granted it.
+    pub(crate) store: Option<Arc<StoreAccess>>,
     /// Set when a host call waited on the network: the time spent waiting is not the plugin's CPU time,
     /// so the next epoch deadline is renewed once instead of trapping.
     pub waited_on_host: bool,
@@ -256,6 +261,7 @@ impl Sandbox {
             exchange: None,
             label,
             http_grants: limits.http.clone(),
+            store: limits.store.clone(),
             waited_on_host: false,
             crypto_keys: 0,
             password_hashes: 0,

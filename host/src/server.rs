@@ -1,5 +1,7 @@
-//! Accepting connections and serving HTTP/1.1 with keep-alive, against whatever configuration the atomic
-//! pointer holds when each request arrives.
+//! Accepting connections and serving HTTP/1.1 with keep-alive, and HTTP/2 in clear text to a client that
+//! opens with its preface (h2c with prior knowledge), on the same port, against whatever configuration the
+//! atomic pointer holds when each request arrives: at most `max_connections` at once, each under its
+//! clocks ([`crate::client_clocks`]), and all of them drained when the server stops.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -7,43 +9,65 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::server::conn::http1;
+use http::header::{self, HeaderValue};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 
+use crate::client_clocks::{Activity, Clocked, Clocks, Tracked};
 use crate::config::ServerConfig;
+use crate::config::limits::MAX_CONNECTIONS;
 use crate::proxy::Proxy;
 
-/// A client that has not sent a full request head within this time is dropped (slowloris).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Files the process needs besides its connections' sockets: the standard streams, the runtime's, the
+/// compile cache's, an admin connection or two.
+const OTHER_FILES: u64 = 64;
 
+/// Connections served at once: `max_connections`, or by default as many as the open-file limit has room
+/// for, two sockets each (the client's and an upstream's). Past the default, an accept or an upstream
+/// connect would fail for want of a file instead.
+pub fn connection_limit(configured: Option<u32>, open_files: Option<u64>) -> usize {
+    let limit = configured.unwrap_or_else(|| {
+        let room = open_files.map_or(u64::from(MAX_CONNECTIONS.max), |files| {
+            files.saturating_sub(OTHER_FILES) / 2
+        });
+        u32::try_from(room)
+            .unwrap_or(MAX_CONNECTIONS.max)
+            .clamp(MAX_CONNECTIONS.min, MAX_CONNECTIONS.max)
+    });
+    usize::try_from(limit).unwrap_or(usize::MAX)
+}
+
+/// Serves until `stop` resolves, then stops accepting and waits up to `shutdown_timeout` for the
+/// connections it has: busy ones close after their response, those waiting for a request after a moment
+/// for one already on its way ([`crate::client_clocks::DRAIN_GRACE`]).
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<ArcSwap<Proxy>>,
-    shutdown: impl Future<Output = ()>,
+    stop: impl Future<Output = ()>,
     settings: &ServerConfig,
+    max_connections: usize,
 ) {
     let grace = settings.shutdown_timeout;
-    let mut http1 = http1::Builder::new();
-    // The parser caps the whole head, line included, and checks that before the target's length: its cap
-    // leaves room for the longest target allowed, so a long target gets 414 from admission, not 431.
-    let head = settings
-        .max_request_head
-        .0
-        .saturating_add(settings.max_request_target.0);
-    let head = usize::try_from(head).unwrap_or(usize::MAX);
-    http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_header_size(head)
-        // A head still arriving is buffered up to this, so the limit holds for slow clients too (hyper
-        // refuses a buffer under 8 KiB).
-        .max_buf_size(head.max(8 << 10));
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
+    let http = builder(settings);
+    let clocks = Clocks {
+        header_read: settings.header_read_timeout,
+        keepalive: settings.keepalive_timeout,
+    };
+    let slots = Arc::new(Semaphore::new(max_connections));
+    // Each connection holds a receiver: the sender says when to drain, and learns when the last is gone.
+    let (drain, draining) = watch::channel(false);
+    let mut stop = std::pin::pin!(stop);
     loop {
+        // At the limit nothing is accepted: new connections wait in the listen backlog until one closes.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot,
+            () = &mut stop => break,
+        };
+        // The semaphore is never closed.
+        let Ok(slot) = slot else { break };
         let (stream, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -54,27 +78,123 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut stop => break,
         };
         // Nagle would hold back small responses waiting for an ACK: latency with nothing gained.
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let service = service_fn(move |request| {
-            let proxy = proxy.load_full();
-            async move { Ok::<_, Infallible>(proxy.handle(request, client).await) }
-        });
-        let connection = http1.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+        let activity = Arc::new(Activity::default());
+        let service = {
+            let (proxy, activity) = (proxy.clone(), activity.clone());
+            service_fn(move |request| {
+                let proxy = proxy.load_full();
+                let ended = activity.begin();
+                // HTTP/2 has no `Connection`; a drained h2 connection ends once idle (crate::client_clocks).
+                let http1 = request.version() < http::Version::HTTP_2;
+                async move {
+                    let mut response = proxy.handle(request, client).await;
+                    if http1 && ended.draining() {
+                        // The client is to take its next request elsewhere (after an upgrade, to the
+                        // new process).
+                        response
+                            .headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, ended)))
+                }
+            })
+        };
+        let io = TokioIo::new(Clocked::new(stream, activity.clone(), clocks));
+        let connection = http.serve_connection(io, service).into_owned();
+        let mut draining = draining.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let mut connection = std::pin::pin!(connection);
+            let drained = async {
+                // The guard it returns is not to be held across the connection's end.
+                let _ = draining.wait_for(|drain| *drain).await;
+            };
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = drained => {
+                    // The connection closes after the response it is busy with, or once it has waited
+                    // for a request for a moment (crate::client_clocks).
+                    activity.drain();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%client, "connection ended with an error: {e}");
             }
+            drop(slot);
         });
     }
+    // Closed here, so that new connections are refused (or, after an upgrade, go to the new process).
     drop(listener);
     tracing::info!("shutting down: waiting up to {grace:?} for requests in flight");
+    drop(draining);
+    let _ = drain.send(true);
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = drain.closed() => {}
         () = tokio::time::sleep(grace) => tracing::warn!("requests still in flight at the end of the grace period"),
+    }
+}
+
+/// Concurrent streams one HTTP/2 connection may have open: nginx's `http2_max_concurrent_streams`. Each is a
+/// request in flight, so one connection cannot hold more of the proxy than this many HTTP/1.1 connections.
+const H2_MAX_STREAMS: u32 = 128;
+
+/// Streams a client may open and reset before the server has taken them, at once: past this the connection
+/// is closed with `ENHANCE_YOUR_CALM`, the guard against the "rapid reset" flood (CVE-2023-44487), in which
+/// a client opens and cancels streams faster than any limit on concurrent ones can see. hyper's default.
+const H2_MAX_PENDING_RESETS: usize = 20;
+
+/// Streams the server may reset for a client's errors on one connection before closing it: the guard
+/// against a client provoking the resets instead (CVE-2025-8671, "MadeYouReset"). hyper's default.
+const H2_MAX_LOCAL_RESETS: usize = 1024;
+
+fn builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    // The parser caps the whole head, line included, and checks that before the target's length: its cap
+    // leaves room for the longest target allowed, so a long target gets 414 from admission, not 431; the
+    // header fields alone are held to `max_request_head` by admission too.
+    let head = settings
+        .max_request_head
+        .0
+        .saturating_add(settings.max_request_target.0);
+    let head = usize::try_from(head).unwrap_or(usize::MAX);
+    let fields = usize::try_from(settings.max_request_headers).unwrap_or(usize::MAX);
+    // hyper-util's builder for both protocols has no `max_header_size`: the read buffer below bounds the
+    // head as it arrives, and admission holds the fields and the target to their limits (431, 414).
+    http.http1()
+        // Weir's own clocks time the head and the wait between requests (crate::client_clocks).
+        .header_read_timeout(None)
+        .keep_alive(!settings.keepalive_timeout.is_zero())
+        // More fields get 431 from the parser.
+        .max_headers(fields)
+        // A head still arriving is buffered up to this, so the limit holds for slow clients too (hyper
+        // refuses a buffer under 8 KiB).
+        .max_buf_size(head.max(8 << 10));
+    http.http2()
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        // HPACK's decoded size (each field's name and value plus 32 bytes): the same allowance as HTTP/1.1's
+        // head, with the pseudo-header fields in the place of the request line.
+        .max_header_list_size(u32::try_from(head).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS);
+    http
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_connection_limit_leaves_two_files_a_connection() {
+        assert_eq!(connection_limit(None, Some(20_000)), 9_968);
+        assert_eq!(connection_limit(None, Some(1024)), 480);
+        // Too few files for any: one all the same, which waits rather than fails.
+        assert_eq!(connection_limit(None, Some(10)), 1);
+        assert_eq!(connection_limit(None, Some(u64::MAX)), 1 << 20);
+        assert_eq!(connection_limit(None, None), 1 << 20);
+        assert_eq!(connection_limit(Some(2), Some(20_000)), 2);
     }
 }

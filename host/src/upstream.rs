@@ -1,39 +1,73 @@
-//! Upstreams: one pooled keep-alive client each, the forwarding headers, and the mapping of failures to
-//! "unreachable" and "timed out".
+//! Upstreams: each a set of endpoints behind one pooled keep-alive client (HTTP/1.1 or HTTP/2, in clear
+//! or TLS), the pick of an endpoint for each attempt, retries, the forwarding headers, and the mapping of
+//! failures to "unreachable" and "timed out".
+//!
+//! One request's way through [`Upstream::send`]: pick an endpoint ([`endpoints`], [`balance`]), send,
+//! record the outcome in the endpoint's health ([`health`]), and, when the failure and the method allow
+//! it and the body can go again, try once more on another endpoint within the retry budget ([`retry`]).
+
+mod balance;
+mod endpoints;
+mod health;
+mod outbound;
+mod probe;
+mod retry;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, Uri};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
+use http_body_util::LengthLimitError;
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
-use http_body_util::LengthLimitError;
-
-use crate::body::{BoxError, ClientBodyError, ClientBodyTimeout, ProxyBody};
-use crate::config::{UpstreamConfig, UpstreamUrl};
+use crate::body::{ClientBodyError, ClientBodyTimeout, ProxyBody};
+use crate::config::UpstreamConfig;
+use crate::config::upstream::HealthCheck;
+use crate::connections::CountingConnector;
+use crate::context::Context;
 use crate::fault;
+use crate::stats::UpstreamStats;
+use balance::{Balancer, HashKey};
+use endpoints::{Endpoint, Endpoints};
+use health::{Ejection, Verdict};
+use outbound::{Held, Outbound, Progress};
+use retry::{Failure, RetryPolicy};
+use tls::{Connector, HandshakeError, TlsSettings};
 
 /// Idle upstream connections are kept this long: below the 60–75 s keep-alive of common servers, so Weir
 /// closes first and never sends on a connection the upstream is closing.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
+/// The client every upstream sends with: the connector makes TCP or TLS connections and counts them.
+type UpstreamClient = Client<Connector, Outbound>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("cannot reach upstream \"{upstream}\": {reason}")]
-    Unreachable { upstream: String, reason: String },
-    #[error("upstream \"{upstream}\" timed out")]
-    Timeout { upstream: String },
+    #[error("cannot reach upstream \"{upstream}\" ({endpoint}): {reason}")]
+    Unreachable {
+        upstream: String,
+        endpoint: String,
+        reason: String,
+    },
+    /// The endpoint's certificate was refused, or the handshake failed otherwise.
+    #[error("cannot reach upstream \"{upstream}\" ({endpoint}) over TLS: {reason}")]
+    Tls {
+        upstream: String,
+        endpoint: String,
+        reason: String,
+    },
+    #[error("upstream \"{upstream}\" ({endpoint}) timed out")]
+    Timeout { upstream: String, endpoint: String },
     #[error("the request body is over the route's max_request_body")]
     BodyTooLarge,
     /// The client's body broke off or broke its framing while it was being forwarded.
@@ -50,6 +84,14 @@ pub enum UpstreamError {
     Disabled { upstream: String },
 }
 
+/// An upstream the config describes but that cannot be made: the field at fault, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct BuildError {
+    pub field: &'static str,
+    pub message: String,
+}
+
 pub struct Upstream {
     pub name: String,
     /// The name again, shared by every response body that may need to say whose it was.
@@ -57,15 +99,22 @@ pub struct Upstream {
     timeout: Duration,
     read_timeout: Duration,
     /// Where requests go; `None` for an upstream the config disabled.
-    target: Option<Target>,
+    pool: Option<Pool>,
+    /// Its counters, which outlive this generation.
+    stats: Arc<UpstreamStats>,
 }
 
-/// An enabled upstream's address and its connection pool.
-struct Target {
-    url: UpstreamUrl,
-    /// The `Host` sent upstream, unless `preserve_host` keeps the client's.
-    host: Option<HeaderValue>,
-    client: Client<HttpConnector, Outbound>,
+/// An enabled upstream's endpoints, its connection pool and its retry rules.
+struct Pool {
+    endpoints: Arc<Endpoints>,
+    client: UpstreamClient,
+    retry: RetryPolicy,
+    /// What `balance = "hash"` hashes.
+    hash_key: Option<HashKey>,
+    /// The active health checks the config asks for, and once started, their task, stopped with the
+    /// upstream.
+    check: Option<HealthCheck>,
+    checks: Option<probe::Checks>,
 }
 
 /// The request line and headers to forward.
@@ -75,27 +124,64 @@ pub struct Outgoing<'a> {
     pub query: Option<&'a str>,
     pub headers: HeaderMap,
     pub client_ip: IpAddr,
+    /// The request's context, when a chain ran: `hash_on = { context = "…" }` reads it.
+    pub context: Option<&'a Context>,
 }
 
 impl Upstream {
-    /// An upstream without a URL is disabled whatever `disabled` says: the config's validation refuses one
-    /// that is not, so such a value is never served.
-    pub fn new(name: &str, config: &UpstreamConfig) -> Upstream {
-        let target = match (&config.url, config.disabled) {
-            (Some(url), false) => Some(Target::new(url, config)),
+    /// An upstream without endpoints is disabled whatever `disabled` says: the config's validation refuses
+    /// one that is not, so such a value is never served. `ca_file` is the config's, resolved against the
+    /// config file's directory.
+    pub fn new(
+        name: &str,
+        config: &UpstreamConfig,
+        ca_file: Option<PathBuf>,
+        stats: Arc<UpstreamStats>,
+    ) -> Result<Upstream, BuildError> {
+        let pool = match (config.endpoints().is_empty(), config.disabled) {
+            (false, false) => Some(Pool::new(config, ca_file, stats.clone())?),
             _ => None,
         };
-        Upstream {
+        Ok(Upstream {
             name: name.to_owned(),
             shared_name: name.into(),
             timeout: config.timeout,
             read_timeout: config.read_timeout,
-            target,
-        }
+            pool,
+            stats,
+        })
     }
 
-    /// Sends the request and waits for the response head, within the upstream's `timeout`. The response
-    /// body comes under the upstream's `read_timeout`.
+    /// Starts the active health checks the config asks for. Only a config that validated starts them: the
+    /// task of a generation that fails to load later is stopped when the generation is dropped.
+    pub fn start_health_checks(&mut self) {
+        let Some(pool) = &mut self.pool else { return };
+        let Some(check) = pool.check.clone() else {
+            return;
+        };
+        pool.checks = probe::start(
+            self.shared_name.clone(),
+            pool.endpoints.clone(),
+            pool.client.clone(),
+            check,
+        );
+    }
+
+    /// The upstream's name, shared rather than copied by whatever outlives the request that names it.
+    pub fn shared_name(&self) -> &Arc<str> {
+        &self.shared_name
+    }
+
+    /// Each endpoint and whether it is in now (not ejected, not failing its health checks).
+    pub fn endpoint_states(&self) -> Vec<(String, bool)> {
+        self.pool
+            .as_ref()
+            .map_or_else(Vec::new, |pool| pool.endpoints.states())
+    }
+
+    /// Sends the request, retrying as the upstream's rules allow, and waits for the response head within
+    /// the upstream's `timeout` for each attempt. The response body comes under the upstream's
+    /// `read_timeout`.
     ///
     /// `timeout` is the upstream's time: while the request body waits for the client (whose own limit is
     /// `client_body_timeout`), the upstream is not kept waiting and its clock stops; it starts again, in
@@ -106,33 +192,124 @@ impl Upstream {
         out: Outgoing<'_>,
         body: ProxyBody,
     ) -> Result<Response<ProxyBody>, UpstreamError> {
-        let Some(target) = &self.target else {
+        let Some(pool) = &self.pool else {
             return Err(UpstreamError::Disabled {
                 upstream: self.name.clone(),
             });
         };
-        // A request without a body has nothing to wait for but the upstream: no tracking, no allocation.
-        let progress = (!body.is_end_stream()).then(|| Arc::new(Progress::new()));
-        let request = target.request(
-            out,
-            Outbound {
-                body,
-                progress: progress.clone(),
-            },
-        )?;
-        let sent = target.client.request(request);
+        let _active = pool.retry.begin();
+        let key = pool.hash_of(&out);
+        let Outgoing {
+            method,
+            path,
+            query,
+            mut headers,
+            client_ip,
+            context: _,
+        } = out;
+        add_forwarded(&mut headers, client_ip);
+        let endpoints = pool.endpoints.list().len();
+        // What a retry needs is kept only for a request that could have one.
+        let retries = if pool.retry.may_retry(&method, endpoints) {
+            pool.retry.retries
+        } else {
+            0
+        };
+        let mut bodies = Bodies::new(body, retries > 0);
+        let mut headers = Some(headers);
+        let mut tried = None;
+        let mut attempt = 0;
+        let mut retrying = None;
+        loop {
+            let (index, endpoint) = pool.endpoints.pick(key, tried);
+            // The headers go again only if there can be another attempt.
+            let head = if attempt < retries {
+                headers.clone()
+            } else {
+                headers.take()
+            };
+            let (Some(head), Some((body, progress))) = (head, bodies.next()) else {
+                return Err(UpstreamError::Target(
+                    "no request left for another attempt".into(),
+                ));
+            };
+            let request = request(endpoint, &method, path, query, head, body)?;
+            let in_flight = endpoint.begin();
+            let result = self
+                .exchange(&pool.client, request, progress, &endpoint.label)
+                .await;
+            drop(in_flight);
+            // The retry's place in the budget is held until its attempt is over.
+            drop(retrying.take());
+            let (failure, outcome) = match result {
+                Ok(response) => {
+                    let status = response.status();
+                    if status.is_server_error() {
+                        self.failed_on(pool, endpoint);
+                    } else {
+                        pool.endpoints.succeeded(endpoint);
+                    }
+                    if !pool.retry.retries_status(status) {
+                        return Ok(self.response(response));
+                    }
+                    (Some(Failure::Status), Ok(response))
+                }
+                Err(failed) => {
+                    self.stats.failed(&failed.error, failed.connecting);
+                    if failed.endpoint_fault {
+                        self.failed_on(pool, endpoint);
+                    }
+                    (failed.retry, Err(failed.error))
+                }
+            };
+            let again = failure.is_some_and(|f| pool.retry.allows(f, &method, endpoints))
+                && attempt < retries
+                && bodies.can_resend();
+            let place = again.then(|| pool.retry.try_retry());
+            match place {
+                Some(Some(place)) => {
+                    self.stats.retried();
+                    if let Err(error) = &outcome {
+                        tracing::debug!("{error}; trying again");
+                    }
+                    retrying = Some(place);
+                    tried = Some(index);
+                    attempt += 1;
+                }
+                Some(None) => {
+                    self.stats.retry_refused();
+                    return outcome.map(|response| self.response(response));
+                }
+                None => return outcome.map(|response| self.response(response)),
+            }
+        }
+    }
+
+    /// One attempt: the request sent, and the response head within `timeout`.
+    async fn exchange(
+        &self,
+        client: &UpstreamClient,
+        request: Request<Outbound>,
+        progress: Option<Arc<Progress>>,
+        endpoint: &str,
+    ) -> Result<Response<Incoming>, Failed> {
+        let sent = client.request(request);
         let answered = match progress {
             None => tokio::time::timeout(self.timeout, sent).await.ok(),
             Some(progress) => self.within_timeout(sent, &progress).await,
         };
         match answered {
-            None => Err(UpstreamError::Timeout {
-                upstream: self.name.clone(),
+            Some(Ok(response)) => Ok(response),
+            None => Err(Failed {
+                error: UpstreamError::Timeout {
+                    upstream: self.name.clone(),
+                    endpoint: endpoint.to_owned(),
+                },
+                connecting: false,
+                endpoint_fault: true,
+                retry: None,
             }),
-            Some(Ok(response)) => Ok(response.map(|body| {
-                ProxyBody::upstream(body, self.read_timeout, self.shared_name.clone())
-            })),
-            Some(Err(e)) => Err(self.classify(&e)),
+            Some(Err(e)) => Err(self.classify(&e, endpoint)),
         }
     }
 
@@ -159,152 +336,243 @@ impl Upstream {
         }
     }
 
-    fn classify(&self, err: &hyper_util::client::legacy::Error) -> UpstreamError {
+    fn classify(&self, err: &hyper_util::client::legacy::Error, endpoint: &str) -> Failed {
+        let client_fault = |error| Failed {
+            error,
+            connecting: false,
+            endpoint_fault: false,
+            retry: None,
+        };
         if fault::caused_by::<LengthLimitError>(err) {
-            return UpstreamError::BodyTooLarge;
+            return client_fault(UpstreamError::BodyTooLarge);
         }
         if fault::caused_by::<ClientBodyTimeout>(err) {
-            return UpstreamError::ClientBodyTimeout(fault::error_chain(err));
+            return client_fault(UpstreamError::ClientBodyTimeout(fault::error_chain(err)));
         }
         if fault::caused_by::<ClientBodyError>(err) {
-            return UpstreamError::ClientBody(fault::error_chain(err));
+            return client_fault(UpstreamError::ClientBody(fault::error_chain(err)));
         }
+        let connecting = err.is_connect();
+        let upstream = self.name.clone();
+        let endpoint = endpoint.to_owned();
         let timed_out = fault::causes(err).any(|e| {
             e.downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
         });
-        if timed_out {
-            return UpstreamError::Timeout {
-                upstream: self.name.clone(),
-            };
+        let error = if timed_out {
+            UpstreamError::Timeout { upstream, endpoint }
+        } else if fault::caused_by::<HandshakeError>(err) {
+            let reason = fault::causes(err)
+                .find(|e| e.is::<HandshakeError>())
+                .map_or_else(String::new, ToString::to_string);
+            UpstreamError::Tls {
+                upstream,
+                endpoint,
+                reason,
+            }
+        } else {
+            UpstreamError::Unreachable {
+                upstream,
+                endpoint,
+                reason: fault::error_chain(err),
+            }
+        };
+        // Nothing was sent when connecting failed, even when it timed out; a response that did not come in
+        // time is not retried (see `retry`).
+        let retry = match (&error, connecting) {
+            (_, true) => Some(Failure::Connect),
+            (UpstreamError::Timeout { .. }, false) => None,
+            (_, false) => Some(Failure::Reset),
+        };
+        Failed {
+            error,
+            connecting,
+            endpoint_fault: true,
+            retry,
         }
-        UpstreamError::Unreachable {
-            upstream: self.name.clone(),
-            reason: fault::error_chain(err),
+    }
+
+    /// Counts a failure against the endpoint, and says so when it takes the endpoint out.
+    fn failed_on(&self, pool: &Pool, endpoint: &Endpoint) {
+        if let Verdict::Ejected(length) = pool.endpoints.failed(endpoint) {
+            self.stats.ejected();
+            tracing::warn!(
+                "upstream \"{}\": endpoint {} is out for {length:?} after failing every request of the \
+                 last few (eject_after)",
+                self.name,
+                endpoint.label
+            );
         }
+    }
+
+    fn response(&self, response: Response<Incoming>) -> Response<ProxyBody> {
+        response.map(|body| ProxyBody::upstream(body, self.read_timeout, self.shared_name.clone()))
     }
 }
 
-impl Target {
-    fn new(url: &UpstreamUrl, config: &UpstreamConfig) -> Target {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
+/// A failed attempt, and what it means for the endpoint and for a retry.
+struct Failed {
+    error: UpstreamError,
+    /// It failed before a connection was made.
+    connecting: bool,
+    /// The endpoint failed, not the client's body.
+    endpoint_fault: bool,
+    /// How it may be retried; `None` when it may not.
+    retry: Option<Failure>,
+}
+
+impl Pool {
+    fn new(
+        config: &UpstreamConfig,
+        ca_file: Option<PathBuf>,
+        stats: Arc<UpstreamStats>,
+    ) -> Result<Pool, BuildError> {
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(config.connect_timeout));
+        // `https://` goes through the TLS connector, which needs the TCP one to accept it.
+        tcp.enforce_http(false);
+        let tls = if config.is_tls() {
+            let settings = TlsSettings {
+                ca_file,
+                skip_verify: config.tls_insecure_skip_verify,
+                server_name: config.server_name.as_ref().map(|n| n.0.clone()),
+                http2: config.http2,
+            };
+            let client_config = tls::client_config(&settings).map_err(|e| BuildError {
+                field: if settings.ca_file.is_some() {
+                    "ca_file"
+                } else {
+                    "url"
+                },
+                message: e.to_string(),
+            })?;
+            Some((client_config, settings.server_name))
+        } else {
+            None
+        };
+        let connector = Connector::new(
+            CountingConnector::new(tcp, stats),
+            tls,
+            config.connect_timeout,
+        );
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .http2_only(config.http2)
             .build(connector);
-        Target {
-            url: url.clone(),
-            host: (!config.preserve_host).then(|| {
-                HeaderValue::from_str(url.authority.as_str())
-                    .expect("an authority's characters are valid in a header value")
-            }),
+        let endpoints = config
+            .endpoints()
+            .iter()
+            .map(|url| Endpoint::new(url, config.preserve_host))
+            .collect();
+        let ejection = Ejection {
+            after: config.eject_after,
+            first: config.eject_for,
+            max: config.eject_for_max,
+        };
+        let endpoints = Arc::new(Endpoints::new(
+            endpoints,
+            Balancer::new(config.balance),
+            ejection,
+        ));
+        Ok(Pool {
+            endpoints,
             client,
-        }
+            retry: RetryPolicy::new(config),
+            hash_key: config.hash_on.as_ref().and_then(HashKey::new),
+            check: config.health_check.clone(),
+            checks: None,
+        })
     }
 
-    fn request(
-        &self,
-        out: Outgoing<'_>,
-        body: Outbound,
-    ) -> Result<Request<Outbound>, UpstreamError> {
-        let mut path_and_query =
-            String::with_capacity(self.url.base_path.len() + out.path.len() + 32);
-        path_and_query.push_str(&self.url.base_path);
-        path_and_query.push_str(out.path);
-        if let Some(q) = out.query {
-            path_and_query.push('?');
-            path_and_query.push_str(q);
-        }
-        let uri = Uri::builder()
-            .scheme(self.url.scheme.clone())
-            .authority(self.url.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| UpstreamError::Target(e.to_string()))?;
-
-        let mut headers = out.headers;
-        add_forwarded(&mut headers, out.client_ip);
-        if let Some(host) = &self.host {
-            headers.insert(header::HOST, host.clone());
-        }
-        let mut request = Request::new(body);
-        *request.method_mut() = out.method;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
-        Ok(request)
+    /// The hash of the request's `hash_on` value; `None` when hashing is off or the request has none.
+    fn hash_of(&self, out: &Outgoing<'_>) -> Option<u64> {
+        let bytes = match self.hash_key.as_ref()? {
+            HashKey::Header(name) => out.headers.get(name)?.as_bytes(),
+            HashKey::Context(key) => out.context?.get(key)?.as_bytes(),
+        };
+        Some(balance::hash(bytes))
     }
 }
 
-/// Where a request body being sent stands, for the upstream's `timeout`: when it last handed bytes on, and
-/// whether it is now waiting for the client.
-struct Progress {
-    start: Instant,
-    /// Milliseconds from `start` to the last progress.
-    last: AtomicU64,
-    waiting: AtomicBool,
+/// The request body across the attempts of one request.
+enum Bodies {
+    /// No body: every attempt sends none.
+    Empty(Option<ProxyBody>),
+    /// A body for one attempt only: no retries are configured.
+    Once(Option<ProxyBody>),
+    /// A body that a failed attempt leaves here if it never sent a byte of it.
+    Held(Held),
 }
 
-impl Progress {
-    fn new() -> Progress {
-        Progress {
-            start: Instant::now(),
-            last: AtomicU64::new(0),
-            waiting: AtomicBool::new(false),
+impl Bodies {
+    fn new(body: ProxyBody, retries: bool) -> Bodies {
+        if body.is_end_stream() {
+            Bodies::Empty(Some(body))
+        } else if retries {
+            Bodies::Held(Arc::new(Mutex::new(Some(body))))
+        } else {
+            Bodies::Once(Some(body))
         }
     }
 
-    fn last(&self) -> Instant {
-        self.start + Duration::from_millis(self.last.load(Ordering::Relaxed))
-    }
-
-    fn waiting_for_client(&self) -> bool {
-        self.waiting.load(Ordering::Relaxed)
-    }
-
-    fn wait(&self) {
-        self.waiting.store(true, Ordering::Relaxed);
-    }
-
-    fn advance(&self) {
-        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(elapsed, Ordering::Relaxed);
-        self.waiting.store(false, Ordering::Relaxed);
-    }
-}
-
-/// The request body as hyper sends it, reporting its progress when the request has a body.
-struct Outbound {
-    body: ProxyBody,
-    progress: Option<Arc<Progress>>,
-}
-
-impl Body for Outbound {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        if let Some(progress) = &this.progress {
-            match polled {
-                Poll::Pending => progress.wait(),
-                Poll::Ready(_) => progress.advance(),
+    /// The body of the next attempt, and its progress; `None` when it is gone.
+    fn next(&mut self) -> Option<(Outbound, Option<Arc<Progress>>)> {
+        match self {
+            Bodies::Empty(body) => {
+                Some(Outbound::new(body.take().unwrap_or_else(ProxyBody::empty)))
             }
+            Bodies::Once(body) => body.take().map(Outbound::new),
+            Bodies::Held(held) => Some(Outbound::held(held.clone())),
         }
-        polled
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+    /// True when another attempt could send the whole body again.
+    fn can_resend(&self) -> bool {
+        match self {
+            Bodies::Empty(_) => true,
+            Bodies::Once(body) => body.is_some(),
+            Bodies::Held(held) => outbound::is_held(held),
+        }
     }
+}
 
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+/// `base` + `path` + `?query`, the target sent to an endpoint.
+fn path_and_query(base: &str, path: &str, query: Option<&str>) -> String {
+    let mut target = String::with_capacity(base.len() + path.len() + 32);
+    target.push_str(base);
+    target.push_str(path);
+    if let Some(q) = query {
+        target.push('?');
+        target.push_str(q);
     }
+    target
+}
+
+/// One attempt's request to `endpoint`.
+fn request(
+    endpoint: &Endpoint,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    mut headers: HeaderMap,
+    body: Outbound,
+) -> Result<Request<Outbound>, UpstreamError> {
+    let uri = Uri::builder()
+        .scheme(endpoint.url.scheme.clone())
+        .authority(endpoint.url.authority.clone())
+        .path_and_query(path_and_query(&endpoint.url.base_path, path, query))
+        .build()
+        .map_err(|e| UpstreamError::Target(e.to_string()))?;
+    if let Some(host) = &endpoint.host {
+        headers.insert(header::HOST, host.clone());
+    }
+    let mut request = Request::new(body);
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    Ok(request)
 }
 
 /// `X-Forwarded-For` gets the client appended after every value the client sent (joined into one line),
@@ -340,6 +608,11 @@ impl Upstreams {
 
     pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
         self.0.get(name)
+    }
+
+    /// Every upstream, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<Upstream>)> {
+        self.0.iter()
     }
 
     pub fn names(&self) -> String {

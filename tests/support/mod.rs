@@ -1,7 +1,9 @@
 //! Test harness: the real `weir` binary on a loopback port, real upstreams, a real HTTP client.
 #![allow(dead_code, reason = "each test file uses its own part of the harness")]
 
+pub mod endpoint;
 pub mod raw;
+pub mod redis_server;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -174,6 +176,25 @@ impl Weir {
         self.log.lock().expect("log").clone()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until the process exits, for at most `within`; its exit status.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weir still running {within:?} later"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Peak resident memory of the proxy process so far, in bytes.
     pub fn peak_rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
@@ -293,6 +314,38 @@ pub fn check(config: &str) -> Checked {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// Compares what users read with `tests/golden/NAME`; `WEIR_BLESS=1` writes the file instead, for a change
+/// of wording made on purpose (review the diff).
+pub fn golden(name: &str, actual: &str) {
+    let file = workspace().join("tests/golden").join(name);
+    if std::env::var_os("WEIR_BLESS").is_some() {
+        std::fs::write(&file, actual).expect("write the golden file");
+        return;
+    }
+    let expected = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{}: {e} (WEIR_BLESS=1 writes it)", file.display()));
+    assert_eq!(
+        actual,
+        expected,
+        "the text differs from {} (WEIR_BLESS=1 rewrites it after a change made on purpose)",
+        file.display()
+    );
+}
+
+/// `weir check`'s report with the temporary directory of the config taken out of each line.
+pub fn report(out: &Checked) -> String {
+    out.stderr
+        .lines()
+        .map(|line| match line.find("weir.toml:") {
+            Some(at) => {
+                let (level, _) = line.split_once(' ').unwrap_or(("", ""));
+                format!("{level} {}\n", &line[at..])
+            }
+            None => format!("{line}\n"),
+        })
+        .collect()
 }
 
 /// A response, read whole.

@@ -786,6 +786,74 @@ fn read_loop(stream: &TcpStream, later: &[&(When, Vec<u8>)], plan: &Plan) -> Exc
     }
 }
 
+/// What came on a connection until the proxy closed it, or until the time given ran out.
+pub struct Drained {
+    pub bytes: Vec<u8>,
+    pub closed: bool,
+}
+
+impl Drained {
+    pub fn responses(&self) -> Vec<Response> {
+        parse_responses(&self.bytes, self.closed).0
+    }
+}
+
+/// Reads `stream` until the proxy closes it (an end or a reset), for at most `within`.
+pub fn read_until_closed(stream: &TcpStream, within: Duration) -> Drained {
+    let deadline = Instant::now() + within;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 16384];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .expect("read timeout");
+        match (&*stream).read(&mut chunk) {
+            Ok(0) => {
+                return Drained {
+                    bytes,
+                    closed: true,
+                };
+            }
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => {
+                return Drained {
+                    bytes,
+                    closed: true,
+                };
+            }
+        }
+    }
+    Drained {
+        bytes,
+        closed: false,
+    }
+}
+
+/// Reads one response from a connection that may stay open after it, for at most `within`.
+pub fn read_response(stream: &TcpStream, within: Duration) -> Option<Response> {
+    let deadline = Instant::now() + within;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 16384];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        stream
+            .set_read_timeout(Some(
+                left.clamp(Duration::from_millis(1), Duration::from_millis(20)),
+            ))
+            .expect("read timeout");
+        match (&*stream).read(&mut chunk) {
+            Ok(0) => return parse_responses(&bytes, true).0.into_iter().next(),
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return parse_responses(&bytes, true).0.into_iter().next(),
+        }
+        if let Some(response) = parse_responses(&bytes, false).0.into_iter().next() {
+            return Some(response);
+        }
+    }
+    None
+}
+
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use tokio::runtime::Runtime;
-use weir::config::{EscapedSlashes, Isolation, OnError, UpstreamConfig, UpstreamUrl};
+use weir::config::{EscapedSlashes, Isolation, OnError, UpstreamConfig};
 use weir::exchange::{Exchange, PluginBounds};
 use weir::normalise::PathPolicy;
 use weir::plugin::{PluginSlot, SlotSettings};
@@ -29,18 +29,11 @@ pub fn wasm(name: &str) -> PathBuf {
 
 /// One upstream `a` on a port nothing listens on.
 pub fn upstreams() -> Arc<Upstreams> {
-    let url = UpstreamUrl::try_from("http://127.0.0.1:9".to_owned()).expect("url");
-    let upstream = Upstream::new(
-        "a",
-        &UpstreamConfig {
-            url: Some(url),
-            disabled: false,
-            connect_timeout: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            preserve_host: false,
-            read_timeout: Duration::from_secs(1),
-        },
-    );
+    let config: UpstreamConfig = toml::from_str(
+        "url = \"http://127.0.0.1:9\"\nconnect_timeout = \"1s\"\ntimeout = \"1s\"\nread_timeout = \"1s\"\n",
+    )
+    .expect("an upstream config");
+    let upstream = Upstream::new("a", &config, None, Arc::default()).expect("an upstream");
     Arc::new(Upstreams::new(
         [("a".to_owned(), Arc::new(upstream))].into(),
     ))
@@ -117,6 +110,7 @@ pub fn slot(
             http: Arc::new([]),
             wall_timeout: Duration::from_secs(5),
             log_bytes: 8 << 10,
+            store: None,
         },
         on_error: OnError::Deny,
         isolation,
@@ -134,6 +128,7 @@ pub fn slot(
         pre,
         config.into(),
         settings,
+        Arc::default(),
     ))
     .expect("init")
 }

@@ -140,6 +140,42 @@ pub const CLIENT_BODY_TIMEOUT: Bounds<Duration> = Bounds {
     max_reason: None,
 };
 
+/// How long a request head may take to come: 0 would refuse every head not already in the socket buffer,
+/// and the timer counts whole milliseconds.
+pub const HEADER_READ_TIMEOUT: Bounds<Duration> = Bounds {
+    min: Duration::from_millis(1),
+    max: LONGEST_WAIT,
+    min_reason: Some("the timer's resolution"),
+    max_reason: None,
+};
+
+/// How long a connection may sit idle between requests; 0 turns keep-alive off, as nginx's
+/// `keepalive_timeout 0` does.
+pub const KEEPALIVE_TIMEOUT: Bounds<Duration> = Bounds {
+    min: Duration::ZERO,
+    max: LONGEST_WAIT,
+    min_reason: None,
+    max_reason: None,
+};
+
+/// Client connections at once: 0 would serve nothing, and a process cannot hold more sockets than the
+/// files Linux lets any process open (`fs.nr_open`, 2^20 by default).
+pub const MAX_CONNECTIONS: Bounds<u32> = Bounds {
+    min: 1,
+    max: 1 << 20,
+    min_reason: None,
+    max_reason: Some("the files a Linux process may open (fs.nr_open)"),
+};
+
+/// Header fields in a request head. HTTP/1.1 needs `Host`; the parser sets aside 64 bytes per field
+/// allowed for every head it parses (on the heap above 100), so 10000 already costs 640 KiB a request.
+pub const REQUEST_HEADERS: Bounds<u32> = Bounds {
+    min: 1,
+    max: 10_000,
+    min_reason: Some("HTTP/1.1 needs Host"),
+    max_reason: None,
+};
+
 /// An upstream's connect, response-head and response-body (`read_timeout`) timeouts. Tokio's timer counts
 /// whole milliseconds (a shorter deadline is rounded up to one), and 0 would answer every request with 504
 /// or cut every body not already received.
@@ -175,6 +211,102 @@ pub const WALL_TIMEOUT: Bounds<Duration> = Bounds {
 pub const MAX_USES: Bounds<u64> = Bounds {
     min: 1,
     max: u64::MAX,
+    min_reason: None,
+    max_reason: None,
+};
+
+/// The store's Redis connect and response timeouts: the timer counts whole milliseconds, and a minute is
+/// already far past any deadline a call waits for (the connection keeps trying in the background).
+pub const STORE_TIMEOUT: Bounds<Duration> = Bounds {
+    min: Duration::from_millis(1),
+    max: Duration::from_secs(60),
+    min_reason: Some("the timer's resolution"),
+    max_reason: None,
+};
+
+/// One store call's hard deadline: what an outage can add to a request before the breaker opens. Under a
+/// millisecond the timer cannot tell; past a second a rate limiter costs more than it protects.
+pub const STORE_DEADLINE: Bounds<Duration> = Bounds {
+    min: Duration::from_millis(1),
+    max: Duration::from_secs(1),
+    min_reason: Some("the timer's resolution"),
+    max_reason: None,
+};
+
+/// Failures in a row that open the store's circuit breaker: at least one.
+pub const BREAKER_FAILURES: Bounds<u32> = Bounds {
+    min: 1,
+    max: u32::MAX,
+    min_reason: None,
+    max_reason: None,
+};
+
+/// How long an open breaker waits before a probe: the timer's resolution to an hour.
+pub const BREAKER_OPEN: Bounds<Duration> = Bounds {
+    min: Duration::from_millis(1),
+    max: Duration::from_secs(60 * 60),
+    min_reason: Some("the timer's resolution"),
+    max_reason: None,
+};
+
+/// The in-process store's memory: one shard's worth of small entries at least, and no more than this kind
+/// of machine has.
+pub const STORE_MEMORY: Bounds<ByteSize> = Bounds {
+    min: ByteSize(64 << 10),
+    max: ByteSize(16 << 30),
+    min_reason: None,
+    max_reason: None,
+};
+
+/// An upstream's endpoints: at least one to send to. Each is scanned on every pick that some endpoint is
+/// out for, and a consistent hash scores every endpoint of every request: past a few hundred that is more
+/// than the rest of the proxying costs, and no deployment Weir is meant for has that many behind one name.
+pub const UPSTREAM_ENDPOINTS: Bounds<usize> = Bounds {
+    min: 1,
+    max: 256,
+    min_reason: None,
+    max_reason: Some("every request scans them"),
+};
+
+/// Retries of one request. Each one is another endpoint's time (and each is held to the retry budget);
+/// past a few, a request outlives any client's patience and only adds load to a failing upstream.
+pub const RETRIES: Bounds<u32> = Bounds {
+    min: 0,
+    max: 10,
+    min_reason: None,
+    max_reason: None,
+};
+
+/// The share of an upstream's requests in flight that may be retries, in percent.
+pub const RETRY_BUDGET_PERCENT: Bounds<u32> = Bounds {
+    min: 0,
+    max: 100,
+    min_reason: None,
+    max_reason: None,
+};
+
+/// Failures in a row (connect errors, resets, timeouts, 5xx answers) that take an endpoint out; 0 never
+/// does, and past a thousand an endpoint failing every request still serves them for too long to matter.
+pub const EJECT_AFTER: Bounds<u32> = Bounds {
+    min: 0,
+    max: 1000,
+    min_reason: None,
+    max_reason: None,
+};
+
+/// How long an endpoint is out (`eject_for`, and the most the back-off grows to, `eject_for_max`), and an
+/// active health check's `interval` and `timeout`: the timer's resolution to a day.
+pub const HEALTH_TIME: Bounds<Duration> = Bounds {
+    min: Duration::from_millis(1),
+    max: Duration::from_secs(24 * 60 * 60),
+    min_reason: Some("the timer's resolution"),
+    max_reason: None,
+};
+
+/// Health checks in a row that change an endpoint's state (`healthy`, `unhealthy`).
+pub const HEALTH_THRESHOLD: Bounds<u32> = Bounds {
+    min: 1,
+    max: 1000,
     min_reason: None,
     max_reason: None,
 };

@@ -162,8 +162,8 @@ impl TryFrom<String> for UpstreamUrl {
             .scheme()
             .cloned()
             .ok_or_else(|| format!("\"{v}\" needs a scheme (http://)"))?;
-        if scheme != http::uri::Scheme::HTTP {
-            return Err(format!("\"{v}\": only http:// upstreams are supported"));
+        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+            return Err(format!("\"{v}\": an upstream is http:// or https://"));
         }
         let authority = uri
             .authority()
@@ -416,7 +416,8 @@ mod tests {
     fn upstream_urls() {
         let u = UpstreamUrl::try_from("http://127.0.0.1:9000/base/".to_string()).unwrap();
         assert_eq!(u.base_path, "/base");
-        assert!(UpstreamUrl::try_from("https://x".to_string()).is_err());
+        assert!(UpstreamUrl::try_from("https://x".to_string()).is_ok());
+        assert!(UpstreamUrl::try_from("ftp://x".to_string()).is_err());
         assert!(UpstreamUrl::try_from("127.0.0.1:80".to_string()).is_err());
     }
 }

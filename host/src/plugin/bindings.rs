@@ -6,10 +6,14 @@ wasmtime::component::bindgen!({
     // Host functions return `wasmtime::Result` so that misuse (the request interface outside a request
     // hook) traps instead of answering something made up.
     imports: {
-        // The host functions that wait: on the network, on the client's body, on a password hash.
+        // The host functions that wait: on the network, on the client's body, on a password hash, on the store.
         "weir:plugin/http-client.send": async | trappable,
         "weir:plugin/request.read-body": async | trappable,
         "weir:plugin/crypto.[method]password-hash.verify": async | trappable,
+        "weir:plugin/store.throttle": async | trappable,
+        "weir:plugin/store.get": async | trappable,
+        "weir:plugin/store.set": async | trappable,
+        "weir:plugin/store.delete": async | trappable,
         default: trappable,
     },
     // Hooks run on a fiber: WASI's p2 host functions are async, and a sync call cannot reach them from

@@ -13,7 +13,6 @@ pub mod bindings;
 mod host_api;
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
@@ -25,6 +24,7 @@ use crate::config::{Isolation, OnError};
 use crate::epoch::CallGuard;
 use crate::exchange::Exchange;
 use crate::sandbox::{HostState, InstanceLimits, Label, Sandbox};
+use crate::stats::PluginStats;
 use bindings::{Action, Hooks, Plugin, PluginPre};
 
 /// How a plugin of one route behaves, from its config entry.
@@ -48,6 +48,12 @@ pub enum PluginError {
     Config { field: String, message: String },
     #[error("{0}")]
     Trap(String),
+    /// The epoch deadline interrupted the call.
+    #[error("exceeded its CPU time limit (`timeout`)")]
+    CpuLimit,
+    /// The instance asked for memory past its `memory` cap, which traps.
+    #[error("trapped: {0}")]
+    MemoryLimit(String),
     /// The hook returned an error: the plugin's own verdict, and its instance is fine.
     #[error("returned an error: {0}")]
     Failed(String),
@@ -75,9 +81,16 @@ impl PluginError {
 
     fn from_trap(err: wasmtime::Error) -> PluginError {
         if err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
-            return PluginError::Trap("exceeded its CPU time limit (`timeout`)".into());
+            return PluginError::CpuLimit;
         }
-        PluginError::Trap(format!("trapped: {err:#}"))
+        let message = format!("{err:#}");
+        // The limiter refuses a grow with an error that only its text tells apart ("forcing trap when
+        // growing memory to N bytes", in the pinned wasmtime 48).
+        if message.contains("growing memory") {
+            PluginError::MemoryLimit(message)
+        } else {
+            PluginError::Trap(format!("trapped: {message}"))
+        }
     }
 }
 
@@ -98,8 +111,8 @@ pub struct PluginSlot {
     idle: Mutex<Vec<Instance>>,
     /// One permit per instance that may be leased at once.
     leases: Arc<Semaphore>,
-    /// Instances made since the slot was: the cost a failing plugin must not add to.
-    created: AtomicU64,
+    /// This entry's counters, which outlive the slot across reloads.
+    pub stats: Arc<PluginStats>,
 }
 
 impl PluginSlot {
@@ -111,9 +124,11 @@ impl PluginSlot {
         pre: Arc<PluginPre<HostState>>,
         config: String,
         settings: SlotSettings,
+        stats: Arc<PluginStats>,
     ) -> Result<Arc<PluginSlot>, PluginError> {
         let (first, hooks) =
             Instance::create(&sandbox, &pre, &settings.limits, &label, &config).await?;
+        stats.instance_created();
         let slot = Arc::new(PluginSlot {
             label,
             hooks,
@@ -123,7 +138,7 @@ impl PluginSlot {
             pre,
             config,
             idle: Mutex::new(Vec::new()),
-            created: AtomicU64::new(1),
+            stats,
         });
         slot.give_back(first);
         Ok(slot)
@@ -139,11 +154,6 @@ impl PluginSlot {
     /// The plugin says it decides whether requests pass.
     pub fn is_guard(&self) -> bool {
         self.hooks.contains(Hooks::GUARD)
-    }
-
-    /// Instances made so far, the first one included.
-    pub fn instances_created(&self) -> u64 {
-        self.created.load(Ordering::Relaxed)
     }
 
     /// Instances leased right now, and instances idle.
@@ -179,7 +189,7 @@ impl PluginSlot {
                     &self.config,
                 )
                 .await?;
-                self.created.fetch_add(1, Ordering::Relaxed);
+                self.stats.instance_created();
                 instance
             }
         };

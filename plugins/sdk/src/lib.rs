@@ -32,6 +32,7 @@ pub mod log;
 mod request;
 mod response;
 mod runtime;
+pub mod store;
 pub mod template;
 
 #[doc(hidden)]

@@ -1,0 +1,325 @@
+//! One client connection's two clocks, nginx's `client_header_timeout` and `keepalive_timeout`: how long a
+//! request head may take to arrive, and how long the connection may sit idle between requests.
+//!
+//! hyper's own `header_read_timeout` cannot be both: its clock starts as soon as it waits for a head, so the
+//! idle time between keep-alive requests counts against it (one number for two waits), and when it fires
+//! hyper closes the connection without an answer. Here the socket is wrapped instead: the wrapper sees bytes
+//! arrive, the service marks where a request begins and its response ends, and the connection's one timer is
+//! set for whichever wait the connection is in.
+//!
+//! | waiting for | timed from | past its timeout |
+//! |---|---|---|
+//! | the first request's head | the accept | `header_read_timeout`: closed, after a 408 if part of a head came |
+//! | the next request | the end of the last response | `keepalive_timeout`: closed, nothing sent |
+//! | the rest of a later head | its first byte | `header_read_timeout`: 408, closed |
+//!
+//! A request being served is not timed here: its body by `client_body_timeout`, the upstream by its own.
+//! nginx sends no 408 at all (it closes and logs 408); a client that has begun a request is told why it
+//! ends here (RFC 9110 §15.5.9), while one that sent nothing, such as a browser's preconnect, is not
+//! answered a request it never made.
+//!
+//! The drain on shutdown or upgrade is a third clock. hyper's graceful shutdown closes at once a connection
+//! between requests, though the client's next request may already be in the socket, or on its way: that
+//! client would see its request go unanswered. Here a connection waiting for a request when the drain
+//! begins (or once it has answered the one it was serving) is given [`DRAIN_GRACE`] for one to come; each
+//! response from then on says `Connection: close`.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, SystemTime};
+
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// How long a connection waiting for a request is kept open once a drain has begun, for a request already
+/// sent: it is in the socket or a round trip behind. A connection that stays silent (an idle keep-alive, a
+/// browser's preconnect) holds the drain no longer than this.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// The two timeouts, from `[server]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Clocks {
+    pub header_read: Duration,
+    /// Zero turns keep-alive off; hyper then closes each connection after its first response.
+    pub keepalive: Duration,
+}
+
+/// Requests begun and responses ended on one connection: the service counts, the socket reads.
+#[derive(Default)]
+pub struct Activity {
+    begun: AtomicU64,
+    ended: AtomicU64,
+    /// A read left waiting while a request was served: when its response ends, the read must look again
+    /// and start the idle clock, which nothing on the socket would make it do.
+    reader: Mutex<Option<Waker>>,
+    /// The server is draining: responses close the connection, and a request has [`DRAIN_GRACE`] to come.
+    draining: AtomicBool,
+}
+
+impl Activity {
+    /// A request head has been read. Its response ends when the returned mark is dropped.
+    pub fn begin(self: &Arc<Self>) -> Ended {
+        self.begun.fetch_add(1, Ordering::Release);
+        Ended(self.clone())
+    }
+
+    /// The server drains: the connection is to close after what it is serving, or after [`DRAIN_GRACE`]
+    /// if it is waiting for a request. The socket sees it on its next poll.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// A response made now must close the connection.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// Held by a response body: dropped when hyper has written the body, or gives it up with the connection.
+pub struct Ended(Arc<Activity>);
+
+impl Ended {
+    /// The connection is draining: the response must close it.
+    pub fn draining(&self) -> bool {
+        self.0.is_draining()
+    }
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.ended.fetch_add(1, Ordering::Release);
+        let reader = self
+            .0
+            .reader
+            .lock()
+            .ok()
+            .and_then(|mut reader| reader.take());
+        if let Some(reader) = reader {
+            reader.wake();
+        }
+    }
+}
+
+/// A response body that marks its request's end when dropped.
+pub struct Tracked<B> {
+    body: B,
+    _ended: Ended,
+}
+
+impl<B> Tracked<B> {
+    pub fn new(body: B, ended: Ended) -> Tracked<B> {
+        Tracked {
+            body,
+            _ended: ended,
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// What the connection waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// The first request; `partial` once any byte of it has come.
+    First { partial: bool },
+    /// The next request, no byte of it yet.
+    Idle,
+    /// The rest of a request head whose first bytes have come.
+    Head,
+    /// Nothing: a request is being served.
+    Busy,
+}
+
+/// A client socket under the two clocks.
+pub struct Clocked<S> {
+    stream: S,
+    activity: Arc<Activity>,
+    clocks: Clocks,
+    wait: Wait,
+    /// `activity.ended` when last looked at: a change means a response has ended.
+    seen_ended: u64,
+    deadline: Pin<Box<Sleep>>,
+    /// The wait for a request has had its deadline brought forward for a drain.
+    hurried: bool,
+    /// The client opened with HTTP/2's preface: its frames are no head, and a 408 in HTTP/1.1 would be
+    /// garbage to it, so a timeout only closes.
+    h2: bool,
+}
+
+impl<S> Clocked<S> {
+    /// `stream` was accepted just now.
+    pub fn new(stream: S, activity: Arc<Activity>, clocks: Clocks) -> Clocked<S> {
+        Clocked {
+            stream,
+            activity,
+            clocks,
+            wait: Wait::First { partial: false },
+            seen_ended: 0,
+            deadline: Box::pin(tokio::time::sleep_until(after(clocks.header_read))),
+            hurried: false,
+            h2: false,
+        }
+    }
+
+    /// Catches up with what the service marked since the last read.
+    fn observe(&mut self) {
+        let begun = self.activity.begun.load(Ordering::Acquire);
+        let ended = self.activity.ended.load(Ordering::Acquire);
+        if begun != ended {
+            self.wait = Wait::Busy;
+        } else if ended != self.seen_ended {
+            self.seen_ended = ended;
+            self.wait = Wait::Idle;
+            self.deadline.as_mut().reset(after(self.clocks.keepalive));
+            self.hurried = false;
+        }
+        let waiting = matches!(self.wait, Wait::First { partial: false } | Wait::Idle);
+        if waiting && !self.hurried && self.activity.is_draining() {
+            self.hurried = true;
+            let grace = after(DRAIN_GRACE).min(self.deadline.deadline());
+            self.deadline.as_mut().reset(grace);
+        }
+    }
+
+    /// Bytes came from the client.
+    fn arrived(&mut self) {
+        match self.wait {
+            Wait::First { .. } => self.wait = Wait::First { partial: true },
+            Wait::Idle => {
+                self.wait = Wait::Head;
+                self.deadline.as_mut().reset(after(self.clocks.header_read));
+            }
+            Wait::Head | Wait::Busy => {}
+        }
+    }
+}
+
+/// Every request begun has its response ended.
+fn all_ended(activity: &Activity) -> bool {
+    activity.begun.load(Ordering::Acquire) == activity.ended.load(Ordering::Acquire)
+}
+
+/// `now + limit`: the config holds each limit to a year, which no clock overflows.
+fn after(limit: Duration) -> Instant {
+    Instant::now() + limit
+}
+
+/// What a client whose head did not come in time is sent before the connection closes.
+fn request_timeout() -> String {
+    const BODY: &str = "request head timed out\n";
+    format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n\
+         connection: close\r\ndate: {}\r\n\r\n{BODY}",
+        BODY.len(),
+        httpdate::fmt_http_date(SystemTime::now())
+    )
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Clocked<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.observe();
+        let before = buf.filled().len();
+        if let Poll::Ready(result) = Pin::new(&mut this.stream).poll_read(cx, buf) {
+            if buf.filled().len() > before {
+                if this.wait == (Wait::First { partial: false }) {
+                    this.h2 = buf.filled()[before..].starts_with(b"PRI ");
+                }
+                this.arrived();
+            }
+            return Poll::Ready(result);
+        }
+        if this.wait == Wait::Busy {
+            if let Ok(mut reader) = this.activity.reader.lock()
+                && !reader
+                    .as_ref()
+                    .is_some_and(|waker| waker.will_wake(cx.waker()))
+            {
+                *reader = Some(cx.waker().clone());
+            }
+            // A response that ended between the look and the waker's storing would wake no one.
+            if all_ended(&this.activity) {
+                cx.waker().wake_by_ref();
+            }
+            return Poll::Pending;
+        }
+        if this.deadline.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        match this.wait {
+            Wait::First { partial: true } | Wait::Head if !this.h2 => {
+                // hyper is reading a head, so it has nothing of its own written or waiting to be: these
+                // bytes cannot interleave with its. A socket that cannot take them at once belongs to a
+                // client that reads nothing, and is closed without them.
+                let answer = request_timeout();
+                let _ = Pin::new(&mut this.stream).poll_write(cx, answer.as_bytes());
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no whole request head within header_read_timeout",
+                )))
+            }
+            Wait::First { partial: true } | Wait::Head => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no HTTP/2 request within header_read_timeout",
+            ))),
+            // The end of the stream between requests: hyper closes the connection as if the client had.
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Clocked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,201 @@
+//! HTTPS upstreams through the real binary: certificates from a CA the test makes (rcgen), checked against
+//! `ca_file` and `server_name`; refusals the client sees as 502 and the log explains; HTTP/2 by ALPN; the
+//! option that checks nothing, and what `weir check` says of it and of every other upstream mistake.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use http::StatusCode;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use support::endpoint::{Behaviour, Endpoint};
+use support::{Weir, check, get, golden, report};
+
+/// A CA of the test's own, its certificate written to `ca.pem` in a temporary directory.
+struct Pki {
+    ca: CertifiedIssuer<'static, KeyPair>,
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Weir test CA");
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("a CA key"))
+            .expect("the CA certificate");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write ca.pem");
+        Pki { ca, dir }
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A server's TLS config: a certificate for `name` signed by the CA, ALPN `h2` and `http/1.1`.
+    fn server(&self, name: &str) -> Arc<rustls::ServerConfig> {
+        let key = KeyPair::generate().expect("a server key");
+        let params = CertificateParams::new(vec![name.to_owned()]).expect("server params");
+        let cert = params
+            .signed_by(&key, &self.ca)
+            .expect("the server certificate");
+        let chain = vec![cert.der().clone(), CertificateDer::clone(self.ca.der())];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("a server config");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+
+    /// An endpoint serving TLS with a certificate for `name`.
+    fn endpoint(&self, name: &str) -> Endpoint {
+        Endpoint::start(
+            name,
+            Behaviour {
+                tls: Some(self.server(name)),
+                ..Behaviour::default()
+            },
+        )
+    }
+}
+
+/// A config with one `https://` upstream `a` to `endpoint` (and `extra` lines in its table).
+fn config(endpoint: &Endpoint, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.a]\nurl = \"https://{}\"\n{extra}\n\
+         [[routes]]\nupstream = \"a\"\n",
+        endpoint.addr
+    )
+}
+
+fn ca_line(file: &Path) -> String {
+    format!("ca_file = \"{}\"\n", file.display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_is_checked_against_the_ca_file_and_the_server_name() {
+    let pki = Pki::new();
+    let server = pki.endpoint("upstream.test");
+    let extra = format!(
+        "server_name = \"upstream.test\"\n{}",
+        ca_line(&pki.ca_file())
+    );
+    let weir = Weir::start(&config(&server, &extra));
+    let reply = get(&weir.url("/over-tls")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.header("x-sni"), Some("upstream.test"));
+    assert_eq!(reply.header("x-version"), Some("HTTP/1.1"));
+
+    // HTTP/2 by ALPN on the same kind of endpoint.
+    let h2 = Weir::start(&config(&server, &format!("{extra}http2 = true\n")));
+    let reply = support::post(&h2.url("/over-h2"), "a body").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.header("x-version"), Some("HTTP/2.0"));
+    assert_eq!(reply.text(), "a body");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_for_another_name_is_refused_with_502_and_the_reason_in_the_log() {
+    let pki = Pki::new();
+    let server = pki.endpoint("upstream.test");
+    let extra = format!("server_name = \"other.test\"\n{}", ca_line(&pki.ca_file()));
+    let weir = Weir::start(&config(&server, &extra));
+    let reply = get(&weir.url("/")).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(reply.text(), "upstream TLS handshake failed\n");
+    assert!(weir.wait_for_record(&[
+        "cannot reach upstream \"a\"",
+        "over TLS",
+        "certificate not valid for name \"other.test\"",
+    ]));
+    assert_eq!(server.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_an_unknown_ca_is_refused_and_the_dangerous_option_takes_it() {
+    let pki = Pki::new();
+    let server = pki.endpoint("upstream.test");
+    // Without ca_file only the built-in public roots are trusted.
+    let weir = Weir::start(&config(&server, "server_name = \"upstream.test\"\n"));
+    assert_eq!(get(&weir.url("/")).await.status, StatusCode::BAD_GATEWAY);
+    assert!(weir.wait_for_record(&["over TLS", "UnknownIssuer"]));
+    assert_eq!(server.requests(), 0);
+
+    // Checking nothing: any certificate, for any name.
+    let reckless = Weir::start(&config(
+        &server,
+        "server_name = \"anything.test\"\ntls_insecure_skip_verify_DANGEROUS = true\n",
+    ));
+    let reply = get(&reckless.url("/")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert!(reckless.wait_for_log("tls_insecure_skip_verify_DANGEROUS"));
+}
+
+/// `weir check` on the TLS options: the warning for the option that checks nothing, and errors that name
+/// the file, line, upstream and field.
+#[test]
+fn check_reports_tls_mistakes_with_the_file_line_and_field() {
+    let pki = Pki::new();
+    let dir = pki.dir.path();
+    std::fs::write(dir.join("garbage.pem"), "not a certificate\n").expect("write");
+    let shown = |text: String| text.replace(&dir.display().to_string(), "<dir>");
+
+    let warned = check(
+        "[upstreams.a]\nurl = \"https://127.0.0.1:8443\"\ntls_insecure_skip_verify_DANGEROUS = true\n\
+         [[routes]]\nupstream = \"a\"\n",
+    );
+    assert!(warned.success, "{}", warned.stderr);
+    let refused = check(&format!(
+        "[upstreams.missing]\nurl = \"https://127.0.0.1:8443\"\nca_file = \"{0}/missing.pem\"\n\
+         [upstreams.garbage]\nurl = \"https://127.0.0.1:8443\"\nca_file = \"{0}/garbage.pem\"\n\
+         [upstreams.plain]\nurl = \"http://127.0.0.1:8080\"\nserver_name = \"plain.test\"\n\
+         [upstreams.both]\nurl = \"https://127.0.0.1:8443\"\nca_file = \"{0}/ca.pem\"\n\
+         tls_insecure_skip_verify_DANGEROUS = true\n\
+         [[routes]]\nupstream = \"missing\"\n",
+        dir.display()
+    ));
+    assert!(!refused.success);
+    // A name is checked as the file is read: a parse error, on its own.
+    let unnamed = check(
+        "[upstreams.a]\nurl = \"https://127.0.0.1:8443\"\nserver_name = \"not a name\"\n\
+         [[routes]]\nupstream = \"a\"\n",
+    );
+    assert!(!unnamed.success);
+    golden(
+        "check-upstream-tls.txt",
+        &shown(format!(
+            "## tls_insecure_skip_verify_DANGEROUS\n{}## CA files, and TLS options on http://\n{}\
+             ## server_name\n{}",
+            report(&warned),
+            report(&refused),
+            report(&unnamed)
+        )),
+    );
+}
+
+/// Every other rule of an `[upstreams]` table, reported at once.
+#[test]
+fn check_reports_pool_and_retry_mistakes_with_the_file_line_and_field() {
+    let refused = check(
+        "[upstreams.both]\nurl = \"http://127.0.0.1:1\"\nurls = [\"http://127.0.0.1:2\"]\n\
+         [upstreams.mixed]\nurls = [\"http://127.0.0.1:1\", \"https://127.0.0.1:2\", \"http://127.0.0.1:1\"]\n\
+         [upstreams.hash]\nurl = \"http://127.0.0.1:1\"\nbalance = \"hash\"\n\
+         [upstreams.retry]\nurl = \"http://127.0.0.1:1\"\nretries = 11\nretry_on = [200]\n\
+         retry_methods = [\"GET\", \"POST\"]\nretry_budget_percent = 101\n\
+         [upstreams.eject]\nurl = \"http://127.0.0.1:1\"\neject_for = \"1m\"\neject_for_max = \"10s\"\n\
+         [upstreams.eject.health_check]\npath = \"healthz\"\ninterval = \"0s\"\nunhealthy = 0\n\
+         [[routes]]\nupstream = \"both\"\n",
+    );
+    assert!(!refused.success);
+    golden("check-upstream-errors.txt", &report(&refused));
+}
