@@ -92,6 +92,13 @@ async fn plugins_see_the_same_request_over_h2c_and_http_11() {
             "{name}: {value} not in {h2:?}"
         );
     }
+    // The access log shows the target as sent, not hyper's URI joined from `:scheme` and `:authority`.
+    let lines = || weir.log().matches("GET /seen/x?q=1 200").count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while lines() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(lines(), 2, "{}", weir.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,17 +124,25 @@ async fn an_h2_request_body_streams_through_body_hooks_within_its_limit() {
     let seen = format!("\"BODY\":\"{}\"", body.to_ascii_uppercase());
     assert!(echo.contains(&seen), "the body differs");
 
-    let (_, status) = tokio::task::spawn_blocking(move || {
+    let url = weir.url("/small");
+    let (status, verbose) = tokio::task::spawn_blocking(move || {
         let out = Command::new("curl")
-            .args(["-sS", "--http2-prior-knowledge", "-o", "/dev/null"])
-            .args(["-w", "%{http_version} %{response_code}", "--data-binary"])
-            .arg(&data)
-            .arg(weir.url("/small"))
+            .args(["-sSv", "--http2-prior-knowledge", "-o", "/dev/null"])
+            .args(["-w", "%{response_code}", "--data-binary", &data, &url])
             .output()
             .expect("run curl");
-        ((), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     })
     .await
     .expect("curl task");
-    assert_eq!(status, "2 413");
+    // Answered before the body is read, which is dropped: the stream is sometimes reset before curl has
+    // read the answer (README, "HTTP/2", the known gap). Either way the body went nowhere.
+    assert!(
+        status == "413" || verbose.contains("Stream error"),
+        "{status}: {verbose}"
+    );
+    assert!(weir.wait_for_log("POST /small 413"), "no 413 logged");
 }

@@ -266,3 +266,47 @@ async fn a_thousand_reloads_leave_the_memory_flat() {
         Some(1101.0)
     );
 }
+
+/// Replaces `file` as a deploy does: the new text is written beside it and renamed over it, so a reader sees
+/// the old file or the new one, never half of one.
+fn replace(file: &Path, text: &str) {
+    let next = file.with_extension("next");
+    write(&next, text);
+    std::fs::rename(&next, file).expect("rename the config into place");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_config_file_is_reloaded_when_it_changes() {
+    let a = upstream("a").await;
+    let watched = |generation: &str| {
+        config(a, generation).replace(
+            "access_log = false",
+            "access_log = false\nwatch_config = \"100ms\"",
+        )
+    };
+    let weir = Weir::start(&watched("A"));
+    let file = config_file(&weir);
+    assert_eq!(generation_seen(&weir).await, "A");
+
+    replace(&file, &watched("B"));
+    assert!(weir.wait_for_log("generation=2"), "{}", weir.log());
+    assert_eq!(generation_seen(&weir).await, "B");
+
+    // Refused once, and not tried again while the file stays as it is; the running generation serves.
+    replace(
+        &file,
+        &watched("C").replace("plugin = \"headers\"", "plugin = \"no-such-plugin\""),
+    );
+    assert!(weir.wait_for_log("config not reloaded"), "{}", weir.log());
+    assert_eq!(generation_seen(&weir).await, "B");
+
+    replace(&file, &watched("D"));
+    assert!(weir.wait_for_log("generation=3"), "{}", weir.log());
+    assert_eq!(generation_seen(&weir).await, "D");
+    assert_eq!(
+        weir.log().matches("config not reloaded").count(),
+        1,
+        "{}",
+        weir.log()
+    );
+}

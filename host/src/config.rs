@@ -119,6 +119,10 @@ pub struct ServerConfig {
     pub max_request_headers: u32,
     /// Where the serving process writes its pid; after an upgrade, the new process's.
     pub pid_file: Option<PathBuf>,
+    /// How often the config file is read for a change, which is then reloaded as SIGHUP would; off by
+    /// default. Range: [`limits::WATCH_CONFIG`].
+    #[serde(with = "humantime_serde")]
+    pub watch_config: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -157,6 +161,7 @@ impl Default for ServerConfig {
             // Envoy's `max_headers_count` and hyper's default; up to 100 the parser needs no allocation.
             max_request_headers: 100,
             pid_file: None,
+            watch_config: None,
         }
     }
 }
@@ -567,6 +572,9 @@ impl Source {
             &limits::REQUEST_HEADERS,
             server.max_request_headers,
         );
+        if let Some(every) = server.watch_config {
+            found.bound(&field("watch_config"), &limits::WATCH_CONFIG, every);
+        }
         // `run` would drop a bad directive silently; `check` says so.
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&server.log_level) {
             found.refuse(

@@ -13,6 +13,7 @@ pub mod chain;
 pub mod client_clocks;
 pub mod compile_cache;
 pub mod config;
+pub mod config_watch;
 pub mod connections;
 pub mod context;
 pub mod cpu_time;

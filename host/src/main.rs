@@ -195,6 +195,9 @@ fn run(config: &Path) -> anyhow::Result<ExitCode> {
         let admin =
             admin.map(|listener| tokio::spawn(weir::admin::serve(listener, control.clone())));
         tokio::spawn(reload_on_hangup(control.clone(), signals.hangup));
+        if let Some(every) = server.watch_config {
+            tokio::spawn(weir::config_watch::watch(control.clone(), every));
+        }
         // Tests and scripts read this line for the bound address (the config may say port 0), and the
         // admin listener's after it.
         say(format_args!("weir listening on http://{listening}"));

@@ -207,6 +207,7 @@ fn restart_only_changes(old: &ConfigFile, new: &ConfigFile, sandbox_slots: u32) 
         o.max_request_headers == n.max_request_headers,
     );
     check("pid_file", o.pid_file == n.pid_file);
+    check("watch_config", o.watch_config == n.watch_config);
     let admin = |c: &ConfigFile| c.admin.as_ref().map(|a| a.listen);
     if admin(old) != admin(new) {
         changes.push("admin, field \"listen\": changed, and only a restart applies it".into());

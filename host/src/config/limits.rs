@@ -158,6 +158,15 @@ pub const KEEPALIVE_TIMEOUT: Bounds<Duration> = Bounds {
     max_reason: None,
 };
 
+/// How often the config file is read for a change: more often than every 100 ms is a busy loop on a file
+/// that changes by hand or by a deploy, and a day is as good as never.
+pub const WATCH_CONFIG: Bounds<Duration> = Bounds {
+    min: Duration::from_millis(100),
+    max: Duration::from_secs(86_400),
+    min_reason: None,
+    max_reason: None,
+};
+
 /// Client connections at once: 0 would serve nothing, and a process cannot hold more sockets than the
 /// files Linux lets any process open (`fs.nr_open`, 2^20 by default).
 pub const MAX_CONNECTIONS: Bounds<u32> = Bounds {
