@@ -49,7 +49,7 @@ example:
 # read /metrics (tests/metrics.rs). kubernetes-validate checks examples/kubernetes against the Kubernetes
 # schemas, offline (tests/kubernetes.rs).
 test-deps:
-	python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'pyjwt[crypto]==2.*' 'argon2-cffi==25.*' 'bcrypt==5.*' 'websockets==15.*' 'http_sfv==0.9.*' 'prometheus-client==0.*' 'kubernetes-validate==1.37.*' 'pyyaml==6.*'
+	python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'pyjwt[crypto]==2.*' 'argon2-cffi==25.*' 'bcrypt==5.*' 'websockets==15.*' 'grpcio==1.*' 'http_sfv==0.9.*' 'prometheus-client==0.*' 'kubernetes-validate==1.37.*' 'pyyaml==6.*'
 	@[ -x /usr/bin/chromium ] || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { apt-get update -qq && \

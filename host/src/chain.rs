@@ -218,7 +218,7 @@ pub async fn run(
         response: None,
         skip_body: false,
         body: Some(body),
-        scheme: "http",
+        scheme: crate::tls::scheme(&parts.extensions),
     });
 
     let mut stages: Vec<Stage> = Vec::with_capacity(route.chain.len());
@@ -251,6 +251,8 @@ pub async fn run(
 
     // The body as the request phase left it: read whole by a plugin, or still streaming.
     let body = exchange.body.take().unwrap_or_else(ProxyBody::empty);
+    // The upstream response's extensions go on to the client's: a 101's upgraded connection is there.
+    let mut extensions = http::Extensions::new();
     let (status, headers, body) = match answer {
         Some((local, slot)) => {
             // The request body goes nowhere: a transform a plugin set for it is over.
@@ -281,6 +283,7 @@ pub async fn run(
                 headers: exchange.headers.clone(),
                 client_ip,
                 context: Some(&exchange.context),
+                scheme: exchange.scheme,
             };
             let upstream = exchange.upstream.clone();
             let sent = upstream.send(out, upstream_body).await;
@@ -306,6 +309,7 @@ pub async fn run(
             match sent {
                 Ok(response) => {
                     let (parts, body) = from_upstream(response).into_parts();
+                    extensions = parts.extensions;
                     (parts.status, parts.headers, body)
                 }
                 Err(e) => return finish_all(stages, error_response(&Fault::Upstream(&e))),
@@ -380,6 +384,7 @@ pub async fn run(
     let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;
+    *response.extensions_mut() = extensions;
     response
 }
 

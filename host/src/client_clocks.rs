@@ -166,6 +166,9 @@ pub struct Clocked<S> {
     /// The client opened with HTTP/2's preface: its frames are no head, and a 408 in HTTP/1.1 would be
     /// garbage to it, so a timeout only closes.
     h2: bool,
+    /// The socket carries TLS: bytes written here go through it, but a 408 there, half a record behind
+    /// hyper's, is not worth the risk, so a timeout only closes.
+    no_408: bool,
 }
 
 impl<S> Clocked<S> {
@@ -180,7 +183,14 @@ impl<S> Clocked<S> {
             deadline: Box::pin(tokio::time::sleep_until(after(clocks.header_read))),
             hurried: false,
             h2: false,
+            no_408: false,
         }
+    }
+
+    /// A timeout closes the connection without a 408 (TLS).
+    pub fn without_408(mut self) -> Clocked<S> {
+        self.no_408 = true;
+        self
     }
 
     /// Catches up with what the service marked since the last read.
@@ -273,7 +283,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Clocked<S> {
             return Poll::Pending;
         }
         match this.wait {
-            Wait::First { partial: true } | Wait::Head if !this.h2 => {
+            Wait::First { partial: true } | Wait::Head if !this.h2 && !this.no_408 => {
                 // hyper is reading a head, so it has nothing of its own written or waiting to be: these
                 // bytes cannot interleave with its. A socket that cannot take them at once belongs to a
                 // client that reads nothing, and is closed without them.
@@ -286,7 +296,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Clocked<S> {
             }
             Wait::First { partial: true } | Wait::Head => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "no HTTP/2 request within header_read_timeout",
+                "no whole request within header_read_timeout (HTTP/2 or TLS: closed, no 408)",
             ))),
             // The end of the stream between requests: hyper closes the connection as if the client had.
             _ => Poll::Ready(Ok(())),

@@ -7,6 +7,7 @@
 mod access_log;
 pub mod limits;
 pub mod store;
+pub mod tls;
 mod units;
 pub mod upstream;
 
@@ -123,6 +124,8 @@ pub struct ServerConfig {
     /// default. Range: [`limits::WATCH_CONFIG`].
     #[serde(with = "humantime_serde")]
     pub watch_config: Option<Duration>,
+    /// TLS on the listener; none serves clear text. See README, "TLS".
+    pub tls: Option<tls::ListenerTls>,
 }
 
 impl Default for ServerConfig {
@@ -158,6 +161,7 @@ impl Default for ServerConfig {
             // nginx's default.
             keepalive_timeout: Duration::from_secs(75),
             max_connections: None,
+            tls: None,
             // Envoy's `max_headers_count` and hyper's default; up to 100 the parser needs no allocation.
             max_request_headers: 100,
             pid_file: None,

@@ -15,6 +15,7 @@ use crate::logging;
 use crate::plugin::PluginError;
 use crate::sandbox::Label;
 use crate::upstream::UpstreamError;
+use crate::websocket;
 
 pub enum Fault<'a> {
     NoRoute,
@@ -26,6 +27,8 @@ pub enum Fault<'a> {
         label: &'a Label,
         error: &'a PluginError,
     },
+    /// A WebSocket upgrade the route cannot carry.
+    Upgrade(&'a websocket::Refused),
     /// A bug in Weir, reported instead of a panic.
     Internal(&'static str),
 }
@@ -83,6 +86,11 @@ pub fn report(fault: &Fault<'_>) -> (StatusCode, Cow<'static, str>) {
                 _ => StatusCode::BAD_REQUEST,
             };
             (status, format!("{refusal}\n").into())
+        }
+        // The route's config, not the client, is why: RFC 9110 §15.6.2, see crate::websocket.
+        Fault::Upgrade(refused) => {
+            tracing::debug!("upgrade refused: {refused}");
+            (StatusCode::NOT_IMPLEMENTED, format!("{refused}\n").into())
         }
         Fault::Upstream(e @ UpstreamError::ClientBody(_)) => {
             tracing::debug!("{e}");

@@ -40,5 +40,7 @@ pub mod sandbox;
 pub mod server;
 pub mod stats;
 pub mod store;
+pub mod tls;
 pub mod upgrade;
 pub mod upstream;
+pub mod websocket;

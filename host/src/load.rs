@@ -105,6 +105,11 @@ pub async fn load(
     let mut errors = source.validate();
     let mut warnings = Vec::new();
     let upstreams = Arc::new(upstreams(source, stats, &mut errors, &mut warnings));
+    // The listener's certificates are loaded by the server when it starts; here they are checked, so that
+    // `weir check` and a reload refuse a file that would not serve.
+    if let Err(failures) = crate::tls::listener_config(source) {
+        errors.extend(failures.0);
+    }
     let mut compiled: HashMap<PathBuf, Result<Arc<PluginPre<HostState>>, String>> = HashMap::new();
     let mut routes = Vec::new();
     // Made when the first entry granted the store is loaded: a config without one never makes it.

@@ -189,7 +189,17 @@ fn run(config: &Path) -> anyhow::Result<ExitCode> {
         let listening = listener.local_addr()?;
         let admin_listening = admin.as_ref().map(|a| a.local_addr()).transpose()?;
         let plugin_dir = plugin_dir(&source);
+        // `load_all` checked the certificates; read again, one that changed since is reported the same.
+        let tls = match weir::tls::listener_config(&source) {
+            Ok(tls) => tls.map(Arc::new),
+            Err(errors) => {
+                eprintln!("{errors}");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let control = Arc::new(Control::new(loaded, source, plugin_dir));
+        control.tls.store(tls);
         // Ready before the lines below: whoever reads them may ask /readyz at once.
         control.set_ready(true);
         let admin =
@@ -200,7 +210,7 @@ fn run(config: &Path) -> anyhow::Result<ExitCode> {
         }
         // Tests and scripts read this line for the bound address (the config may say port 0), and the
         // admin listener's after it.
-        say(format_args!("weir listening on http://{listening}"));
+        say(format_args!("weir listening on {scheme}://{listening}"));
         if let Some(admin) = admin_listening {
             say(format_args!("weir admin on http://{admin}"));
         }
@@ -223,7 +233,8 @@ fn run(config: &Path) -> anyhow::Result<ExitCode> {
             }
         };
         let connections = server::connection_limit(server.max_connections, open_files);
-        server::serve(listener, control.proxy.clone(), stop, &server, connections).await;
+        let (proxy, tls) = (control.proxy.clone(), control.tls.clone());
+        server::serve(listener, proxy, tls, stop, &server, connections).await;
         drop(pid_file);
         Ok(ExitCode::SUCCESS)
     })

@@ -19,6 +19,7 @@ use crate::plugin::PluginSlot;
 use crate::routes::RouteMatch;
 use crate::stats::RouteStats;
 use crate::upstream::{Outgoing, Upstream, Upstreams};
+use crate::websocket;
 
 pub struct Proxy {
     pub routes: Vec<Route>,
@@ -87,33 +88,77 @@ impl Proxy {
             return error_response(&Fault::BodyTooLarge);
         }
 
+        // The client's side of a WebSocket upgrade, taken before the request goes anywhere.
+        let upgrade = if websocket::requested(&parts) {
+            match websocket::accept(route, &mut parts) {
+                Ok(upgrade) => upgrade,
+                Err(refused) => return error_response(&Fault::Upgrade(&refused)),
+            }
+        } else {
+            None
+        };
+        let te_trailers = asks_for_trailers(&parts.headers);
         strip_hop_by_hop(&mut parts.headers);
+        if te_trailers {
+            // The one `te` HTTP/2 allows (RFC 9113 §8.2.2), which gRPC requires: the client takes trailers.
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        if upgrade.is_some() {
+            websocket::keep_headers(&mut parts.headers);
+        }
         let body = ProxyBody::request(
             body,
             route.max_request_body,
             self.client_body_timeout,
             trace.tally().cloned(),
         );
-        if !route.chain.is_empty() {
+        let response = if route.chain.is_empty() {
+            forward(route, parts, body, client_ip, trace).await
+        } else {
             let original_uri = original_uri.unwrap_or_else(|| parts.uri.clone());
-            return chain::run(self, route, parts, original_uri, body, client_ip, trace).await;
-        }
-
-        // An empty chain: no exchange, no copies, the body streams straight through.
-        trace.sent_to(&route.upstream);
-        let out = Outgoing {
-            method: parts.method,
-            path: parts.uri.path(),
-            query: parts.uri.query(),
-            headers: parts.headers,
-            client_ip,
-            context: None,
+            chain::run(self, route, parts, original_uri, body, client_ip, trace).await
         };
-        match route.upstream.send(out, body).await {
-            Ok(response) => from_upstream(response),
-            Err(e) => error_response(&Fault::Upstream(&e)),
+        match upgrade {
+            Some(client) => websocket::splice(client, response, route.upstream.read_timeout()),
+            None => response,
         }
     }
+}
+
+/// An empty chain: no exchange, no copies, the body streams straight through.
+async fn forward(
+    route: &Route,
+    parts: http::request::Parts,
+    body: ProxyBody,
+    client_ip: IpAddr,
+    trace: &mut Trace,
+) -> Response<ProxyBody> {
+    trace.sent_to(&route.upstream);
+    let out = Outgoing {
+        method: parts.method,
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: parts.headers,
+        client_ip,
+        context: None,
+        scheme: crate::tls::scheme(&parts.extensions),
+    };
+    match route.upstream.send(out, body).await {
+        Ok(response) => from_upstream(response),
+        Err(e) => error_response(&Fault::Upstream(&e)),
+    }
+}
+
+/// The client says `te: trailers` (among its `te` values; the others stay hop-by-hop and go).
+fn asks_for_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {

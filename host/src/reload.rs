@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::config::{ConfigErrors, ConfigFile, Source};
 use crate::load;
@@ -22,6 +22,9 @@ use crate::stats::Stats;
 /// The running generation, and what the admin listener and the metrics read of it.
 pub struct Control {
     pub proxy: Arc<ArcSwap<Proxy>>,
+    /// The listener's certificates (`[server.tls]`), read by each handshake: a reload swaps them with the
+    /// proxy. None on a clear-text listener.
+    pub tls: Arc<ArcSwapOption<rustls::ServerConfig>>,
     /// The counters every generation counts in, so that a reload carries them on.
     pub stats: Arc<Stats>,
     sandbox: Arc<Sandbox>,
@@ -75,6 +78,7 @@ impl Control {
     pub fn new(loaded: load::Loaded, source: Source, plugin_dir: PathBuf) -> Control {
         Control {
             proxy: Arc::new(ArcSwap::from_pointee(loaded.proxy)),
+            tls: Arc::new(ArcSwapOption::empty()),
             stats: loaded.stats,
             sandbox: loaded.sandbox,
             file: source.file.clone(),
@@ -93,8 +97,11 @@ impl Control {
         let mut running = self.running.lock().await;
         let result = self.load_next(&running.config).await;
         match result {
-            Ok((proxy, source)) => {
+            Ok((proxy, tls, source)) => {
                 self.proxy.store(Arc::new(proxy));
+                if tls.is_some() {
+                    self.tls.store(tls);
+                }
                 *running = source;
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
@@ -109,7 +116,10 @@ impl Control {
         }
     }
 
-    async fn load_next(&self, running: &ConfigFile) -> Result<(Proxy, Source), ReloadError> {
+    async fn load_next(
+        &self,
+        running: &ConfigFile,
+    ) -> Result<(Proxy, Option<Arc<rustls::ServerConfig>>, Source), ReloadError> {
         let source = Source::read(&self.file).map_err(ReloadError::Config)?;
         let errors = source.validate();
         if !errors.is_empty() {
@@ -131,7 +141,11 @@ impl Control {
         for warning in warnings {
             tracing::warn!("{warning}");
         }
-        Ok((proxy, source))
+        // `load` checked the certificate files; read again here, one that changed since is refused.
+        let tls = crate::tls::listener_config(&source)
+            .map_err(ReloadError::Config)?
+            .map(Arc::new);
+        Ok((proxy, tls, source))
     }
 
     pub fn file(&self) -> &Path {
@@ -208,6 +222,8 @@ fn restart_only_changes(old: &ConfigFile, new: &ConfigFile, sandbox_slots: u32) 
     );
     check("pid_file", o.pid_file == n.pid_file);
     check("watch_config", o.watch_config == n.watch_config);
+    // The listener speaks TLS or not from the start; its certificates change with a reload.
+    check("tls", o.tls.is_some() == n.tls.is_some());
     let admin = |c: &ConfigFile| c.admin.as_ref().map(|a| a.listen);
     if admin(old) != admin(new) {
         changes.push("admin, field \"listen\": changed, and only a restart applies it".into());

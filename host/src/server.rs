@@ -1,25 +1,30 @@
 //! Accepting connections and serving HTTP/1.1 with keep-alive, and HTTP/2 in clear text to a client that
 //! opens with its preface (h2c with prior knowledge), on the same port, against whatever configuration the
 //! atomic pointer holds when each request arrives: at most `max_connections` at once, each under its
-//! clocks ([`crate::client_clocks`]), and all of them drained when the server stops.
+//! clocks ([`crate::client_clocks`]), and all of them drained when the server stops. With `[server.tls]`,
+//! each connection is a TLS one ([`crate::tls`]), the handshake before the clocks.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use http::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::client_clocks::{Activity, Clocked, Clocks, Tracked};
 use crate::config::ServerConfig;
 use crate::config::limits::MAX_CONNECTIONS;
+use crate::outcome::ServedBody;
 use crate::proxy::Proxy;
+use crate::tls::Https;
+use crate::websocket::Tunnel;
 
 /// Files the process needs besides its connections' sockets: the standard streams, the runtime's, the
 /// compile cache's, an admin connection or two.
@@ -43,15 +48,19 @@ pub fn connection_limit(configured: Option<u32>, open_files: Option<u64>) -> usi
 /// Serves until `stop` resolves, then stops accepting and waits up to `shutdown_timeout` for the
 /// connections it has: busy ones close after their response, those waiting for a request after a moment
 /// for one already on its way ([`crate::client_clocks::DRAIN_GRACE`]).
+///
+/// With certificates in `tls` the listener speaks TLS: each connection shakes hands with the certificates
+/// the swap holds when it is accepted (a reload swaps them), within `header_read_timeout`.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<ArcSwap<Proxy>>,
+    tls: Arc<ArcSwapOption<rustls::ServerConfig>>,
     stop: impl Future<Output = ()>,
     settings: &ServerConfig,
     max_connections: usize,
 ) {
     let grace = settings.shutdown_timeout;
-    let http = builder(settings);
+    let http = Arc::new(builder(settings));
     let clocks = Clocks {
         header_read: settings.header_read_timeout,
         keepalive: settings.keepalive_timeout,
@@ -83,9 +92,18 @@ pub async fn serve(
         // Nagle would hold back small responses waiting for an ACK: latency with nothing gained.
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::default());
+        let tls = tls.load_full();
+        let https = tls.is_some();
         let service = {
             let (proxy, activity) = (proxy.clone(), activity.clone());
-            service_fn(move |request| {
+            service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+                if https {
+                    request.extensions_mut().insert(Https);
+                }
+                if request.headers().contains_key(header::UPGRADE) {
+                    // A WebSocket tunnel counts as a request in flight for the clocks (crate::websocket).
+                    request.extensions_mut().insert(Tunnel(activity.clone()));
+                }
                 let proxy = proxy.load_full();
                 let ended = activity.begin();
                 // HTTP/2 has no `Connection`; a drained h2 connection ends once idle (crate::client_clocks).
@@ -103,26 +121,27 @@ pub async fn serve(
                 }
             })
         };
-        let io = TokioIo::new(Clocked::new(stream, activity.clone(), clocks));
-        let connection = http.serve_connection(io, service).into_owned();
-        let mut draining = draining.clone();
+        let (http, draining) = (http.clone(), draining.clone());
         tokio::spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            let drained = async {
-                // The guard it returns is not to be held across the connection's end.
-                let _ = draining.wait_for(|drain| *drain).await;
+            let Some(tls) = tls else {
+                let io = Clocked::new(stream, activity.clone(), clocks);
+                serve_connection(&http, io, service, activity, draining, client).await;
+                drop(slot);
+                return;
             };
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                () = drained => {
-                    // The connection closes after the response it is busy with, or once it has waited
-                    // for a request for a moment (crate::client_clocks).
-                    activity.drain();
-                    connection.await
+            // The handshake comes before the clocks: they time requests, which start once it is done. It
+            // is bounded by the head's timeout, so a client that never finishes it holds a slot no longer
+            // than one that never finishes a head.
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            match tokio::time::timeout(clocks.header_read, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    // A 408 written in clear into the TLS stream would be garbage to the client: a timeout
+                    // only closes, as on HTTP/2.
+                    let io = Clocked::new(stream, activity.clone(), clocks).without_408();
+                    serve_connection(&http, io, service, activity, draining, client).await;
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%client, "connection ended with an error: {e}");
+                Ok(Err(e)) => tracing::debug!(%client, "TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!(%client, "no TLS handshake within header_read_timeout"),
             }
             drop(slot);
         });
@@ -135,6 +154,47 @@ pub async fn serve(
     tokio::select! {
         () = drain.closed() => {}
         () = tokio::time::sleep(grace) => tracing::warn!("requests still in flight at the end of the grace period"),
+    }
+}
+
+/// Serves one connection until it ends, closing it after what it is busy with once the server drains.
+async fn serve_connection<I, S>(
+    http: &auto::Builder<TokioExecutor>,
+    io: Clocked<I>,
+    service: S,
+    activity: Arc<Activity>,
+    mut draining: watch::Receiver<bool>,
+    client: std::net::SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<Tracked<ServedBody>>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    // With upgrades: after a WebSocket's 101 the socket goes on to crate::websocket's tunnel.
+    let connection = http
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    let mut connection = std::pin::pin!(connection);
+    let drained = async {
+        // The guard it returns is not to be held across the connection's end.
+        let _ = draining.wait_for(|drain| *drain).await;
+    };
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = drained => {
+            // The connection closes after the response it is busy with, or once it has waited
+            // for a request for a moment (crate::client_clocks).
+            activity.drain();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%client, "connection ended with an error: {e}");
     }
 }
 

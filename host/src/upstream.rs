@@ -98,6 +98,8 @@ pub struct Upstream {
     shared_name: Arc<str>,
     timeout: Duration,
     read_timeout: Duration,
+    /// It speaks HTTP/2 (`http2 = true`), which carries no HTTP/1.1 upgrade.
+    http2: bool,
     /// Where requests go; `None` for an upstream the config disabled.
     pool: Option<Pool>,
     /// Its counters, which outlive this generation.
@@ -126,6 +128,8 @@ pub struct Outgoing<'a> {
     pub client_ip: IpAddr,
     /// The request's context, when a chain ran: `hash_on = { context = "…" }` reads it.
     pub context: Option<&'a Context>,
+    /// `https` when the client came over TLS: sent as `X-Forwarded-Proto`.
+    pub scheme: &'static str,
 }
 
 impl Upstream {
@@ -147,6 +151,7 @@ impl Upstream {
             shared_name: name.into(),
             timeout: config.timeout,
             read_timeout: config.read_timeout,
+            http2: config.http2,
             pool,
             stats,
         })
@@ -165,6 +170,16 @@ impl Upstream {
             pool.client.clone(),
             check,
         );
+    }
+
+    /// It speaks HTTP/2 (`http2 = true`).
+    pub fn is_http2(&self) -> bool {
+        self.http2
+    }
+
+    /// Its `read_timeout`, which also bounds how long a WebSocket tunnel to it may sit idle.
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout
     }
 
     /// The upstream's name, shared rather than copied by whatever outlives the request that names it.
@@ -206,8 +221,9 @@ impl Upstream {
             mut headers,
             client_ip,
             context: _,
+            scheme,
         } = out;
-        add_forwarded(&mut headers, client_ip);
+        add_forwarded(&mut headers, client_ip, scheme);
         let endpoints = pool.endpoints.list().len();
         // What a retry needs is kept only for a request that could have one.
         let retries = if pool.retry.may_retry(&method, endpoints) {
@@ -578,7 +594,7 @@ fn request(
 /// `X-Forwarded-For` gets the client appended after every value the client sent (joined into one line),
 /// so the last address is the one Weir saw; `X-Forwarded-Proto` and `X-Forwarded-Host` say what the client
 /// asked for, so the upstream can build public URLs.
-fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr) {
+fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, scheme: &'static str) {
     const XFF: &str = "x-forwarded-for";
     let ip = client_ip.to_string();
     let mut forwarded_for: Vec<u8> = Vec::with_capacity(ip.len());
@@ -592,7 +608,7 @@ fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr) {
         Ok(value) => headers.insert(XFF, value),
         Err(_) => headers.remove(XFF),
     };
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert("x-forwarded-host", host);
     }

@@ -114,7 +114,12 @@ impl Weir {
         stdout
             .read_line(&mut first)
             .expect("read weir's first line");
-        let Some(addr) = first.trim().strip_prefix("weir listening on http://") else {
+        // `https://` when the config has `[server.tls]`.
+        let Some(addr) = first
+            .trim()
+            .strip_prefix("weir listening on http://")
+            .or_else(|| first.trim().strip_prefix("weir listening on https://"))
+        else {
             let _ = child.wait();
             std::thread::sleep(Duration::from_millis(100));
             panic!(

@@ -72,7 +72,7 @@ pub struct TlsSettings {
 
 /// ring, which the host already links for plugins' signatures; rustls's default, aws-lc-rs, would add a
 /// C library and a second implementation of the same primitives.
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

@@ -1,0 +1,237 @@
+//! TLS on the listener: the certificates of `[server.tls]`, the resolver that picks one by the name the
+//! client asks for (SNI), and the rustls config the acceptor shakes hands with.
+//!
+//! The crypto is ring's, as for HTTPS upstreams ([`crate::upstream::tls::provider`]): one implementation of
+//! the primitives in the binary, no C library.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::config::tls::ListenerTls;
+use crate::config::{ConfigErrors, Source, Step};
+
+/// Marks a request that came over TLS: `X-Forwarded-Proto` and the plugins' `request.scheme` say `https`.
+#[derive(Debug, Clone, Copy)]
+pub struct Https;
+
+/// The scheme the client used: `https` for a request the server marked [`Https`].
+pub fn scheme(extensions: &http::Extensions) -> &'static str {
+    if extensions.get::<Https>().is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// Why a certificate or key of `[server.tls]` cannot be served; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("cannot read {}: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not PEM: {source}", file.display())]
+    Pem {
+        file: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{} holds no certificate (a PEM \"CERTIFICATE\" block)", file.display())]
+    NoCertificate { file: PathBuf },
+    #[error("{} holds no private key (a PEM \"PRIVATE KEY\" block)", file.display())]
+    NoKey { file: PathBuf },
+    #[error("{} is a key rustls cannot sign with: {source}", file.display())]
+    Key {
+        file: PathBuf,
+        source: Box<rustls::Error>,
+    },
+    #[error("the TLS library refused the settings: {0}")]
+    Settings(Box<rustls::Error>),
+    #[error("{} is not the key of the certificate in {}: {source}", key.display(), cert.display())]
+    Mismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        source: Box<rustls::Error>,
+    },
+}
+
+/// A failure of `[server.tls]`, with the field it is about (`server.tls.cert`, `server.tls.sni.0.key`, …).
+#[derive(Debug)]
+pub struct FieldError {
+    pub field: Vec<Step<'static>>,
+    pub error: CertError,
+}
+
+/// The rustls config of `[server.tls]`, if the config has one; a file that does not load is an error on
+/// its field, as `weir check` reports it.
+pub fn listener_config(source: &Source) -> Result<Option<rustls::ServerConfig>, ConfigErrors> {
+    let Some(tls) = &source.config.server.tls else {
+        return Ok(None);
+    };
+    server_config(tls, |file| source.resolve(file))
+        .map(Some)
+        .map_err(|failures| {
+            ConfigErrors(
+                failures
+                    .into_iter()
+                    .map(|f| source.field_error(&f.field, f.error.to_string()))
+                    .collect(),
+            )
+        })
+}
+
+/// The rustls config of the listener: TLS 1.2 and 1.3, ALPN `h2` then `http/1.1` (the server speaks both),
+/// each certificate loaded now so that a bad file is a config error, never a failed handshake. Paths are
+/// relative to the config file (`resolve`).
+pub fn server_config(
+    tls: &ListenerTls,
+    resolve: impl Fn(&Path) -> PathBuf,
+) -> Result<rustls::ServerConfig, Vec<FieldError>> {
+    let provider = crate::upstream::tls::provider();
+    let mut errors = Vec::new();
+    let mut load = |cert: &Path, key: &Path, at: &[Step<'static>]| {
+        let field = |name| {
+            let mut field = vec![Step::Key("server"), Step::Key("tls")];
+            field.extend_from_slice(at);
+            field.push(Step::Key(name));
+            field
+        };
+        certified_key(&resolve(cert), &resolve(key), &provider)
+            .map_err(|(which, error)| {
+                errors.push(FieldError {
+                    field: field(which),
+                    error,
+                });
+            })
+            .ok()
+    };
+    let default = load(&tls.cert, &tls.key, &[]);
+    let mut by_name = HashMap::new();
+    for (index, sni) in tls.sni.iter().enumerate() {
+        if let Some(key) = load(&sni.cert, &sni.key, &[Step::Key("sni"), Step::Index(index)]) {
+            let key = Arc::new(key);
+            for name in &sni.names {
+                by_name.insert(name.to_ascii_lowercase(), key.clone());
+            }
+        }
+    }
+    let Some(default) = default else {
+        return Err(errors);
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let resolver = BySni {
+        default: Arc::new(default),
+        by_name,
+    };
+    // Both versions rustls offers by default; 1.2 is still what some clients and scanners speak.
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| {
+            vec![FieldError {
+                field: vec![Step::Key("server"), Step::Key("tls")],
+                error: CertError::Settings(Box::new(e)),
+            }]
+        })?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    // h2 first: a client offering both gets HTTP/2, one connection for its concurrent requests.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// One certificate chain and its key, checked to belong together; the error names the field at fault.
+fn certified_key(
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, (&'static str, CertError)> {
+    let chain = read_chain(cert).map_err(|e| ("cert", e))?;
+    let der = read(key).map_err(|e| ("key", e))?;
+    let private = PrivateKeyDer::from_pem_slice(&der).map_err(|source| {
+        let error = match source {
+            rustls::pki_types::pem::Error::NoItemsFound => CertError::NoKey {
+                file: key.to_owned(),
+            },
+            source => CertError::Pem {
+                file: key.to_owned(),
+                source,
+            },
+        };
+        ("key", error)
+    })?;
+    let signer = provider
+        .key_provider
+        .load_private_key(private)
+        .map_err(|source| {
+            let file = key.to_owned();
+            let source = Box::new(source);
+            ("key", CertError::Key { file, source })
+        })?;
+    let certified = CertifiedKey::new(chain, signer);
+    certified.keys_match().map_err(|source| {
+        let (cert, key, source) = (cert.to_owned(), key.to_owned(), Box::new(source));
+        ("key", CertError::Mismatch { cert, key, source })
+    })?;
+    Ok(certified)
+}
+
+fn read(file: &Path) -> Result<Vec<u8>, CertError> {
+    std::fs::read(file).map_err(|source| CertError::Read {
+        file: file.to_owned(),
+        source,
+    })
+}
+
+fn read_chain(file: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let pem = read(file)?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| CertError::Pem {
+            file: file.to_owned(),
+            source,
+        })?;
+    if chain.is_empty() {
+        return Err(CertError::NoCertificate {
+            file: file.to_owned(),
+        });
+    }
+    Ok(chain)
+}
+
+/// Picks the certificate for the name the client sent: that name, else `*.` and its parent for a wildcard
+/// entry, else the default (a client that sends no SNI, or one asking for a name no entry has, gets it).
+struct BySni {
+    default: Arc<CertifiedKey>,
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl fmt::Debug for BySni {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BySni")
+            .field("names", &self.by_name.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for BySni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let chosen = hello.server_name().and_then(|name| {
+            // rustls hands the name over lowercased and without a trailing dot.
+            self.by_name.get(name).or_else(|| {
+                let (_, parent) = name.split_once('.')?;
+                self.by_name.get(&format!("*.{parent}"))
+            })
+        });
+        Some(chosen.unwrap_or(&self.default).clone())
+    }
+}

@@ -1,0 +1,214 @@
+//! TLS on the listener through the real binary and curl: a certificate chosen by SNI from a CA the test makes
+//! (rcgen), the default one for other names, h2 by ALPN, TLS 1.2, `X-Forwarded-Proto: https` on both
+//! forwarding paths, a reload that swaps the certificates, a stalled handshake closed within
+//! `header_read_timeout`, and `weir check` on a certificate that is missing.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use support::{Weir, check, golden, report, upstream};
+
+/// A CA of the test's own, and a leaf per name it signs, each written as `NAME.pem` and `NAME.key`.
+struct Pki {
+    ca: CertifiedIssuer<'static, KeyPair>,
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Weir test CA");
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("a CA key"))
+            .expect("the CA certificate");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write ca.pem");
+        Pki { ca, dir }
+    }
+
+    /// Writes a leaf for `name` whose subject's CN is `cn` (so a test can tell two of one name apart).
+    fn leaf(&self, name: &str, cn: &str) {
+        let key = KeyPair::generate().expect("a leaf key");
+        let mut params = CertificateParams::new(vec![name.to_owned()]).expect("leaf params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &self.ca).expect("the leaf");
+        std::fs::write(self.path(&format!("{cn}.pem")), cert.pem()).expect("write the leaf");
+        std::fs::write(self.path(&format!("{cn}.key")), key.serialize_pem())
+            .expect("write the key");
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.path().join(file).display().to_string()
+    }
+}
+
+/// `a.test` by default, `b.test` by SNI; `/chain` runs a plugin, `/` forwards with an empty chain.
+fn config(pki: &Pki, upstream: std::net::SocketAddr, b_cn: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+[server.tls]
+cert = "{a}"
+key = "{a_key}"
+[[server.tls.sni]]
+names = ["b.test"]
+cert = "{b}"
+key = "{b_key}"
+[upstreams.e]
+url = "http://{upstream}"
+[[routes]]
+path_prefix = "/chain"
+upstream = "e"
+[[routes.plugins]]
+plugin = "headers"
+config.request = {{ set = {{ "x-chain" = "1" }} }}
+[[routes]]
+upstream = "e"
+"#,
+        a = pki.path("a.pem"),
+        a_key = pki.path("a.key"),
+        b = pki.path(&format!("{b_cn}.pem")),
+        b_key = pki.path(&format!("{b_cn}.key")),
+    )
+}
+
+/// curl to `https://NAME:PORT/PATH` resolved to Weir, trusting the test CA; `-v` so that stderr shows the
+/// certificate's subject and the protocol.
+fn curl(pki: &Pki, weir: &Weir, name: &str, path: &str, args: &[&str]) -> Output {
+    let port = weir.addr.port();
+    Command::new("curl")
+        .args(["-sS", "-v", "--cacert", &pki.path("ca.pem")])
+        .args(["--resolve", &format!("{name}:{port}:127.0.0.1")])
+        .args(["-w", "\n%{http_code} %{http_version}"])
+        .args(args)
+        .arg(format!("https://{name}:{port}{path}"))
+        .output()
+        .expect("run curl")
+}
+
+/// The status and HTTP version curl reports, the body, and its verbose log.
+fn parts(out: &Output) -> (String, String, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "curl failed: {stderr}");
+    let (body, last) = stdout.rsplit_once('\n').expect("the -w line");
+    (last.to_owned(), body.to_owned(), stderr)
+}
+
+/// The values of header `name` the echo upstream received.
+fn echoed(body: &str, name: &str) -> Vec<String> {
+    support::Echo(serde_json::from_str(body).expect("the echo's JSON")).header(name)
+}
+
+fn subject_cn(verbose: &str) -> Option<String> {
+    let subject = verbose.lines().find(|l| l.contains("subject:"))?;
+    let (_, cn) = subject.split_once("CN=")?;
+    Some(cn.split([',', ';', ' ']).next()?.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_name_gets_its_certificate_over_h1_h2_and_tls12() {
+    let pki = Pki::new();
+    pki.leaf("a.test", "a");
+    pki.leaf("b.test", "b");
+    let echo = upstream("e").await;
+    let weir = Weir::start(&config(&pki, echo, "b"));
+    let (pki, weir) = (&pki, &weir);
+    tokio::task::block_in_place(|| {
+        for (name, cn) in [("a.test", "a"), ("b.test", "b")] {
+            let (status, body, verbose) = parts(&curl(pki, weir, name, "/", &["--http1.1"]));
+            assert_eq!(status, "200 1.1", "{verbose}");
+            assert_eq!(subject_cn(&verbose).as_deref(), Some(cn), "{verbose}");
+            assert_eq!(echoed(&body, "x-forwarded-proto"), ["https"]);
+        }
+        // A name no `sni` entry has gets the default certificate (and curl refuses it: it is a.test's).
+        let other = curl(pki, weir, "c.test", "/", &[]);
+        assert!(!other.status.success());
+        assert!(String::from_utf8_lossy(&other.stderr).contains("CN=a"));
+
+        let (status, body, _) = parts(&curl(pki, weir, "b.test", "/chain", &["--http2"]));
+        assert_eq!(status, "200 2");
+        assert_eq!(echoed(&body, "x-forwarded-proto"), ["https"]);
+        assert_eq!(echoed(&body, "x-chain"), ["1"]);
+
+        let tls12 = ["--http1.1", "--tlsv1.2", "--tls-max", "1.2"];
+        let (status, _, verbose) = parts(&curl(pki, weir, "a.test", "/", &tls12));
+        assert_eq!(status, "200 1.1");
+        assert!(verbose.contains("TLSv1.2"), "{verbose}");
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_swaps_the_certificates() {
+    let pki = Pki::new();
+    pki.leaf("a.test", "a");
+    pki.leaf("b.test", "b");
+    pki.leaf("b.test", "b2");
+    let echo = upstream("e").await;
+    let weir = Weir::start(&config(&pki, echo, "b"));
+    std::fs::write(weir.config_file(), config(&pki, echo, "b2")).expect("rewrite the config");
+    weir.signal(libc::SIGHUP);
+    assert!(weir.wait_for_log("config reloaded"), "{}", weir.log());
+    let (pki, weir) = (&pki, &weir);
+    tokio::task::block_in_place(|| {
+        let (status, _, verbose) = parts(&curl(pki, weir, "b.test", "/", &[]));
+        assert!(status.starts_with("200"));
+        assert_eq!(subject_cn(&verbose).as_deref(), Some("b2"), "{verbose}");
+    });
+}
+
+#[test]
+fn check_names_a_missing_certificate_and_its_field() {
+    // Relative to the config file, as every path in it is.
+    let text = "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncert = \"missing.pem\"\nkey = \"missing.key\"\n\
+                [upstreams.e]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nupstream = \"e\"\n";
+    let out = check(text);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    // The file is named with the config's directory, a temporary one: taken out.
+    let mut seen = String::new();
+    for line in report(&out).lines() {
+        let line = match (line.find("cannot read /"), line.rfind('/')) {
+            (Some(at), Some(slash)) => format!("{}cannot read {}", &line[..at], &line[slash + 1..]),
+            _ => line.to_owned(),
+        };
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    golden("check-listener-tls.txt", &seen);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_that_never_comes_is_closed_within_header_read_timeout() {
+    use tokio::io::AsyncReadExt;
+    let pki = Pki::new();
+    pki.leaf("a.test", "a");
+    pki.leaf("b.test", "b");
+    let echo = upstream("e").await;
+    let text = config(&pki, echo, "b").replacen(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\nheader_read_timeout = \"300ms\"\n",
+        1,
+    );
+    let weir = Weir::start(&text);
+    let mut socket = tokio::net::TcpStream::connect(weir.addr)
+        .await
+        .expect("connect");
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    // Nothing sent, nothing answered: the server closes (EOF or a reset) once the timeout has passed.
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut buf))
+        .await
+        .expect("closed within 5 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+    // The next connection is served.
+    let (pki, weir) = (&pki, &weir);
+    tokio::task::block_in_place(|| {
+        let (status, _, _) = parts(&curl(pki, weir, "a.test", "/", &[]));
+        assert!(status.starts_with("200"));
+    });
+}
