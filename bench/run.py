@@ -2,7 +2,7 @@
 """`make bench`: Weir against nginx and against itself, in one run, on one machine.
 
 Every row proxies the same loopback upstream (`weir-upstream`). Load comes from wrk with fixed connections
-and duration; the proxy is pinned to core 0, wrk and the upstream to core 1 where the machine has two
+and duration (h2load, over TLS with ALPN h2, for the h2 pair; wrk over https for the TLS pair); the proxy is pinned to core 0, wrk and the upstream to core 1 where the machine has two
 cores. Results go to bench/results.md and bench/results.json, and the summary table into the README.
 
 The primary measure is the proxy's CPU time per request, not req/s: wrk and the upstream share one core, so
@@ -46,6 +46,11 @@ GZIP = "weir + gzip level 6 (64 KiB text)"
 RATE_LOCAL = "weir + rate-limit, local store"
 RATE_REDIS = "weir + rate-limit, Redis store (loopback)"
 NGINX_GZIP = "nginx gzip on, level 6 (64 KiB text)"
+TLS_WEIR = "weir, empty chain, TLS (HTTP/1.1, wrk)"
+TLS_NGINX = "nginx proxy_pass, ssl (HTTP/1.1, wrk)"
+H2_WEIR = "weir, empty chain, h2 over TLS (h2load, 10 streams/conn)"
+H2_NGINX = "nginx proxy_pass, ssl http2 (h2load, 10 streams/conn)"
+H2_STREAMS = 10
 CLOCK_TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 
 
@@ -56,6 +61,7 @@ class Row(NamedTuple):
     path: str
     headers: list
     connections: int
+    client: str = "http"  # "http" (wrk), "https" (wrk over TLS) or "h2" (h2load over TLS, ALPN h2)
 
 
 def sweep_name(connections):
@@ -163,6 +169,18 @@ class Fixture(NamedTuple):
     duration: int
 
 
+def make_cert(work):
+    """A self-signed P-256 certificate and key for bench.test, shared by Weir's and nginx's TLS rows."""
+    cert, key = work / "bench.test.pem", work / "bench.test.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-subj", "/CN=bench.test", "-addext", "subjectAltName=DNS:bench.test", "-days", "1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
 def mint_tokens(work):
     """HS256 and RS256 tokens made by PyJWT, and the RSA public key for the RS256 rows."""
     import jwt
@@ -205,7 +223,18 @@ def nginx_config(work, upstream_port, verifier_port, mode):
         "proxy": "proxy_pass http://up;",
         "auth": "auth_request /_auth; proxy_pass http://up;",
         "gzip": "gzip on; gzip_comp_level 6; gzip_types text/plain application/json; gzip_min_length 1024; proxy_pass http://up;",
+        "tls": "proxy_pass http://up;",
     }[mode]
+    # TLS 1.2 and 1.3 and ALPN h2 / http/1.1, as Weir's [server.tls] listener; nginx 1.22 spells http2 on listen.
+    listen = (
+        f"127.0.0.1:{{port}} ssl http2; ssl_certificate {work}/bench.test.pem; "
+        f"ssl_certificate_key {work}/bench.test.key; ssl_protocols TLSv1.2 TLSv1.3; "
+        # Weir caps no connection's requests: nginx's default of 1,000 would end each h2 connection with a
+        # GOAWAY h2load does not recover from (its in-flight streams counted as errors), and cost handshakes.
+        "keepalive_requests 1000000"
+        if mode == "tls"
+        else "127.0.0.1:{port}"
+    )
     return f"""worker_processes 1;
 daemon off;
 pid {work}/nginx.pid;
@@ -218,7 +247,7 @@ http {{
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     server {{
-        listen 127.0.0.1:{{port}};
+        listen {listen};
         location = /_auth {{
             internal;
             proxy_pass http://verifier/verify;
@@ -231,12 +260,12 @@ http {{
 """
 
 
-def wrk(port, path, duration, connections, headers):
+def wrk(port, path, duration, connections, headers, scheme="http"):
     # One thread is enough for 1,024 connections (wrk multiplexes them with epoll), and wrk has one core.
     argv = pinned(1) + ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     for h in headers:
         argv += ["-H", h]
-    argv.append(f"http://127.0.0.1:{port}{path}")
+    argv.append(f"{scheme}://127.0.0.1:{port}{path}")
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
@@ -259,13 +288,45 @@ def wrk(port, path, duration, connections, headers):
     }
 
 
+def h2load(port, path, duration, connections, headers):
+    """h2load over TLS with ALPN h2, in its timing mode, in the shape wrk() returns (no percentiles: h2load
+    reports only min / max / mean per request)."""
+    argv = pinned(1) + ["h2load", "-t1", f"-c{connections}", f"-m{H2_STREAMS}", f"-D{duration}"]
+    for h in headers:
+        argv += ["-H", h]
+    argv.append(f"https://127.0.0.1:{port}{path}")
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    if not re.search(r"Application protocol: h2\b", out):
+        raise RuntimeError("h2load did not negotiate h2: " + out[-500:])
+    counts = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", out)
+    status = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    if not counts or not status:
+        raise RuntimeError("cannot parse h2load output: " + out[-500:])
+    _, _, done, _, failed_, errored, timeout = map(int, counts.groups())
+    ok, s3, s4, s5 = map(int, status.groups())
+    return {
+        "rps": float(re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out).group(1)),
+        "requests": done,
+        "p50_ms": None,
+        "p99_ms": None,
+        "non_2xx": s3 + s4 + s5,
+        "socket_errors": {"failed": failed_, "errored": errored, "timeout": timeout},
+    }
+
+
+def load(port, row, duration):
+    if row.client == "h2":
+        return h2load(port, row.path, duration, row.connections, row.headers)
+    return wrk(port, row.path, duration, row.connections, row.headers, "https" if row.client == "https" else "http")
+
+
 def measured_wrk(port, row, fixture, measured):
     """The measured wrk run, with the CPU the measured processes spent in its window (warm-up excluded).
 
     `measured` is (label, process) pairs; the first is the one whose core's busy share is reported."""
     before = [p.cpu_us() for _, p in measured]
     start = time.monotonic()
-    result = wrk(port, row.path, fixture.duration, row.connections, row.headers)
+    result = load(port, row, fixture.duration)
     wall_us = (time.monotonic() - start) * 1e6
     spent = [p.cpu_us() - b for (_, p), b in zip(measured, before)]
     requests = result["requests"] or 1
@@ -305,7 +366,7 @@ def run_row(index, row, fixture):
         proxy, measured = start_proxy(row, index, fixture, port)
         wait_port(port)
         # Warm-up at the row's own connections: pools filled to what the measured run holds, code paged in.
-        wrk(port, row.path, 1, row.connections, row.headers)
+        load(port, row, 1)
         result = measured_wrk(port, row, fixture, measured)
     except Exception as e:  # a row that cannot run is reported, not hidden
         result = {"harness_error": str(e), "rps": 0.0, "requests": 0, "non_2xx": None, "cpu_us_per_req": None}
@@ -350,6 +411,8 @@ def main():
     raise_open_files(max(SWEEP_CONNECTIONS + (args.connections,)))
 
     hs, rs, rsa_public = mint_tokens(work)
+    cert, key = make_cert(work)
+    tls = f'[server.tls]\ncert = "{cert}"\nkey = "{key}"\n'
     (work / "rsa.pem").write_text(rsa_public)
     upstream_port, verifier_port = free_port(), free_port()
     upstream = Process([str(BIN / "weir-upstream"), "--listen", f"127.0.0.1:{upstream_port}", "--name", "bench"], 1, work / "upstream.log")
@@ -413,6 +476,13 @@ def main():
             (RATE_LOCAL, "weir", limited, "/json", []),
             (RATE_REDIS, "weir", (redis_store, limited), "/json", []),
         ]
+    ] + [
+        # The same certificate, key, TLS versions and ALPN offer on both sides; wrk offers no ALPN (HTTP/1.1),
+        # h2load offers h2.
+        Row(TLS_NGINX, "nginx", "tls", "/json", [], args.connections, "https"),
+        Row(TLS_WEIR, "weir", (tls, ""), "/json", [], args.connections, "https"),
+        Row(H2_NGINX, "nginx", "tls", "/json", [], args.connections, "h2"),
+        Row(H2_WEIR, "weir", (tls, ""), "/json", [], args.connections, "h2"),
     ]
     # No Accept-Encoding, as wrk sends by default: gzip inspects each response and passes it through.
     sweep = [Row(sweep_name(c), "weir", five, "/api/json", [token_ok], c) for c in SWEEP_CONNECTIONS]
@@ -547,6 +617,8 @@ def targets(by_name):
         # Was ≥ 1.25× the req/s: at a saturated proxy core, ≤ 1 / 1.25 the CPU.
         ("jwt-auth HS256 vs nginx + auth_request (with its verifier), CPU per request", cpu(JWT_HS, NGINX_AUTH), "≤", 0.8, "{:.2f}"),
         ("gzip vs nginx gzip on, CPU per request", cpu(GZIP, NGINX_GZIP), "≤", 1.0, "{:.2f}"),
+        ("TLS (HTTP/1.1) empty chain vs nginx ssl, CPU per request", cpu(TLS_WEIR, TLS_NGINX), "≤", 1.0, "{:.2f}"),
+        ("h2 over TLS empty chain vs nginx ssl http2, CPU per request", cpu(H2_WEIR, H2_NGINX), "≤", 1.0, "{:.2f}"),
     ]
     meets = {"=": lambda v, b: v == b, "≤": lambda v, b: v <= b, "≥": lambda v, b: v >= b}
     lines = ["| target | measured | wanted | |", "|---|---:|---:|---|"]
