@@ -19,10 +19,10 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::workspace;
@@ -291,7 +291,10 @@ impl Example {
         for attempt in 0..8 {
             let offset = free_offset(attempt);
             let mut child = Command::new(&run_sh)
-                .env("WEIR_BIN", binaries())
+                .env(
+                    "WEIR_BIN",
+                    support::example_binaries(&["jwt_login", "jwt_auth", "spa_router"]),
+                )
                 .env("WEIR_PORT_OFFSET", offset.to_string())
                 // The test suite's compile cache, shared with tests/examples.rs.
                 .env("XDG_CACHE_HOME", workspace().join("target/weir-test-cache"))
@@ -391,44 +394,4 @@ fn free_offset(attempt: u32) -> i32 {
         }
     }
     panic!("no offset leaves the ports {PORTS:?} free");
-}
-
-/// The directory of this build's `weir`, with `weir-upstream` built beside it and the built-in plugins in
-/// its `plugins/`: what run.sh gets as `WEIR_BIN` (as tests/support/examples.rs builds it).
-fn binaries() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_BIN_EXE_weir"))
-            .parent()
-            .expect("the binary's directory")
-            .to_owned();
-        let profile = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("a profile directory");
-        let profile = if profile == "debug" { "dev" } else { profile };
-        let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "weir-upstream",
-                "--bin",
-                "weir-upstream",
-            ])
-            .args(["--profile", profile, "--target-dir"])
-            .arg(dir.parent().expect("the target directory"))
-            .current_dir(workspace())
-            .status()
-            .expect("run cargo build -p weir-upstream");
-        assert!(status.success(), "cargo build -p weir-upstream failed");
-        for plugin in ["jwt_login", "jwt_auth", "spa_router"] {
-            assert!(
-                dir.join(format!("plugins/{plugin}.wasm")).is_file(),
-                "{}/plugins has no {plugin}.wasm: run `make plugins` first",
-                dir.display()
-            );
-        }
-        dir
-    })
 }

@@ -56,7 +56,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -391,46 +391,6 @@ fn kill_group(pgid: u32, signal: i32) -> bool {
     unsafe { libc::kill(-pgid, signal) == 0 }
 }
 
-/// The directory of this build's `weir`, with `weir-upstream` built beside it and the built-in plugins in
-/// its `plugins/`: what run.sh gets as `WEIR_BIN`.
-fn binaries() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_BIN_EXE_weir"))
-            .parent()
-            .expect("the binary's directory")
-            .to_owned();
-        // Cargo builds a test's own package's binaries only; weir-upstream is another package's, built here
-        // into the same profile directory (a no-op when `make test` has built it).
-        let profile = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("a profile directory");
-        let profile = if profile == "debug" { "dev" } else { profile };
-        let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "weir-upstream",
-                "--bin",
-                "weir-upstream",
-            ])
-            .args(["--profile", profile, "--target-dir"])
-            .arg(dir.parent().expect("the target directory"))
-            .current_dir(workspace())
-            .status()
-            .expect("run cargo build -p weir-upstream");
-        assert!(status.success(), "cargo build -p weir-upstream failed");
-        assert!(
-            dir.join("plugins/token_auth.wasm").is_file(),
-            "{}/plugins has no built-in plugins: run `make plugins` first",
-            dir.display()
-        );
-        dir
-    })
-}
-
 /// A running `examples/NAME/run.sh`, in a process group of its own.
 struct Example {
     child: Child,
@@ -468,7 +428,10 @@ impl Example {
 
     fn spawn(dir: &Path, offset: i32) -> Example {
         let mut child = Command::new(dir.join("run.sh"))
-            .env("WEIR_BIN", binaries())
+            .env(
+                "WEIR_BIN",
+                crate::support::example_binaries(&["token_auth"]),
+            )
             .env("WEIR_PORT_OFFSET", offset.to_string())
             // The test suite's compile cache: each plugin is compiled once for every test.
             .env("XDG_CACHE_HOME", workspace().join("target/weir-test-cache"))

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -37,6 +37,49 @@ pub fn wasm(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The directory of this build's `weir`, with `weir-upstream` built beside it and the built-in plugins in
+/// its `plugins/` (each of `plugins` checked there): what an example's run.sh gets as `WEIR_BIN`.
+pub fn example_binaries(plugins: &[&str]) -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_BIN_EXE_weir"))
+            .parent()
+            .expect("the binary's directory")
+            .to_owned();
+        // Cargo builds a test's own package's binaries only; weir-upstream is another package's, built here
+        // into the same profile directory (a no-op when `make test` has built it).
+        let profile = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("a profile directory");
+        let profile = if profile == "debug" { "dev" } else { profile };
+        let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "weir-upstream",
+                "--bin",
+                "weir-upstream",
+            ])
+            .args(["--profile", profile, "--target-dir"])
+            .arg(dir.parent().expect("the target directory"))
+            .current_dir(workspace())
+            .status()
+            .expect("run cargo build -p weir-upstream");
+        assert!(status.success(), "cargo build -p weir-upstream failed");
+        dir
+    });
+    for plugin in plugins {
+        assert!(
+            dir.join(format!("plugins/{plugin}.wasm")).is_file(),
+            "{}/plugins has no {plugin}.wasm: run `make plugins` first",
+            dir.display()
+        );
+    }
+    dir
 }
 
 /// Starts an upstream on an ephemeral loopback port; it lives as long as the test's runtime.

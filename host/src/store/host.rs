@@ -126,18 +126,27 @@ impl HostState {
     }
 }
 
+impl HostState {
+    /// The entry's store and its checked throttle request, shared by the shared and the local throttle.
+    fn throttle_access(
+        &self,
+        limits: Vec<Limit>,
+        cost: u32,
+    ) -> Result<(Arc<StoreAccess>, Throttle), WitError> {
+        let access = self.store_access()?;
+        let throttle = Throttle::check(&access, limits, cost)?;
+        Ok((access, throttle))
+    }
+}
+
 impl Host for HostState {
     async fn throttle(
         &mut self,
         limits: Vec<Limit>,
         cost: u32,
     ) -> wasmtime::Result<Result<Vec<WitVerdict>, WitError>> {
-        let access = match self.store_access() {
-            Ok(access) => access,
-            Err(e) => return Ok(Err(e)),
-        };
-        let throttle = match Throttle::check(&access, limits, cost) {
-            Ok(throttle) => throttle,
+        let (access, throttle) = match self.throttle_access(limits, cost) {
+            Ok(prepared) => prepared,
             Err(e) => return Ok(Err(e)),
         };
         let outcome = access
@@ -155,12 +164,8 @@ impl Host for HostState {
         limits: Vec<Limit>,
         cost: u32,
     ) -> wasmtime::Result<Result<Vec<WitVerdict>, WitError>> {
-        let access = match self.store_access() {
-            Ok(access) => access,
-            Err(e) => return Ok(Err(e)),
-        };
-        let throttle = match Throttle::check(&access, limits, cost) {
-            Ok(throttle) => throttle,
+        let (access, throttle) = match self.throttle_access(limits, cost) {
+            Ok(prepared) => prepared,
             Err(e) => return Ok(Err(e)),
         };
         let outcome = access
