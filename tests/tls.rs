@@ -3,33 +3,18 @@
 //! forwarding paths, a reload that swaps the certificates, a stalled handshake closed within
 //! `header_read_timeout`, and `weir check` on a certificate that is missing.
 
+#[path = "support/pki.rs"]
+mod pki;
 mod support;
 
 use std::process::{Command, Output};
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use pki::Pki;
+use rcgen::{CertificateParams, DnType, KeyPair};
 use support::{Weir, check, golden, report, upstream};
 
-/// A CA of the test's own, and a leaf per name it signs, each written as `NAME.pem` and `NAME.key`.
-struct Pki {
-    ca: CertifiedIssuer<'static, KeyPair>,
-    dir: tempfile::TempDir,
-}
-
+/// Leaves of the test's own CA.
 impl Pki {
-    fn new() -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "Weir test CA");
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("a CA key"))
-            .expect("the CA certificate");
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write ca.pem");
-        Pki { ca, dir }
-    }
-
     /// Writes a leaf for `name` whose subject's CN is `cn` (so a test can tell two of one name apart).
     fn leaf(&self, name: &str, cn: &str) {
         let key = KeyPair::generate().expect("a leaf key");

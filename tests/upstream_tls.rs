@@ -2,37 +2,22 @@
 //! `ca_file` and `server_name`; refusals the client sees as 502 and the log explains; HTTP/2 by ALPN; the
 //! option that checks nothing, and what `weir check` says of it and of every other upstream mistake.
 
+#[path = "support/pki.rs"]
+mod pki;
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use http::StatusCode;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use pki::Pki;
+use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use support::endpoint::{Behaviour, Endpoint};
 use support::{Weir, check, get, golden, report};
 
-/// A CA of the test's own, its certificate written to `ca.pem` in a temporary directory.
-struct Pki {
-    ca: CertifiedIssuer<'static, KeyPair>,
-    dir: tempfile::TempDir,
-}
-
+/// Leaves of the test's own CA.
 impl Pki {
-    fn new() -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "Weir test CA");
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("a CA key"))
-            .expect("the CA certificate");
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write ca.pem");
-        Pki { ca, dir }
-    }
-
     fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }
