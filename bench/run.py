@@ -403,9 +403,10 @@ def main():
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--only", metavar="REGEX", help="only the rows whose names match; results go to target/bench-only")
     args = parser.parse_args()
     duration = 1 if args.smoke else args.duration
-    out_dir = ROOT / ("target/bench-smoke" if args.smoke else "bench")
+    out_dir = ROOT / ("target/bench-smoke" if args.smoke else "target/bench-only" if args.only else "bench")
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="weir-bench-"))
     raise_open_files(max(SWEEP_CONNECTIONS + (args.connections,)))
@@ -486,6 +487,11 @@ def main():
     ]
     # No Accept-Encoding, as wrk sends by default: gzip inspects each response and passes it through.
     sweep = [Row(sweep_name(c), "weir", five, "/api/json", [token_ok], c) for c in SWEEP_CONNECTIONS]
+    if args.only:
+        # The ratios need their reference rows.
+        wanted = re.compile(f"{args.only}|^{re.escape(EMPTY)}$|^{re.escape(NGINX)}$")
+        rows = [row for row in rows if wanted.search(row.name)]
+        sweep = [row for row in sweep if wanted.search(row.name)]
 
     # Rows are run in interleaved rounds and each row's median round is kept: on a noisy machine a slow
     # minute then hurts every row a little instead of one row a lot.
@@ -516,7 +522,7 @@ def main():
         )
         + "\n"
     )
-    table = render(results) + "\n" + render_sweep(sweep_results) + "\n" + targets(by_name)
+    table = render(results) + "\n" + render_sweep(sweep_results) + "\n" + ("" if args.only else targets(by_name))
     (out_dir / "results.md").write_text(
         "# Weir benchmark\n\n"
         + "\n".join(f"- {k}: {v}" for k, v in meta.items())
@@ -525,7 +531,7 @@ def main():
         + table
         + analysis()
     )
-    if not args.smoke:
+    if not args.smoke and not args.only:
         update_readme(table, meta)
     shutil.rmtree(work, ignore_errors=True)
     if failures:

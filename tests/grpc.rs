@@ -1,7 +1,7 @@
 //! gRPC through the real `weir` binary: a Python grpcio server (generic handlers, bytes in and out, no
 //! protoc) behind an `http2 = true` upstream, a grpcio client speaking h2c to the listener: the status in
-//! the response's trailers reaches the client. And `te: trailers` reaches an upstream, the other `te`
-//! values not.
+//! the response's trailers reaches the client, also after body hooks that transform both bodies. And
+//! `te: trailers` reaches an upstream, the other `te` values not.
 
 mod support;
 
@@ -83,13 +83,16 @@ fn grpc_server() -> (GrpcServer, u16) {
     (GrpcServer(child), port)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unary_streaming_and_error_status_through_weir() {
-    let (_server, port) = grpc_server();
-    let weir = Weir::start(&format!(
+/// Weir in front of the gRPC server on `port`, one route to it with `chain` (plugin entries).
+fn weir_for(port: u16, chain: &str) -> Weir {
+    Weir::start(&format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.a]\nurl = \"http://127.0.0.1:{port}\"\nhttp2 = true\n\
-         [[routes]]\nupstream = \"a\"\n"
-    ));
+         [[routes]]\nupstream = \"a\"\n{chain}"
+    ))
+}
+
+/// The client's calls through `weir`, as its JSON line.
+async fn calls_through(weir: &Weir) -> serde_json::Value {
     let target = weir.addr.to_string();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3")
@@ -105,10 +108,15 @@ async fn unary_streaming_and_error_status_through_weir() {
         "the gRPC client failed\n{}",
         weir.log()
     );
-    let got: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("the client's JSON line");
+    serde_json::from_slice(&out.stdout).expect("the client's JSON line")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unary_streaming_and_error_status_through_weir() {
+    let (_server, port) = grpc_server();
+    let weir = weir_for(port, "");
     assert_eq!(
-        got,
+        calls_through(&weir).await,
         serde_json::json!({
             "unary": "echo:hi",
             "stream": ["n-0", "n-1", "n-2", "n-3", "n-4"],
@@ -119,6 +127,24 @@ async fn unary_streaming_and_error_status_through_weir() {
     );
     assert!(
         weir.wait_for_log("POST /weir.Test/Stream 200"),
+        "{}",
+        weir.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_follow_body_hooks_that_transform_both_bodies() {
+    let (_server, port) = grpc_server();
+    let weir = weir_for(port, &fixture(r#"mode = "body-upper""#));
+    // A message's 5-byte prefix (a flag and a length under 97) holds no letter, so upper-cased messages
+    // are still gRPC; the status is in the trailers, which reach the client as the upstream sent them.
+    assert_eq!(
+        calls_through(&weir).await,
+        serde_json::json!({
+            "unary": "ECHO:HI",
+            "stream": ["N-0", "N-1", "N-2", "N-3", "N-4"],
+            "missing": ["NOT_FOUND", "no such thing: X"],
+        }),
         "{}",
         weir.log()
     );

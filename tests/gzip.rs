@@ -127,7 +127,14 @@ async fn python_decodes_gzip_bodies_identical_to_the_input() {
         let reply = get_accepting(&weir, path, "gzip").await;
         assert_eq!(reply.status, StatusCode::OK, "{path}");
         assert_eq!(reply.header("content-encoding"), Some("gzip"), "{path}");
-        assert_eq!(reply.header("content-length"), None, "{path}");
+        // The upstream's length is gone; an empty body is compressed before the head goes, and gets the
+        // length of what it became.
+        let length = reply.header("content-length");
+        let empty = want.is_empty();
+        assert!(
+            length.is_none() || (empty && length == Some(&reply.body.len().to_string())),
+            "{path}: {length:?}"
+        );
         assert_eq!(reply.header("vary"), Some("Accept-Encoding"), "{path}");
         let decoded = python_gunzip(&reply.body);
         assert!(decoded == want, "{path}: decoded body differs");

@@ -1,10 +1,17 @@
 //! HTTP/2 in clear text beside HTTP/1.1 on one port, driven by curl: the plugins see the same request
-//! whichever the client spoke, and body hooks stream an h2 request body under its route's limit.
+//! whichever the client spoke, and body hooks stream an h2 request body under its route's limit. And, with
+//! hyper's h2 client, trailers pass body hooks both ways.
 
 mod support;
 
+use std::convert::Infallible;
 use std::process::Command;
 
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::endpoint::{Behaviour, Endpoint};
 use support::{Weir, fixture, upstream};
 
 /// Three routes to the echo upstream: one whose `headers` plugin copies what it sees into request headers,
@@ -145,4 +152,51 @@ async fn an_h2_request_body_streams_through_body_hooks_within_its_limit() {
         "{status}: {verbose}"
     );
     assert!(weir.wait_for_log("POST /small 413"), "no 413 logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_follow_what_body_hooks_made_of_the_data_both_ways() {
+    // An h2c endpoint that answers with the request's body and its trailers.
+    let endpoint = Endpoint::start(
+        "t",
+        Behaviour {
+            http2: true,
+            ..Behaviour::default()
+        },
+    );
+    let weir = Weir::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.t]\nurl = \"{}\"\nhttp2 = true\n\
+         [[routes]]\nupstream = \"t\"\n{}",
+        endpoint.url(),
+        fixture(r#"mode = "body-upper""#)
+    ));
+    let tcp = tokio::net::TcpStream::connect(weir.addr)
+        .await
+        .expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("an h2c handshake");
+    tokio::spawn(connection);
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-checksum", HeaderValue::from_static("sha256-abc"));
+    let body = Full::new(Bytes::from_static(b"hello"))
+        .with_trailers(std::future::ready(Some(Ok::<_, Infallible>(trailers))));
+    let request = Request::post(weir.url("/t")).body(body).expect("a request");
+    let response = sender.send_request(request).await.expect("an answer");
+    assert_eq!(response.status(), 200, "{}", weir.log());
+    let got = response
+        .into_body()
+        .collect()
+        .await
+        .expect("the body and its trailers");
+    // Up through the request's hook, back through the response's: the data upper-cased, the trailers
+    // never seen by the plugin.
+    assert_eq!(
+        got.trailers().and_then(|t| t.get("x-checksum")),
+        Some(&HeaderValue::from_static("sha256-abc")),
+        "{}",
+        weir.log()
+    );
+    assert_eq!(got.to_bytes(), "HELLO");
 }

@@ -120,6 +120,93 @@ async fn forwarding_strips_hop_by_hop_and_adds_x_forwarded() {
     );
 }
 
+/// RFC 7239 §4's `Forwarded`, strictly: elements of `token=value` pairs, a value a token or a quoted-string,
+/// elements separated by commas with optional whitespace.
+fn rfc7239() -> regex::Regex {
+    let token = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+";
+    let quoted = r#""(?:[\t !\x23-\x5B\x5D-\x7E]|\\[\t \x21-\x7E])*""#;
+    let pair = format!("{token}=(?:{token}|{quoted})");
+    let element = format!("{pair}(?:;{pair})*");
+    regex::Regex::new(&format!("^{element}(?:[ \t]*,[ \t]*{element})*$")).expect("regex")
+}
+
+/// The pairs of the last element, Weir's own, with quotes taken off (Weir's values need no escapes).
+fn last_element(forwarded: &str) -> Vec<(String, String)> {
+    let last = forwarded.rsplit(',').next().expect("an element");
+    last.trim()
+        .split(';')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| {
+            let unquoted = value.strip_prefix('"').and_then(|v| v.strip_suffix('"'));
+            (
+                name.to_ascii_lowercase(),
+                unquoted.unwrap_or(value).to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_is_appended_when_turned_on_live_and_parses_as_rfc_7239() {
+    let a = upstream("a").await;
+    let config = |listen: &str, forwarded: bool| {
+        format!(
+            "[server]\nlisten = \"{listen}:0\"\nforwarded = {forwarded}\n{}\n[[routes]]\nupstream = \"a\"\n",
+            upstream_table("a", a)
+        )
+    };
+    let headers = [
+        ("host", "public.example:8443"),
+        ("forwarded", "for=10.1.1.1;proto=https"),
+        ("x-forwarded-for", "10.1.1.1"),
+    ];
+    let weir = Weir::start(&config("127.0.0.1", false));
+    let echo = Echo(get_with(&weir.url("/"), &headers).await.json());
+    assert_eq!(
+        echo.header("forwarded"),
+        ["for=10.1.1.1;proto=https"],
+        "off by default: the client's passes untouched, as X-Forwarded-For's would without Weir's hop"
+    );
+
+    std::fs::write(weir.config_file(), config("127.0.0.1", true)).expect("rewrite the config");
+    weir.signal(libc::SIGHUP);
+    assert!(weir.wait_for_log("config reloaded"), "{}", weir.log());
+    let echo = Echo(get_with(&weir.url("/"), &headers).await.json());
+    assert_eq!(
+        echo.header("forwarded"),
+        [r#"for=10.1.1.1;proto=https, for=127.0.0.1;host="public.example:8443";proto=http"#],
+        "appended after the client's, as X-Forwarded-For is"
+    );
+    assert_eq!(echo.header("x-forwarded-for"), ["10.1.1.1, 127.0.0.1"]);
+    let forwarded = &echo.header("forwarded")[0];
+    assert!(rfc7239().is_match(forwarded), "{forwarded}");
+    assert_eq!(
+        last_element(forwarded),
+        [
+            ("for".into(), "127.0.0.1".into()),
+            ("host".into(), "public.example:8443".into()),
+            ("proto".into(), "http".into()),
+        ]
+    );
+
+    let weir = Weir::start(&config("[::1]", true));
+    let echo = Echo(
+        get_with(&weir.url("/"), &[("host", "plain.example")])
+            .await
+            .json(),
+    );
+    let forwarded = &echo.header("forwarded")[0];
+    assert_eq!(forwarded, r#"for="[::1]";host=plain.example;proto=http"#);
+    assert!(rfc7239().is_match(forwarded), "{forwarded}");
+    let node = &last_element(forwarded)[0].1;
+    let ip = node.strip_prefix('[').and_then(|n| n.strip_suffix(']'));
+    assert_eq!(
+        ip.and_then(|ip| ip.parse::<std::net::Ipv6Addr>().ok()),
+        Some(std::net::Ipv6Addr::LOCALHOST),
+        "§6: a bracketed IPv6 address, {node}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chain_runs_in_order_and_back_in_reverse_with_context() {
     let a = upstream("a").await;

@@ -1,7 +1,8 @@
 //! TLS on the listener through the real binary and curl: a certificate chosen by SNI from a CA the test makes
-//! (rcgen), the default one for other names, h2 by ALPN, TLS 1.2, `X-Forwarded-Proto: https` on both
-//! forwarding paths, a reload that swaps the certificates, a stalled handshake closed within
-//! `header_read_timeout`, and `weir check` on a certificate that is missing.
+//! (rcgen), the default one for other names, a wildcard entry beside an exact name, h2 by ALPN, TLS 1.2,
+//! `X-Forwarded-Proto: https` on both forwarding paths, a reload that swaps the certificates, a stalled
+//! handshake closed within `header_read_timeout`, and `weir check` on a certificate that is missing and on
+//! wildcards no name can match.
 
 #[path = "support/pki.rs"]
 mod pki;
@@ -128,6 +129,47 @@ async fn each_name_gets_its_certificate_over_h1_h2_and_tls12() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_entry_serves_one_label_and_an_exact_name_wins() {
+    let pki = Pki::new();
+    pki.leaf("a.test", "a");
+    pki.leaf("b.test", "b");
+    pki.leaf("*.example.test", "wild");
+    pki.leaf("a.example.test", "exact");
+    let echo = upstream("e").await;
+    // The wildcard entry first: the exact name must win by being exact, not by its place.
+    let entries = format!(
+        "[[server.tls.sni]]\nnames = [\"*.example.test\"]\ncert = \"{}\"\nkey = \"{}\"\n\
+         [[server.tls.sni]]\nnames = [\"a.example.test\"]\ncert = \"{}\"\nkey = \"{}\"\n\
+         [upstreams.e]\n",
+        pki.path("wild.pem"),
+        pki.path("wild.key"),
+        pki.path("exact.pem"),
+        pki.path("exact.key"),
+    );
+    let weir = Weir::start(&config(&pki, echo, "b").replacen("[upstreams.e]\n", &entries, 1));
+    let (pki, weir) = (&pki, &weir);
+    tokio::task::block_in_place(|| {
+        for (name, cn) in [("a.example.test", "exact"), ("b.example.test", "wild")] {
+            let (status, _, verbose) = parts(&curl(pki, weir, name, "/", &[]));
+            assert!(status.starts_with("200"), "{name}: {verbose}");
+            assert_eq!(
+                subject_cn(&verbose).as_deref(),
+                Some(cn),
+                "{name}: {verbose}"
+            );
+        }
+        // RFC 6125 §6.4.3: `*` stands for exactly one label, so neither two labels nor none match; those
+        // names get the default certificate, which curl refuses.
+        for name in ["x.b.example.test", "example.test"] {
+            let out = curl(pki, weir, name, "/", &[]);
+            let verbose = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{name}: {verbose}");
+            assert!(verbose.contains("CN=a"), "{name}: {verbose}");
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_swaps_the_certificates() {
     let pki = Pki::new();
     pki.leaf("a.test", "a");
@@ -164,6 +206,32 @@ fn check_names_a_missing_certificate_and_its_field() {
         seen.push('\n');
     }
     golden("check-listener-tls.txt", &seen);
+}
+
+#[test]
+fn check_refuses_a_wildcard_that_is_not_a_whole_first_label() {
+    let pki = Pki::new();
+    pki.leaf("a.test", "a");
+    let entry = |names: &str| {
+        format!(
+            "[[server.tls.sni]]\nnames = {names}\ncert = \"{}\"\nkey = \"{}\"\n",
+            pki.path("a.pem"),
+            pki.path("a.key")
+        )
+    };
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n{}{}{}{}\
+         [upstreams.e]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nupstream = \"e\"\n",
+        pki.path("a.pem"),
+        pki.path("a.key"),
+        entry(r#"["ok.test", "a*.example.test"]"#),
+        entry(r#"["*"]"#),
+        entry(r#"["*.*.test"]"#),
+        entry(r#"["*.good.test", "good.test"]"#),
+    );
+    let out = check(&text);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    golden("check-sni-names.txt", &report(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

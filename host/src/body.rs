@@ -30,8 +30,8 @@ pub enum ProxyBody {
     Upstream(UpstreamBody),
     /// The client's request body.
     Request(RequestBody),
-    /// Chunks produced by a task running body hooks.
-    Channel(mpsc::Receiver<Result<Bytes, BoxError>>),
+    /// Frames produced by a task running body hooks: the plugins' output, then the trailers they never see.
+    Channel(mpsc::Receiver<Result<Frame<Bytes>, BoxError>>),
     /// What a plugin read of a body, then the rest of it: a body read past a plugin's limit still goes
     /// upstream whole.
     Prefixed(Option<Bytes>, Box<ProxyBody>),
@@ -296,9 +296,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx),
             ProxyBody::Request(body) => Pin::new(body).poll_frame(cx),
-            ProxyBody::Channel(rx) => rx
-                .poll_recv(cx)
-                .map(|chunk| chunk.map(|c| c.map(Frame::data))),
+            ProxyBody::Channel(rx) => rx.poll_recv(cx),
             ProxyBody::Prefixed(head, rest) => match head.take() {
                 Some(head) => Poll::Ready(Some(Ok(Frame::data(head)))),
                 None => Pin::new(rest.as_mut()).poll_frame(cx),

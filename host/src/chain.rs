@@ -13,6 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Response, StatusCode, Uri, header};
+use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -361,6 +362,20 @@ pub async fn run(
     finish(done);
     let body = if streaming.is_empty() {
         body
+    } else if body.is_end_stream() {
+        // Nothing more will come, so the plugins' last call is made before the head goes: an answer that
+        // stays empty then ends with its head. gRPC sends an error as a head alone (trailers-only), and a
+        // client reads a head not marked as the end as one whose status is still to come.
+        let mut streaming = streaming;
+        let ended = transform(BodyKind::Response, &mut streaming, Bytes::new(), true).await;
+        finish(streaming);
+        match ended {
+            Ok(output) => {
+                headers.remove(header::CONTENT_LENGTH);
+                ProxyBody::full(output)
+            }
+            Err(failure) => return failure.response(),
+        }
     } else {
         // The hooks change the length; the body goes out chunked.
         headers.remove(header::CONTENT_LENGTH);
@@ -447,36 +462,48 @@ async fn pump(
     kind: BodyKind,
     mut source: ProxyBody,
     mut stages: Vec<Stage>,
-    tx: mpsc::Sender<Result<Bytes, BoxError>>,
+    tx: mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
 ) -> BodyTaskResult {
-    let failure = loop {
+    let failure = 'pump: loop {
         // A reader gone while the source is silent (the client left during a stalled upstream body) frees
         // the plugins' instances at once, not when the source's idle timeout ends it.
         let next = tokio::select! {
             next = source.frame() => next,
             () = tx.closed() => break None,
         };
-        let (chunk, end) = match next {
-            None => (Bytes::new(), true),
+        // Trailers come last, so they end the body for the plugins, which see data only; they follow the
+        // plugins' last output as they came (gRPC's status is in them).
+        let (chunk, trailers) = match next {
+            None => (None, None),
             Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => (data, false),
-                // Trailers cannot follow a transformed body; they are dropped.
-                Err(_) => continue,
+                Ok(data) => (Some(data), None),
+                Err(frame) => match frame.into_trailers() {
+                    Ok(trailers) => (None, Some(trailers)),
+                    // A kind of frame a later http-body may add: not the body's end.
+                    Err(_) => continue,
+                },
             },
             Some(Err(e)) => {
                 let _ = tx.send(Err(e)).await;
                 break None;
             }
         };
-        let output = match transform(kind, &mut stages, chunk, end).await {
+        let end = chunk.is_none();
+        let output = match transform(kind, &mut stages, chunk.unwrap_or_default(), end).await {
             Ok(output) => output,
             Err(failure) => {
                 let _ = tx.send(Err("a body plugin failed".into())).await;
                 break Some(failure);
             }
         };
-        // A gone reader (client or upstream closed) leaves the plugins half a body.
-        if (!output.is_empty() && tx.send(Ok(output)).await.is_err()) || end {
+        let data = (!output.is_empty()).then(|| Frame::data(output));
+        for frame in [data, trailers.map(Frame::trailers)].into_iter().flatten() {
+            // A gone reader (client or upstream closed) leaves the plugins half a body.
+            if tx.send(Ok(frame)).await.is_err() {
+                break 'pump None;
+            }
+        }
+        if end {
             break None;
         }
     };

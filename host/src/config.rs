@@ -83,6 +83,10 @@ pub struct ServerConfig {
     pub escaped_slashes: EscapedSlashes,
     /// Runs of `/` in a request path become one, as nginx does by default.
     pub merge_slashes: bool,
+    /// Each upstream request also carries an RFC 7239 `Forwarded` element beside `X-Forwarded-*`. Off by
+    /// default: an upstream that reads `Forwarded` from a proxy that never sent one would trust whatever a
+    /// client wrote there.
+    pub forwarded: bool,
     /// The request's header fields; a larger head gets 431 and the connection is closed. Range:
     /// [`limits::REQUEST_HEAD`].
     pub max_request_head: ByteSize,
@@ -143,6 +147,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(10),
             escaped_slashes: EscapedSlashes::Keep,
             merge_slashes: true,
+            forwarded: false,
             // Envoy's default is 60 KiB; nginx's 4 × 8 KiB buffers hold 32 KiB.
             max_request_head: ByteSize(64 << 10),
             // Twice the 8000 octets RFC 9112 §3 recommends supporting, and twice nginx's 8 KiB line.
@@ -587,6 +592,9 @@ impl Source {
             );
         }
 
+        if let Some(tls) = &server.tls {
+            tls.validate(&mut found);
+        }
         c.store.validate(&mut found);
 
         for (name, upstream) in &c.upstreams {

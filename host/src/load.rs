@@ -290,6 +290,7 @@ fn upstreams(
         let ca_file = config.ca_file.as_ref().map(|f| source.resolve(f));
         match Upstream::new(name, config, ca_file, stats.upstream(name)) {
             Ok(mut made) => {
+                made.send_forwarded(source.config.server.forwarded);
                 // A config with errors is never served: nothing to check for.
                 if errors.is_empty() {
                     made.start_health_checks();

@@ -100,6 +100,8 @@ pub struct Upstream {
     read_timeout: Duration,
     /// It speaks HTTP/2 (`http2 = true`), which carries no HTTP/1.1 upgrade.
     http2: bool,
+    /// Requests to it carry `Forwarded` (`[server] forwarded = true`).
+    forwarded: bool,
     /// Where requests go; `None` for an upstream the config disabled.
     pool: Option<Pool>,
     /// Its counters, which outlive this generation.
@@ -152,6 +154,7 @@ impl Upstream {
             timeout: config.timeout,
             read_timeout: config.read_timeout,
             http2: config.http2,
+            forwarded: false,
             pool,
             stats,
         })
@@ -170,6 +173,12 @@ impl Upstream {
             pool.client.clone(),
             check,
         );
+    }
+
+    /// Sends `Forwarded` with each request: `[server] forwarded`, which belongs to the proxy, not to one
+    /// upstream's config.
+    pub fn send_forwarded(&mut self, on: bool) {
+        self.forwarded = on;
     }
 
     /// It speaks HTTP/2 (`http2 = true`).
@@ -223,7 +232,7 @@ impl Upstream {
             context: _,
             scheme,
         } = out;
-        add_forwarded(&mut headers, client_ip, scheme);
+        add_forwarded(&mut headers, client_ip, scheme, self.forwarded);
         let endpoints = pool.endpoints.list().len();
         // What a retry needs is kept only for a request that could have one.
         let retries = if pool.retry.may_retry(&method, endpoints) {
@@ -593,25 +602,74 @@ fn request(
 
 /// `X-Forwarded-For` gets the client appended after every value the client sent (joined into one line),
 /// so the last address is the one Weir saw; `X-Forwarded-Proto` and `X-Forwarded-Host` say what the client
-/// asked for, so the upstream can build public URLs.
-fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, scheme: &'static str) {
-    const XFF: &str = "x-forwarded-for";
-    let ip = client_ip.to_string();
-    let mut forwarded_for: Vec<u8> = Vec::with_capacity(ip.len());
-    for previous in headers.get_all(XFF) {
-        forwarded_for.extend_from_slice(previous.as_bytes());
-        forwarded_for.extend_from_slice(b", ");
+/// asked for, so the upstream can build public URLs. With `rfc7239`, `Forwarded` gets an element saying
+/// the same, appended as `X-Forwarded-For` is: what the client sent is kept, and only the last element is
+/// Weir's word.
+fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, scheme: &'static str, rfc7239: bool) {
+    append_hop(headers, "x-forwarded-for", client_ip.to_string().as_bytes());
+    if rfc7239 {
+        let element = forwarded_element(client_ip, headers.get(header::HOST), scheme);
+        append_hop(headers, "forwarded", &element);
     }
-    forwarded_for.extend_from_slice(ip.as_bytes());
-    // Every part is a valid header value, so the join is one; were it not, no client value may pass.
-    match HeaderValue::from_bytes(&forwarded_for) {
-        Ok(value) => headers.insert(XFF, value),
-        Err(_) => headers.remove(XFF),
-    };
     headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert("x-forwarded-host", host);
     }
+}
+
+/// `hop` after every value of `name` already there, all on one line.
+fn append_hop(headers: &mut HeaderMap, name: &'static str, hop: &[u8]) {
+    let mut joined: Vec<u8> = Vec::with_capacity(hop.len());
+    for previous in headers.get_all(name) {
+        joined.extend_from_slice(previous.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(hop);
+    // Every part is a valid header value, so the join is one; were it not, no client value may pass.
+    match HeaderValue::from_bytes(&joined) {
+        Ok(value) => headers.insert(name, value),
+        Err(_) => headers.remove(name),
+    };
+}
+
+/// RFC 7239 §4's `for=…;host=…;proto=…`. The node is the address alone, as in `X-Forwarded-For`: a
+/// client's port tells the upstream nothing it can use.
+fn forwarded_element(client_ip: IpAddr, host: Option<&HeaderValue>, scheme: &str) -> Vec<u8> {
+    let mut element = b"for=".to_vec();
+    match client_ip {
+        IpAddr::V4(ip) => element.extend_from_slice(ip.to_string().as_bytes()),
+        // §6: an IPv6 node is bracketed, and brackets and colons are not token characters.
+        IpAddr::V6(ip) => element.extend_from_slice(format!("\"[{ip}]\"").as_bytes()),
+    }
+    if let Some(host) = host {
+        element.extend_from_slice(b";host=");
+        push_value(&mut element, host.as_bytes());
+    }
+    element.extend_from_slice(b";proto=");
+    element.extend_from_slice(scheme.as_bytes());
+    element
+}
+
+/// A `value` of RFC 7239 §4: a token as it is, anything else (a Host with a port, an IPv6 literal) as a
+/// quoted-string. A header value's bytes are all qdtext or may follow a backslash, so any value can be sent.
+fn push_value(out: &mut Vec<u8>, value: &[u8]) {
+    if !value.is_empty() && value.iter().copied().all(is_tchar) {
+        out.extend_from_slice(value);
+        return;
+    }
+    out.push(b'"');
+    for &byte in value {
+        if byte == b'"' || byte == b'\\' {
+            out.push(b'\\');
+        }
+        out.push(byte);
+    }
+    out.push(b'"');
+}
+
+/// RFC 9110 §5.6.2.
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 /// Every upstream of the config, by name.
@@ -637,5 +695,32 @@ impl Upstreams {
             .map(String::as_str)
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn element(ip: &str, host: &str) -> String {
+        let host = HeaderValue::from_str(host).expect("a header value");
+        let ip = ip.parse().expect("an address");
+        String::from_utf8(forwarded_element(ip, Some(&host), "https")).expect("ASCII")
+    }
+
+    #[test]
+    fn forwarded_values_are_tokens_or_quoted_strings() {
+        assert_eq!(
+            element("192.0.2.7", "a.example"),
+            "for=192.0.2.7;host=a.example;proto=https"
+        );
+        assert_eq!(
+            element("2001:db8::7", "a.example:8443"),
+            r#"for="[2001:db8::7]";host="a.example:8443";proto=https"#
+        );
+        assert_eq!(
+            element("192.0.2.7", r#"a"b\c"#),
+            r#"for=192.0.2.7;host="a\"b\\c";proto=https"#
+        );
     }
 }

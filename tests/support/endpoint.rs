@@ -1,5 +1,6 @@
 //! Endpoints for the upstream tests: a hyper server on a loopback port that answers as told (a status, after
 //! a delay; or reading the request and hanging up), over HTTP/1.1, h2c or TLS, and counts what reaches it.
+//! Its answer's body is the request's, and the request's trailers come back as the answer's.
 //! Each runs on a runtime of its own, so that a test can kill it with every connection it holds, as a
 //! crashed process would be.
 
@@ -10,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::WithTrailers;
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -167,11 +169,15 @@ impl std::fmt::Display for HangUp {
 
 impl std::error::Error for HangUp {}
 
+/// The request's body, with its trailers when it had some.
+type Echoed = Either<Full<Bytes>, WithTrailers<Full<Bytes>, Trailers>>;
+type Trailers = std::future::Ready<Option<Result<http::HeaderMap, std::convert::Infallible>>>;
+
 async fn answer(
     request: Request<Incoming>,
     shared: Shared,
     sni: Option<String>,
-) -> Result<Response<Full<Bytes>>, HangUp> {
+) -> Result<Response<Echoed>, HangUp> {
     let (name, behaviour, seen) = &*shared;
     seen.requests.fetch_add(1, Ordering::SeqCst);
     let path = request.uri().path().to_owned();
@@ -192,7 +198,13 @@ async fn answer(
         tokio::time::sleep(behaviour.delay).await;
         behaviour.status
     };
-    let mut response = Response::new(Full::new(body.to_bytes()));
+    let trailers = body.trailers().cloned();
+    let body = Full::new(body.to_bytes());
+    let body = match trailers {
+        Some(trailers) => Either::Right(body.with_trailers(std::future::ready(Some(Ok(trailers))))),
+        None => Either::Left(body),
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert("x-endpoint", name.parse().expect("a header value"));

@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::Findings;
+use super::Step::{Index, Key};
+
 /// The listener's TLS: a default certificate, and others chosen by the name the client asks for (SNI).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,4 +26,33 @@ pub struct SniCert {
     pub names: Vec<String>,
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+impl ListenerTls {
+    /// RFC 6125 §6.4.3: a `*` is a whole left-most label standing for exactly one label; anywhere else no
+    /// client's name can match it, and the entry would never serve.
+    pub(super) fn validate(&self, found: &mut Findings) {
+        for (index, sni) in self.sni.iter().enumerate() {
+            let bad = sni.names.iter().find(|name| {
+                let rest = name.strip_prefix("*.").unwrap_or(name);
+                rest.is_empty() || rest.contains('*')
+            });
+            if let Some(name) = bad {
+                let field = [
+                    Key("server"),
+                    Key("tls"),
+                    Key("sni"),
+                    Index(index),
+                    Key("names"),
+                ];
+                found.refuse(
+                    &field,
+                    format!(
+                        "\"{name}\" can never match the name a client asks for: a DNS name, with a `*` \
+                         only as its whole first label (\"*.example.test\")"
+                    ),
+                );
+            }
+        }
+    }
 }
