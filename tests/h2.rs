@@ -1,15 +1,17 @@
 //! HTTP/2 in clear text beside HTTP/1.1 on one port, driven by curl: the plugins see the same request
 //! whichever the client spoke, and body hooks stream an h2 request body under its route's limit. And, with
-//! hyper's h2 client, trailers pass body hooks both ways.
+//! hyper's h2 client, trailers pass body hooks both ways, and a SIGTERM drain sends GOAWAY: no new stream,
+//! the one in flight answered, the connection closed right after it.
 
 mod support;
 
 use std::convert::Infallible;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::endpoint::{Behaviour, Endpoint};
 use support::{Weir, fixture, upstream};
@@ -199,4 +201,77 @@ async fn trailers_follow_what_body_hooks_made_of_the_data_both_ways() {
         weir.log()
     );
     assert_eq!(got.to_bytes(), "HELLO");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_tells_an_h2_client_to_go_away_and_answers_its_stream_in_flight() {
+    let endpoint = Endpoint::start(
+        "slow",
+        Behaviour {
+            delay: Duration::from_secs(2),
+            ..Behaviour::default()
+        },
+    );
+    let mut weir = Weir::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.s]\nurl = \"{}\"\n[[routes]]\nupstream = \"s\"\n",
+        endpoint.url()
+    ));
+    let tcp = tokio::net::TcpStream::connect(weir.addr)
+        .await
+        .expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("an h2c handshake");
+    let closed = tokio::spawn(async move {
+        let _ = connection.await;
+        Instant::now()
+    });
+    let get = |path: &str| {
+        Request::get(weir.url(path))
+            .body(Empty::<Bytes>::new())
+            .expect("a request")
+    };
+    let in_flight = tokio::spawn(sender.send_request(get("/in-flight")));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while endpoint.requests() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    weir.signal(libc::SIGTERM);
+    // GOAWAY and the PING that confirms it are one round trip on loopback.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = sender.send_request(get("/after")).await;
+    assert!(
+        refused.is_err(),
+        "a new stream was served after the drain began: {refused:?}"
+    );
+
+    let response = in_flight
+        .await
+        .expect("the request's task")
+        .expect("the stream in flight is answered");
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.expect("its body");
+    let answered = Instant::now();
+    // Closed once its last stream is done, not after a wait between requests (one second) or the
+    // keep-alive timeout.
+    let closed = tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("the connection closed")
+        .expect("the connection's task");
+    assert!(
+        closed.saturating_duration_since(answered) < Duration::from_millis(500),
+        "closed {:?} after its last answer",
+        closed.saturating_duration_since(answered)
+    );
+    assert_eq!(
+        endpoint.requests(),
+        1,
+        "the stream after GOAWAY reached the upstream"
+    );
+    assert_eq!(weir.wait_exit(Duration::from_secs(3)).code(), Some(0));
 }

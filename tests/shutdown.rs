@@ -158,7 +158,7 @@ fn a_request_past_shutdown_timeout_is_cut_and_the_process_exits_0() {
     );
     assert!(
         weir.log()
-            .contains("requests still in flight at the end of the grace period"),
+            .contains("requests or WebSocket tunnels still open at the end of the grace period"),
         "{}",
         weir.log()
     );

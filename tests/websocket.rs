@@ -1,15 +1,23 @@
 //! WebSocket through the real `weir` binary: a Python `websockets` echo server behind it, a Python
 //! `websockets` client in front, text and binary messages both ways; token-auth deciding the handshake; a
-//! route with a body-transforming plugin refusing the upgrade with 501.
+//! route with a body-transforming plugin refusing the upgrade with 501; a tunnel holding its connection's
+//! `max_connections` slot, and holding the SIGTERM drain until it closes or `shutdown_timeout` ends. And
+//! over HTTP/2: hyper's h2 client opening a WebSocket with extended CONNECT (RFC 8441), frames by hand.
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
 use hyper::StatusCode;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::*;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// Greets each connection with `hello` (a message the server starts), then echoes every message as it came,
 /// text as text and bytes as bytes. Prints its port first.
@@ -75,6 +83,66 @@ async def main():
             await asyncio.wait_for(ws.recv(), 30)
         except ConnectionClosed:
             print("ok", round(time.monotonic() - quiet, 1))
+
+asyncio.run(main())
+"#;
+
+/// Opens a tunnel to `argv[1]`, then a second connection while it is open (`max_connections = 1`): the
+/// second handshake must not complete while the first tunnel carries messages, and must once it closes.
+/// Prints `ok <seconds the second waited after the close>`.
+const CLIENT_SECOND_WAITS: &str = r#"
+import asyncio, sys, time
+from websockets.asyncio.client import connect
+
+async def main():
+    url = sys.argv[1]
+    async def second():
+        ws = await connect(url, open_timeout=None)
+        return ws, time.monotonic()
+    async with connect(url) as first:
+        assert await first.recv() == "hello /chat"
+        waiting = asyncio.create_task(second())
+        for i in range(15):
+            await asyncio.sleep(0.1)
+            await first.send(f"m{i}")
+            assert await first.recv() == f"m{i}"
+        assert not waiting.done(), "a second handshake completed while the tunnel held the one slot"
+    closed = time.monotonic()
+    ws, opened = await asyncio.wait_for(waiting, 10)
+    assert await ws.recv() == "hello /chat"
+    await ws.send("second")
+    assert await ws.recv() == "second"
+    await ws.close()
+    print("ok", round(opened - closed, 1))
+
+asyncio.run(main())
+"#;
+
+/// Opens a tunnel to `argv[1]`, prints `open` and waits for a line on stdin (the test sends SIGTERM first),
+/// then exchanges ten messages over a second. With `argv[2]` = `close` it then closes and prints `ok
+/// closed`; otherwise it waits for the proxy to end the tunnel and prints `ok cut <seconds since the line>`.
+const CLIENT_DRAINED: &str = r#"
+import asyncio, sys, time
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+async def main():
+    async with connect(sys.argv[1]) as ws:
+        await ws.recv()
+        print("open", flush=True)
+        await asyncio.to_thread(sys.stdin.readline)
+        signalled = time.monotonic()
+        for i in range(10):
+            await asyncio.sleep(0.1)
+            await ws.send(f"m{i}")
+            assert await ws.recv() == f"m{i}"
+        if sys.argv[2] != "close":
+            try:
+                await asyncio.wait_for(ws.recv(), 30)
+            except ConnectionClosed:
+                print("ok cut", round(time.monotonic() - signalled, 1))
+            return
+    print("ok closed")
 
 asyncio.run(main())
 "#;
@@ -215,4 +283,255 @@ async fn a_tunnel_outlives_the_head_clock_and_ends_when_idle() {
     // Closed by the upstream's read_timeout of quiet, not sooner, and not much later.
     assert!((2.9..5.0).contains(&waited), "closed after {waited}s");
     assert_eq!(client(&weir, None).await, "ok 7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_holds_its_connection_slot_until_it_closes() {
+    let echo = EchoServer::start();
+    let weir = Weir::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 1\n\
+         [upstreams.a]\nurl = \"http://{}\"\n[[routes]]\nupstream = \"a\"\n",
+        echo.addr
+    ));
+    let line = python(CLIENT_SECOND_WAITS, &weir, None).await;
+    let waited: f64 = line
+        .strip_prefix("ok ")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{line:?}\n{}", weir.log()));
+    // Taken from the backlog as soon as the tunnel let the slot go.
+    assert!(
+        waited < 1.0,
+        "the second connection waited {waited}s after the close"
+    );
+}
+
+/// Runs [`CLIENT_DRAINED`] in `mode`, sends `weir` SIGTERM once the tunnel is open, and returns the
+/// client's line.
+async fn drained_tunnel(weir: &Weir, mode: &'static str) -> String {
+    let url = format!("ws://{}/chat", weir.addr);
+    let mut child = Command::new("python3")
+        .args(["-c", CLIENT_DRAINED, &url, mode])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run python3");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = tokio::task::spawn_blocking(move || {
+        let mut stdout = stdout;
+        let mut open = String::new();
+        stdout.read_line(&mut open).expect("read the client");
+        assert_eq!(open.trim(), "open");
+        stdout
+    })
+    .await
+    .expect("client task");
+    weir.signal(libc::SIGTERM);
+    let _ = stdin.write_all(b"go\n");
+    drop(stdin);
+    tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        assert!(
+            child.wait().expect("wait").success(),
+            "the websocket client failed"
+        );
+        line.trim().to_owned()
+    })
+    .await
+    .expect("client task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_waits_for_an_open_tunnel_until_it_closes() {
+    let echo = EchoServer::start();
+    let mut weir = Weir::start(&one_route(echo.addr, ""));
+    // Messages still flow through the draining process, and the client's close ends the drain.
+    assert_eq!(drained_tunnel(&weir, "close").await, "ok closed");
+    // Long before the default shutdown_timeout of 10s.
+    let status = weir.wait_exit(Duration::from_secs(3));
+    assert_eq!(status.code(), Some(0), "{}", weir.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_cuts_an_open_tunnel_at_shutdown_timeout() {
+    let echo = EchoServer::start();
+    let mut weir = Weir::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"3s\"\n\
+         [upstreams.a]\nurl = \"http://{}\"\n[[routes]]\nupstream = \"a\"\n",
+        echo.addr
+    ));
+    let line = drained_tunnel(&weir, "wait").await;
+    let cut: f64 = line
+        .strip_prefix("ok cut ")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{line:?}\n{}", weir.log()));
+    // Messages flowed for a second after SIGTERM; the tunnel was closed by the process ending at the
+    // shutdown_timeout, not before.
+    assert!((2.8..5.0).contains(&cut), "cut {cut}s after SIGTERM");
+    let status = weir.wait_exit(Duration::from_secs(3));
+    assert_eq!(status.code(), Some(0), "{}", weir.log());
+    assert!(
+        weir.log()
+            .contains("WebSocket tunnels still open at the end of the grace period")
+    );
+}
+
+/// A final WebSocket frame as a client sends it (RFC 6455 §5.2): masked, of `opcode`, under 64 KiB.
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x80 | opcode];
+    match u8::try_from(payload.len()) {
+        Ok(len) if len < 126 => frame.push(0x80 | len),
+        _ => {
+            frame.push(0x80 | 126);
+            let len = u16::try_from(payload.len()).expect("a payload under 64 KiB");
+            frame.extend(len.to_be_bytes());
+        }
+    }
+    let mask = [0x5a, 0x17, 0xc3, 0x08];
+    frame.extend(mask);
+    frame.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    frame
+}
+
+/// The next frame from the server (unmasked, under 64 KiB): its opcode and payload.
+async fn server_frame(io: &mut (impl AsyncRead + Unpin)) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 2];
+    io.read_exact(&mut head).await.expect("a frame's head");
+    assert_eq!(head[1] & 0x80, 0, "a server's frame is not masked");
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut len = [0u8; 2];
+            io.read_exact(&mut len).await.expect("a frame's length");
+            usize::from(u16::from_be_bytes(len))
+        }
+        127 => panic!("a frame over 64 KiB"),
+        len => usize::from(len),
+    };
+    let mut payload = vec![0u8; len];
+    io.read_exact(&mut payload)
+        .await
+        .expect("a frame's payload");
+    (head[0] & 0x0f, payload)
+}
+
+type H2Sender = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
+
+/// An h2c connection to `weir` with hyper's client, once the server's SETTINGS, which allow extended
+/// CONNECT, have come: they precede its first answer, and the client sends no extended CONNECT before.
+async fn h2_client(weir: &Weir) -> H2Sender {
+    let tcp = tokio::net::TcpStream::connect(weir.addr)
+        .await
+        .expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("an h2c handshake");
+    tokio::spawn(connection);
+    let first = sender
+        .send_request(h2_get(weir, "/first"))
+        .await
+        .expect("an answer");
+    first.into_body().collect().await.expect("its body");
+    sender
+}
+
+fn h2_get(weir: &Weir, path: &str) -> Request<Empty<Bytes>> {
+    Request::get(weir.url(path))
+        .body(Empty::new())
+        .expect("a request")
+}
+
+/// RFC 8441's request for a WebSocket on a stream.
+fn extended_connect(weir: &Weir) -> Request<Empty<Bytes>> {
+    Request::connect(weir.url("/chat"))
+        .extension(hyper::ext::Protocol::from_static("websocket"))
+        .header("sec-websocket-version", "13")
+        .body(Empty::new())
+        .expect("an extended CONNECT")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_client_opens_a_websocket_with_extended_connect() {
+    let echo = EchoServer::start();
+    let weir = Weir::start(&one_route(echo.addr, ""));
+    let mut sender = h2_client(&weir).await;
+    let response = sender
+        .send_request(extended_connect(&weir))
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), StatusCode::OK, "{}", weir.log());
+    assert!(response.headers().get("sec-websocket-accept").is_none());
+    assert!(response.headers().get("upgrade").is_none());
+    let mut ws = TokioIo::new(
+        hyper::upgrade::on(response)
+            .await
+            .expect("the stream's tunnel"),
+    );
+    assert_eq!(server_frame(&mut ws).await, (1, b"hello /chat".to_vec()));
+    let long = "x".repeat(10_000);
+    for (opcode, message) in [
+        (1, "one".as_bytes()),
+        (1, "twø".as_bytes()),
+        (2, b"\x00\x01\xff".as_slice()),
+        (1, long.as_bytes()),
+    ] {
+        ws.write_all(&client_frame(opcode, message))
+            .await
+            .expect("send");
+        assert_eq!(server_frame(&mut ws).await, (opcode, message.to_vec()));
+    }
+    // The connection's other streams go on beside the tunnel's.
+    let beside = sender
+        .send_request(h2_get(&weir, "/beside"))
+        .await
+        .expect("an answer");
+    // The echo server wants an upgrade.
+    assert_eq!(beside.status(), StatusCode::UPGRADE_REQUIRED);
+    beside.into_body().collect().await.expect("its body");
+    // A close (1000, normal): the echo server answers with its own and ends the tunnel.
+    ws.write_all(&client_frame(8, &1000u16.to_be_bytes()))
+        .await
+        .expect("send the close");
+    assert_eq!(
+        server_frame(&mut ws).await,
+        (8, 1000u16.to_be_bytes().to_vec())
+    );
+    let mut rest = Vec::new();
+    ws.read_to_end(&mut rest).await.expect("the stream's end");
+    assert!(rest.is_empty(), "{rest:?}");
+    // Logged as the request the plugins saw, with the status the client saw.
+    assert!(weir.wait_for_log("GET /chat 200"), "{}", weir.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_websocket_declined_with_a_2xx_is_a_502_and_refusals_hold() {
+    // The plain echo upstream answers the upgrade with a 200 of its own: to an extended CONNECT a 2xx
+    // would say the tunnel is open.
+    let weir = Weir::start(&one_route(upstream("a").await, ""));
+    let mut sender = h2_client(&weir).await;
+    let declined = sender
+        .send_request(extended_connect(&weir))
+        .await
+        .expect("an answer");
+    assert_eq!(declined.status(), StatusCode::BAD_GATEWAY);
+    let body = declined.into_body().collect().await.expect("its body");
+    assert_eq!(
+        body.to_bytes(),
+        "upstream answered the WebSocket request without switching protocols\n"
+    );
+
+    // A route whose plugins transform bodies refuses it as it does an HTTP/1.1 upgrade.
+    let echo = EchoServer::start();
+    let weir = Weir::start(&one_route(
+        echo.addr,
+        "[[routes.plugins]]\nplugin = \"gzip\"\n",
+    ));
+    let mut sender = h2_client(&weir).await;
+    let refused = sender
+        .send_request(extended_connect(&weir))
+        .await
+        .expect("an answer");
+    assert_eq!(refused.status(), StatusCode::NOT_IMPLEMENTED);
 }

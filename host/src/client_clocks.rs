@@ -58,6 +58,9 @@ pub struct Activity {
     reader: Mutex<Option<Waker>>,
     /// The server is draining: responses close the connection, and a request has [`DRAIN_GRACE`] to come.
     draining: AtomicBool,
+    /// The client opened with HTTP/2's preface: its frames are no head, and a 408 in HTTP/1.1 would be
+    /// garbage to it, so a timeout only closes; and a drain can tell it to go away (`GOAWAY`).
+    h2: AtomicBool,
 }
 
 impl Activity {
@@ -76,6 +79,11 @@ impl Activity {
     /// A response made now must close the connection.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// The client speaks HTTP/2 (it opened with the preface).
+    pub fn is_h2(&self) -> bool {
+        self.h2.load(Ordering::Acquire)
     }
 }
 
@@ -163,9 +171,6 @@ pub struct Clocked<S> {
     deadline: Pin<Box<Sleep>>,
     /// The wait for a request has had its deadline brought forward for a drain.
     hurried: bool,
-    /// The client opened with HTTP/2's preface: its frames are no head, and a 408 in HTTP/1.1 would be
-    /// garbage to it, so a timeout only closes.
-    h2: bool,
     /// The socket carries TLS: bytes written here go through it, but a 408 there, half a record behind
     /// hyper's, is not worth the risk, so a timeout only closes.
     no_408: bool,
@@ -182,7 +187,6 @@ impl<S> Clocked<S> {
             seen_ended: 0,
             deadline: Box::pin(tokio::time::sleep_until(after(clocks.header_read))),
             hurried: false,
-            h2: false,
             no_408: false,
         }
     }
@@ -258,8 +262,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Clocked<S> {
         let before = buf.filled().len();
         if let Poll::Ready(result) = Pin::new(&mut this.stream).poll_read(cx, buf) {
             if buf.filled().len() > before {
-                if this.wait == (Wait::First { partial: false }) {
-                    this.h2 = buf.filled()[before..].starts_with(b"PRI ");
+                if this.wait == (Wait::First { partial: false })
+                    && buf.filled()[before..].starts_with(b"PRI ")
+                {
+                    this.activity.h2.store(true, Ordering::Release);
                 }
                 this.arrived();
             }
@@ -283,7 +289,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Clocked<S> {
             return Poll::Pending;
         }
         match this.wait {
-            Wait::First { partial: true } | Wait::Head if !this.h2 && !this.no_408 => {
+            Wait::First { partial: true } | Wait::Head
+                if !this.activity.is_h2() && !this.no_408 =>
+            {
                 // hyper is reading a head, so it has nothing of its own written or waiting to be: these
                 // bytes cannot interleave with its. A socket that cannot take them at once belongs to a
                 // client that reads nothing, and is closed without them.

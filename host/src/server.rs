@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::client_clocks::{Activity, Clocked, Clocks, Tracked};
 use crate::config::ServerConfig;
@@ -24,11 +24,20 @@ use crate::config::limits::MAX_CONNECTIONS;
 use crate::outcome::ServedBody;
 use crate::proxy::Proxy;
 use crate::tls::Https;
-use crate::websocket::Tunnel;
+use crate::websocket::{self, Tunnel};
 
 /// Files the process needs besides its connections' sockets: the standard streams, the runtime's, the
 /// compile cache's, an admin connection or two.
 const OTHER_FILES: u64 = 64;
+
+/// What makes the server count a client connection as open: its `max_connections` slot, and its part in
+/// the drain, which waits until every receiver is gone. The connection's task holds it, and so does a
+/// WebSocket tunnel made on the connection ([`crate::websocket`]), which outlives the connection hyper
+/// served: nginx counts upgraded connections against `worker_connections` as well.
+pub struct Held {
+    _slot: OwnedSemaphorePermit,
+    _draining: watch::Receiver<bool>,
+}
 
 /// Connections served at once: `max_connections`, or by default as many as the open-file limit has room
 /// for, two sockets each (the client's and an upstream's). Past the default, an accept or an upstream
@@ -47,7 +56,8 @@ pub fn connection_limit(configured: Option<u32>, open_files: Option<u64>) -> usi
 
 /// Serves until `stop` resolves, then stops accepting and waits up to `shutdown_timeout` for the
 /// connections it has: busy ones close after their response, those waiting for a request after a moment
-/// for one already on its way ([`crate::client_clocks::DRAIN_GRACE`]).
+/// for one already on its way ([`crate::client_clocks::DRAIN_GRACE`]), HTTP/2 ones after `GOAWAY` and
+/// their last stream, WebSocket tunnels when they end.
 ///
 /// With certificates in `tls` the listener speaks TLS: each connection shakes hands with the certificates
 /// the swap holds when it is accepted (a reload swaps them), within `header_read_timeout`.
@@ -91,18 +101,27 @@ pub async fn serve(
         };
         // Nagle would hold back small responses waiting for an ACK: latency with nothing gained.
         let _ = stream.set_nodelay(true);
+        let held = Arc::new(Held {
+            _slot: slot,
+            _draining: draining.clone(),
+        });
         let activity = Arc::new(Activity::default());
         let tls = tls.load_full();
         let https = tls.is_some();
         let service = {
-            let (proxy, activity) = (proxy.clone(), activity.clone());
+            let (proxy, activity, held) = (proxy.clone(), activity.clone(), held.clone());
             service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                 if https {
                     request.extensions_mut().insert(Https);
                 }
-                if request.headers().contains_key(header::UPGRADE) {
-                    // A WebSocket tunnel counts as a request in flight for the clocks (crate::websocket).
-                    request.extensions_mut().insert(Tunnel(activity.clone()));
+                let h2_websocket = websocket::from_extended_connect(&mut request);
+                if h2_websocket || request.headers().contains_key(header::UPGRADE) {
+                    // A WebSocket tunnel counts as a request in flight for the clocks, and keeps the
+                    // connection counted by the server (crate::websocket).
+                    request.extensions_mut().insert(Tunnel {
+                        activity: activity.clone(),
+                        connection: held.clone(),
+                    });
                 }
                 let proxy = proxy.load_full();
                 let ended = activity.begin();
@@ -126,7 +145,7 @@ pub async fn serve(
             let Some(tls) = tls else {
                 let io = Clocked::new(stream, activity.clone(), clocks);
                 serve_connection(&http, io, service, activity, draining, client).await;
-                drop(slot);
+                drop(held);
                 return;
             };
             // The handshake comes before the clocks: they time requests, which start once it is done. It
@@ -143,17 +162,20 @@ pub async fn serve(
                 Ok(Err(e)) => tracing::debug!(%client, "TLS handshake failed: {e}"),
                 Err(_) => tracing::debug!(%client, "no TLS handshake within header_read_timeout"),
             }
-            drop(slot);
+            drop(held);
         });
     }
     // Closed here, so that new connections are refused (or, after an upgrade, go to the new process).
     drop(listener);
-    tracing::info!("shutting down: waiting up to {grace:?} for requests in flight");
+    tracing::info!(
+        "shutting down: waiting up to {grace:?} for requests in flight and WebSocket tunnels"
+    );
     drop(draining);
     let _ = drain.send(true);
     tokio::select! {
         () = drain.closed() => {}
-        () = tokio::time::sleep(grace) => tracing::warn!("requests still in flight at the end of the grace period"),
+        // What is still open closes with the process: a tunnel's peers see their TCP connections end.
+        () = tokio::time::sleep(grace) => tracing::warn!("requests or WebSocket tunnels still open at the end of the grace period"),
     }
 }
 
@@ -190,6 +212,13 @@ async fn serve_connection<I, S>(
             // The connection closes after the response it is busy with, or once it has waited
             // for a request for a moment (crate::client_clocks).
             activity.drain();
+            // HTTP/2 can tell the client: GOAWAY, after which it opens no more streams here and hyper
+            // closes the connection once those it has are done. HTTP/1.1 has no such word, and hyper's
+            // graceful shutdown would close a connection between requests at once, a request on its
+            // way unanswered: the clocks' grace does that instead.
+            if activity.is_h2() {
+                connection.as_mut().graceful_shutdown();
+            }
             connection.await
         }
     };
@@ -239,7 +268,9 @@ fn builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
         // head, with the pseudo-header fields in the place of the request line.
         .max_header_list_size(u32::try_from(head).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
-        .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS);
+        .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
+        // RFC 8441: WebSocket on an HTTP/2 stream (crate::websocket).
+        .enable_connect_protocol();
     http
 }
 

@@ -3,6 +3,11 @@
 //! upstream's are spliced byte for byte until either side closes or both are idle for the route upstream's
 //! `read_timeout`.
 //!
+//! An HTTP/2 client asks with RFC 8441's extended CONNECT (`:protocol = websocket`) on one stream of its
+//! connection: the request becomes the same GET before admission (which takes no CONNECT), goes to the
+//! upstream as an HTTP/1.1 upgrade, and the upstream's 101 becomes the client's `200`, after which the
+//! stream's DATA frames carry the WebSocket bytes.
+//!
 //! Only a chain without body hooks can carry one: after the 101 the bytes are WebSocket frames, not a
 //! body, so a plugin that transforms bodies could neither see nor change them. Such a route answers 501
 //! (RFC 9110 §15.6.2: the server does not support the functionality required), rather than dropping the
@@ -17,8 +22,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Response, StatusCode, Version, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use hyper::ext::Protocol;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -28,6 +36,7 @@ use crate::body::ProxyBody;
 use crate::client_clocks::{Activity, Ended};
 use crate::plugin::BodyKind;
 use crate::proxy::Route;
+use crate::server::Held;
 
 /// Why a route does not take a WebSocket upgrade.
 #[derive(Debug, thiserror::Error)]
@@ -38,11 +47,43 @@ pub enum Refused {
     Http2Upstream,
 }
 
-/// The request asks for a WebSocket upgrade: HTTP/1.1, `Connection: upgrade` and `Upgrade: websocket`.
+/// The request asks for a WebSocket upgrade: HTTP/1.1, `Connection: upgrade` and `Upgrade: websocket`; or
+/// an HTTP/2 extended CONNECT that [`from_extended_connect`] rewrote.
 pub fn requested(parts: &Parts) -> bool {
+    if parts.extensions.get::<ExtendedConnect>().is_some() {
+        return true;
+    }
     parts.version == Version::HTTP_11
         && has_token(&parts.headers, header::CONNECTION, "upgrade")
         && has_token(&parts.headers, header::UPGRADE, "websocket")
+}
+
+/// Marks a request that came as an HTTP/2 extended CONNECT for a WebSocket.
+#[derive(Clone, Copy)]
+struct ExtendedConnect;
+
+/// Rewrites an HTTP/2 extended CONNECT for a WebSocket (RFC 8441 §4) into the GET that HTTP/1.1 would
+/// send, so that admission, routing and the plugins see one request whichever way it came; whether it was
+/// one. Its stream's upgrade (hyper's, for any CONNECT) stays on it for [`accept`] to take.
+pub fn from_extended_connect<B>(request: &mut Request<B>) -> bool {
+    let websocket = request.method() == Method::CONNECT
+        && request
+            .extensions()
+            .get::<Protocol>()
+            .is_some_and(|protocol| protocol.as_str().eq_ignore_ascii_case("websocket"));
+    if !websocket {
+        return false;
+    }
+    *request.method_mut() = Method::GET;
+    request.extensions_mut().remove::<Protocol>();
+    request.extensions_mut().insert(ExtendedConnect);
+    // RFC 8441 §5 drops the key over HTTP/2, but the upstream is asked over HTTP/1.1, where RFC 6455
+    // §4.1 wants a fresh nonce. It guards against caches, not attackers: no secret is needed.
+    let nonce: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
+    if let Ok(key) = HeaderValue::try_from(BASE64.encode(nonce)) {
+        request.headers_mut().insert(header::SEC_WEBSOCKET_KEY, key);
+    }
+    true
 }
 
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
@@ -54,16 +95,24 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// The client connection's activity, put on a request that asks for an upgrade: the tunnel holds it as a
-/// request in flight, so the connection's header and keep-alive clocks (crate::client_clocks) leave the
-/// tunnel's bytes alone; its own idle bound is the upstream's `read_timeout`.
+/// The client connection's part, put on a request that asks for an upgrade, for the tunnel to hold.
 #[derive(Clone)]
-pub struct Tunnel(pub Arc<Activity>);
+pub struct Tunnel {
+    /// Held as a request in flight, so that the connection's header and keep-alive clocks
+    /// (crate::client_clocks) leave the tunnel's bytes alone; its own idle bound is the upstream's
+    /// `read_timeout`.
+    pub activity: Arc<Activity>,
+    /// hyper is done with an HTTP/1.1 connection once it hands the socket over: without this its
+    /// `max_connections` slot would go to the next client and the drain would not wait for the tunnel.
+    pub connection: Arc<Held>,
+}
 
 /// The client's side of an accepted upgrade.
 pub struct ClientSide {
     upgrade: OnUpgrade,
-    activity: Option<Arc<Activity>>,
+    connection: Option<Tunnel>,
+    /// An HTTP/2 stream (extended CONNECT), opened by a `200` rather than a 101.
+    h2: bool,
 }
 
 /// Whether `route` can carry the upgrade; the client's side of it is taken from `parts` when it can.
@@ -79,11 +128,16 @@ pub fn accept(route: &Route, parts: &mut Parts) -> Result<Option<ClientSide>, Re
     if route.upstream.is_http2() {
         return Err(Refused::Http2Upstream);
     }
-    let activity = parts.extensions.remove::<Tunnel>().map(|t| t.0);
+    let connection = parts.extensions.remove::<Tunnel>();
+    let h2 = parts.extensions.remove::<ExtendedConnect>().is_some();
     Ok(parts
         .extensions
         .remove::<OnUpgrade>()
-        .map(|upgrade| ClientSide { upgrade, activity }))
+        .map(|upgrade| ClientSide {
+            upgrade,
+            connection,
+            h2,
+        }))
 }
 
 /// Puts back the upgrade headers that the hop-by-hop stripping removed.
@@ -92,33 +146,67 @@ pub fn keep_headers(headers: &mut HeaderMap) {
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
 }
 
-/// After the chain: a 101 from the upstream goes to the client with its upgrade headers, and the two
-/// connections are spliced once both have switched. Any other answer passes through as it is.
+/// After the chain: a 101 from the upstream goes to the client with its upgrade headers (as a `200` to an
+/// HTTP/2 client), and the two connections are spliced once both have switched. Any other answer passes
+/// through as it is.
 pub fn splice(
     client: ClientSide,
     mut response: Response<ProxyBody>,
     idle: Duration,
 ) -> Response<ProxyBody> {
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        if client.h2 && response.status().is_success() {
+            // To an extended CONNECT a 2xx says the tunnel is open (RFC 8441 §5): the upstream's own
+            // 2xx, which declined the upgrade, cannot go on as one.
+            return bad_gateway(
+                "upstream answered the WebSocket request without switching protocols\n",
+            );
+        }
         return response;
     }
     let Some(upstream) = response.extensions_mut().remove::<OnUpgrade>() else {
         // A 101 that hyper did not take as an upgrade (not the upstream's own): nothing to splice.
         tracing::warn!("a 101 without an upgraded upstream connection");
-        let mut bad = Response::new(ProxyBody::full("upstream switched protocols unasked\n"));
-        *bad.status_mut() = StatusCode::BAD_GATEWAY;
-        return bad;
+        return bad_gateway("upstream switched protocols unasked\n");
     };
-    keep_headers(response.headers_mut());
+    let ClientSide {
+        upgrade,
+        connection,
+        h2,
+    } = client;
+    if h2 {
+        // RFC 8441 §5: a 2xx opens the tunnel, without the upgrade's headers or its accept key, which
+        // answered the key Weir made up. hyper takes the stream for the tunnel only if the response has
+        // no body.
+        *response.status_mut() = StatusCode::OK;
+        let headers = response.headers_mut();
+        for name in [
+            header::CONNECTION,
+            header::UPGRADE,
+            header::SEC_WEBSOCKET_ACCEPT,
+        ] {
+            headers.remove(name);
+        }
+        *response.body_mut() = ProxyBody::empty();
+    } else {
+        keep_headers(response.headers_mut());
+    }
     // Begun before the 101 is sent, so the clocks never see the connection between requests.
-    let in_flight: Option<Ended> = client.activity.as_ref().map(Activity::begin);
+    let in_flight: Option<Ended> = connection.as_ref().map(|c| c.activity.begin());
     tokio::spawn(async move {
-        if let Err(e) = tunnel(client.upgrade, upstream, idle).await {
+        if let Err(e) = tunnel(upgrade, upstream, idle).await {
             tracing::debug!("websocket tunnel ended: {e}");
         }
-        drop(in_flight);
+        // Only now may the slot go to another client, and the drain stop waiting for this connection.
+        drop((in_flight, connection));
     });
     response
+}
+
+fn bad_gateway(why: &'static str) -> Response<ProxyBody> {
+    let mut bad = Response::new(ProxyBody::full(why));
+    *bad.status_mut() = StatusCode::BAD_GATEWAY;
+    bad
 }
 
 #[derive(Debug, thiserror::Error)]
