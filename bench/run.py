@@ -40,6 +40,9 @@ SWEEP_CONNECTIONS = (64, 256, 1024)
 EMPTY = "weir, empty chain"
 NGINX = "nginx proxy_pass"
 FULL = "weir, full chain (jwt HS256 + path-rewrite + headers)"
+# The sweep's top, proxied without plugins by both: what 1,024 connections cost a proxy on this machine.
+NGINX_WIDE = "nginx proxy_pass, 1,024 connections"
+EMPTY_WIDE = "weir, empty chain, 1,024 connections"
 JWT_HS = "weir + jwt-auth HS256"
 NGINX_AUTH = "nginx + auth_request (native HS256 verifier)"
 GZIP = "weir + gzip level 6 (64 KiB text)"
@@ -480,6 +483,8 @@ def main():
     ] + [
         # The same certificate, key, TLS versions and ALPN offer on both sides; wrk offers no ALPN (HTTP/1.1),
         # h2load offers h2.
+        Row(NGINX_WIDE, "nginx", "proxy", "/json", [], SWEEP_CONNECTIONS[-1]),
+        Row(EMPTY_WIDE, "weir", "", "/json", [], SWEEP_CONNECTIONS[-1]),
         Row(TLS_NGINX, "nginx", "tls", "/json", [], args.connections, "https"),
         Row(TLS_WEIR, "weir", (tls, ""), "/json", [], args.connections, "https"),
         Row(H2_NGINX, "nginx", "tls", "/json", [], args.connections, "h2"),
@@ -618,6 +623,7 @@ def targets(by_name):
         ("non-2xx + socket errors at 1,024 connections, default settings", failed_requests, "=", 0, "{}"),
         ("peak RSS at 1,024 connections, MB", high["peak_rss_mb"], "≤", 64, "{:.1f}"),
         ("2xx req/s at 1,024 connections vs at 64", ratio(high, low, "ok_rps"), "≥", 0.9, "{:.2f}"),
+        ("empty chain vs nginx proxy_pass at 1,024 connections, CPU per request", cpu(EMPTY_WIDE, NGINX_WIDE), "≤", 1.0, "{:.2f}"),
         ("empty chain vs nginx proxy_pass, CPU per request", cpu(EMPTY, NGINX), "≤", 1.0, "{:.2f}"),
         ("full chain vs empty chain, CPU per request", cpu(FULL, EMPTY), "≤", 1.5, "{:.2f}"),
         # Was ≥ 1.25× the req/s: at a saturated proxy core, ≤ 1 / 1.25 the CPU.

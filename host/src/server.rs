@@ -141,13 +141,17 @@ pub async fn serve(
             })
         };
         let (http, draining) = (http.clone(), draining.clone());
-        tokio::spawn(async move {
-            let Some(tls) = tls else {
-                let io = Clocked::new(stream, activity.clone(), clocks);
+        // A task apiece, not one with a branch: a task's memory is its largest state, and a connection in
+        // clear would otherwise carry room for a TLS handshake and session it never has.
+        let Some(tls) = tls else {
+            let io = Clocked::new(stream, activity.clone(), clocks);
+            tokio::spawn(async move {
                 serve_connection(&http, io, service, activity, draining, client).await;
                 drop(held);
-                return;
-            };
+            });
+            continue;
+        };
+        tokio::spawn(async move {
             // The handshake comes before the clocks: they time requests, which start once it is done. It
             // is bounded by the head's timeout, so a client that never finishes it holds a slot no longer
             // than one that never finishes a head.

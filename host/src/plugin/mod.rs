@@ -181,13 +181,15 @@ impl PluginSlot {
         let instance = match pooled {
             Some(instance) => instance,
             None => {
-                let (instance, _) = Instance::create(
+                // Boxed: instantiation's future is kilobytes, and inline it would make every request's
+                // future that large for the whole exchange, though it is rarely awaited.
+                let (instance, _) = Box::pin(Instance::create(
                     &self.sandbox,
                     &self.pre,
                     &self.settings.limits,
                     &self.label,
                     &self.config,
-                )
+                ))
                 .await?;
                 self.stats.instance_created();
                 instance
@@ -376,9 +378,13 @@ impl Instance {
 /// Runs `call` within `wall` of wall-clock time; `None` when it did not return in time. The timer is armed
 /// only when the call first waits (on the network, the client, a password hash): a call that runs through
 /// without yielding, as most do, pays for no timer.
+///
+/// The call is boxed for as long as it runs: a wasmtime call's future is kilobytes, and inline it would
+/// size every request's future, which each connection holds while it waits on the upstream, not only
+/// during the microseconds of the call.
 async fn within<F: Future>(wall: Duration, call: F) -> Option<F::Output> {
     let started = tokio::time::Instant::now();
-    let mut call = std::pin::pin!(call);
+    let mut call = Box::pin(call);
     let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     std::future::poll_fn(|cx| {
         if let Poll::Ready(output) = call.as_mut().poll(cx) {
