@@ -1,6 +1,7 @@
 //! Peers that stop half-way: a client that stalls in its request body gets 408 and its connection closed; an
 //! upstream that stalls in its response body has the response cut after its `read_timeout`; an upstream
-//! that fails while the client is still sending is answered with 502 at once, not after the client's body.
+//! that fails while the client is still sending is answered with 502 at once, not after the client's body; a
+//! client that reads nothing of its response is cut after `send_timeout`, and its upstream connection with it.
 //! The misbehaving side is a raw socket, so that it can stop exactly where the test says.
 
 mod support;
@@ -8,6 +9,7 @@ mod support;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use support::raw::parse_responses;
@@ -257,6 +259,65 @@ fn an_upstream_that_stalls_in_its_body_is_cut_after_read_timeout() {
         "{}",
         weir.log()
     );
+}
+
+/// More body than the sockets between the upstream and a client that reads nothing can hold.
+const FLOOD: usize = 256 << 20;
+
+/// Upstream connections whose flood ended because Weir closed them.
+static FLOODS_CUT: AtomicUsize = AtomicUsize::new(0);
+
+/// Answers [`FLOOD`] bytes as fast as they are taken, counting a connection closed before the end.
+fn flood(mut stream: TcpStream) {
+    read_head(&mut stream);
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {FLOOD}\r\n\r\n");
+    let chunk = [b'f'; 64 << 10];
+    let whole = stream.write_all(head.as_bytes()).is_ok()
+        && (0..FLOOD / chunk.len()).all(|_| stream.write_all(&chunk).is_ok());
+    if !whole {
+        FLOODS_CUT.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_client_that_reads_nothing_is_cut_after_send_timeout() {
+    let flooding = raw_upstream(flood);
+    let weir = Weir::start(&routes("send_timeout = \"500ms\"", flooding, ""));
+    for path in ["/plain", "/body"] {
+        let mut stream = TcpStream::connect(weir.addr).expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: weir.test\r\n\r\n");
+        stream.write_all(request.as_bytes()).expect("the request");
+        // The response fills the socket buffers, and Weir's writes find no room for 2 s.
+        std::thread::sleep(Duration::from_secs(2));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = vec![0; 64 << 10];
+        let mut taken = 0;
+        let ended = loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => taken += n,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => break true,
+                // Still open, with nothing more coming: not cut.
+                Err(_) => break false,
+            }
+        };
+        assert!(
+            ended,
+            "{path}: the connection is still open after {taken} bytes"
+        );
+        assert!(
+            taken < FLOOD,
+            "{path}: the whole response came ({taken} bytes): the stalled writes were not cut"
+        );
+    }
+    // Each client's upstream connection was closed too, not left to finish its body into nothing.
+    let until = Instant::now() + Duration::from_secs(5);
+    while FLOODS_CUT.load(Ordering::SeqCst) < 2 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(FLOODS_CUT.load(Ordering::SeqCst), 2, "{}", weir.log());
 }
 
 /// Sends 100 body bytes one every 100 ms.

@@ -12,6 +12,7 @@
 //! | the first request's head | the accept | `header_read_timeout`: closed, after a 408 if part of a head came |
 //! | the next request | the end of the last response | `keepalive_timeout`: closed, nothing sent |
 //! | the rest of a later head | its first byte | `header_read_timeout`: 408, closed |
+//! | the client to take response bytes | a write that cannot go | `send_timeout`: closed |
 //!
 //! A request being served is not timed here: its body by `client_body_timeout`, the upstream by its own.
 //! nginx sends no 408 at all (it closes and logs 408); a client that has begun a request is told why it
@@ -40,12 +41,14 @@ use tokio::time::{Instant, Sleep};
 /// browser's preconnect) holds the drain no longer than this.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
-/// The two timeouts, from `[server]`.
+/// The connection's timeouts, from `[server]`.
 #[derive(Debug, Clone, Copy)]
 pub struct Clocks {
     pub header_read: Duration,
     /// Zero turns keep-alive off; hyper then closes each connection after its first response.
     pub keepalive: Duration,
+    /// How long a write to the client may make no progress.
+    pub send: Duration,
 }
 
 /// Requests begun and responses ended on one connection: the service counts, the socket reads.
@@ -174,6 +177,10 @@ pub struct Clocked<S> {
     /// The socket carries TLS: bytes written here go through it, but a 408 there, half a record behind
     /// hyper's, is not worth the risk, so a timeout only closes.
     no_408: bool,
+    /// Armed while a write waits for the client to take bytes; made at the first such wait.
+    send_stall: Option<Pin<Box<Sleep>>>,
+    /// The armed deadline is for the wait under way (a write that goes through ends it).
+    stalled: bool,
 }
 
 impl<S> Clocked<S> {
@@ -188,6 +195,8 @@ impl<S> Clocked<S> {
             deadline: Box::pin(tokio::time::sleep_until(after(clocks.header_read))),
             hurried: false,
             no_408: false,
+            send_stall: None,
+            stalled: false,
         }
     }
 
@@ -226,6 +235,37 @@ impl<S> Clocked<S> {
                 self.deadline.as_mut().reset(after(self.clocks.header_read));
             }
             Wait::Head | Wait::Busy => {}
+        }
+    }
+}
+
+impl<S> Clocked<S> {
+    /// What a write to the client comes to: a write that went anywhere ends the wait; one that cannot go
+    /// starts it, or fails once it has lasted `send_timeout`, so that a client that reads nothing frees its
+    /// connection, its upstream connection and its plugins' instances.
+    fn sent<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = false;
+            return poll;
+        }
+        let deadline = after(self.clocks.send);
+        let stall = match &mut self.send_stall {
+            Some(stall) if self.stalled => stall,
+            Some(stall) => {
+                stall.as_mut().reset(deadline);
+                stall
+            }
+            None => self
+                .send_stall
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        self.stalled = true;
+        match stall.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took nothing of the response within send_timeout",
+            ))),
         }
     }
 }
@@ -314,27 +354,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Clocked<S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Clocked<S> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.sent(cx, poll)
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.sent(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        // TLS flushes its records here: a client that reads nothing stalls it as it stalls a write.
+        let poll = Pin::new(&mut this.stream).poll_flush(cx);
+        this.sent(cx, poll)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -116,6 +116,11 @@ pub struct ServerConfig {
     /// [`limits::KEEPALIVE_TIMEOUT`].
     #[serde(with = "humantime_serde")]
     pub keepalive_timeout: Duration,
+    /// A write to the client that makes no progress this long closes the connection (nginx's
+    /// `send_timeout`): a client that reads nothing holds no upstream connection or plugin instance past
+    /// it. Range: [`limits::SEND_TIMEOUT`].
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
     /// Client connections served at once; past it new ones wait in the listen backlog. By default as many
     /// as the open-file limit has room for (see `server::connection_limit`). Range:
     /// [`limits::MAX_CONNECTIONS`].
@@ -165,6 +170,8 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(30),
             // nginx's default.
             keepalive_timeout: Duration::from_secs(75),
+            // nginx's default.
+            send_timeout: Duration::from_secs(60),
             max_connections: None,
             tls: None,
             // Envoy's `max_headers_count` and hyper's default; up to 100 the parser needs no allocation.
@@ -568,6 +575,11 @@ impl Source {
             &field("keepalive_timeout"),
             &limits::KEEPALIVE_TIMEOUT,
             server.keepalive_timeout,
+        );
+        found.bound(
+            &field("send_timeout"),
+            &limits::SEND_TIMEOUT,
+            server.send_timeout,
         );
         if let Some(connections) = server.max_connections {
             found.bound(

@@ -30,6 +30,7 @@ pub mod logging;
 pub mod metrics;
 pub mod normalise;
 pub mod outcome;
+pub mod pem_file;
 pub mod pid_file;
 pub mod plugin;
 pub mod proxy;

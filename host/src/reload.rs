@@ -215,6 +215,7 @@ fn restart_only_changes(old: &ConfigFile, new: &ConfigFile, sandbox_slots: u32) 
         "keepalive_timeout",
         o.keepalive_timeout == n.keepalive_timeout,
     );
+    check("send_timeout", o.send_timeout == n.send_timeout);
     check("max_connections", o.max_connections == n.max_connections);
     check(
         "max_request_headers",

@@ -74,6 +74,7 @@ pub async fn serve(
     let clocks = Clocks {
         header_read: settings.header_read_timeout,
         keepalive: settings.keepalive_timeout,
+        send: settings.send_timeout,
     };
     let slots = Arc::new(Semaphore::new(max_connections));
     // Each connection holds a receiver: the sender says when to drain, and learns when the last is gone.

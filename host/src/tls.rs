@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::PrivateKeyDer;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use crate::config::tls::ListenerTls;
 use crate::config::{ConfigErrors, Source, Step};
+use crate::pem_file::{self, PemFileError};
 
 /// Marks a request that came over TLS: `X-Forwarded-Proto` and the plugins' `request.scheme` say `https`.
 #[derive(Debug, Clone, Copy)]
@@ -34,18 +35,8 @@ pub fn scheme(extensions: &http::Extensions) -> &'static str {
 /// Why a certificate or key of `[server.tls]` cannot be served; each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
-    #[error("cannot read {}: {source}", file.display())]
-    Read {
-        file: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{} is not PEM: {source}", file.display())]
-    Pem {
-        file: PathBuf,
-        source: rustls::pki_types::pem::Error,
-    },
-    #[error("{} holds no certificate (a PEM \"CERTIFICATE\" block)", file.display())]
-    NoCertificate { file: PathBuf },
+    #[error(transparent)]
+    File(#[from] PemFileError),
     #[error("{} holds no private key (a PEM \"PRIVATE KEY\" block)", file.display())]
     NoKey { file: PathBuf },
     #[error("{} is a key rustls cannot sign with: {source}", file.display())]
@@ -155,17 +146,13 @@ fn certified_key(
     key: &Path,
     provider: &CryptoProvider,
 ) -> Result<CertifiedKey, (&'static str, CertError)> {
-    let chain = read_chain(cert).map_err(|e| ("cert", e))?;
-    let der = read(key).map_err(|e| ("key", e))?;
-    let private = PrivateKeyDer::from_pem_slice(&der).map_err(|source| {
+    let chain = pem_file::certificates(cert).map_err(|e| ("cert", e.into()))?;
+    let pem = pem_file::read(key).map_err(|e| ("key", e.into()))?;
+    let private = PrivateKeyDer::from_pem_slice(&pem).map_err(|source| {
+        let file = key.to_owned();
         let error = match source {
-            rustls::pki_types::pem::Error::NoItemsFound => CertError::NoKey {
-                file: key.to_owned(),
-            },
-            source => CertError::Pem {
-                file: key.to_owned(),
-                source,
-            },
+            pem::Error::NoItemsFound => CertError::NoKey { file },
+            source => PemFileError::Pem { file, source }.into(),
         };
         ("key", error)
     })?;
@@ -183,29 +170,6 @@ fn certified_key(
         ("key", CertError::Mismatch { cert, key, source })
     })?;
     Ok(certified)
-}
-
-fn read(file: &Path) -> Result<Vec<u8>, CertError> {
-    std::fs::read(file).map_err(|source| CertError::Read {
-        file: file.to_owned(),
-        source,
-    })
-}
-
-fn read_chain(file: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
-    let pem = read(file)?;
-    let chain = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| CertError::Pem {
-            file: file.to_owned(),
-            source,
-        })?;
-    if chain.is_empty() {
-        return Err(CertError::NoCertificate {
-            file: file.to_owned(),
-        });
-    }
-    Ok(chain)
 }
 
 /// Picks the certificate for the name the client sent: that name, else `*.` and its parent for a wildcard

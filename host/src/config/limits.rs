@@ -149,6 +149,15 @@ pub const HEADER_READ_TIMEOUT: Bounds<Duration> = Bounds {
     max_reason: None,
 };
 
+/// How long a write to the client may make no progress: 0 would cut every response the socket buffer
+/// cannot take at once.
+pub const SEND_TIMEOUT: Bounds<Duration> = Bounds {
+    min: Duration::from_millis(1),
+    max: LONGEST_WAIT,
+    min_reason: Some("the timer's resolution"),
+    max_reason: None,
+};
+
 /// How long a connection may sit idle between requests; 0 turns keep-alive off, as nginx's
 /// `keepalive_timeout 0` does.
 pub const KEEPALIVE_TIMEOUT: Bounds<Duration> = Bounds {

@@ -17,13 +17,13 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_rustls::client::TlsStream;
 
 use crate::body::BoxError;
 use crate::connections::{CountedStream, CountingConnector};
+use crate::pem_file::{self, PemFileError};
 
 /// The ALPN id of HTTP/2.
 const H2: &[u8] = b"h2";
@@ -32,18 +32,8 @@ const HTTP11: &[u8] = b"http/1.1";
 /// Why an upstream's TLS settings could not be made; each names the file it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
-    #[error("cannot read {}: {source}", file.display())]
-    Read {
-        file: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{} is not PEM: {source}", file.display())]
-    Pem {
-        file: PathBuf,
-        source: rustls::pki_types::pem::Error,
-    },
-    #[error("{} holds no certificate (a PEM \"CERTIFICATE\" block)", file.display())]
-    Empty { file: PathBuf },
+    #[error(transparent)]
+    File(#[from] PemFileError),
     #[error("{}: certificate #{index} cannot be a trust anchor: {source}", file.display())]
     Anchor {
         file: PathBuf,
@@ -100,27 +90,12 @@ pub fn client_config(settings: &TlsSettings) -> Result<ClientConfig, TlsSetupErr
 }
 
 fn add_ca_file(roots: &mut RootCertStore, file: &Path) -> Result<(), TlsSetupError> {
-    let pem = std::fs::read(file).map_err(|source| TlsSetupError::Read {
-        file: file.to_owned(),
-        source,
-    })?;
-    let mut count = 0;
-    for (index, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
-        let cert = cert.map_err(|source| TlsSetupError::Pem {
-            file: file.to_owned(),
-            source,
-        })?;
+    for (index, cert) in pem_file::certificates(file)?.into_iter().enumerate() {
         roots.add(cert).map_err(|source| TlsSetupError::Anchor {
             file: file.to_owned(),
             index: index + 1,
             source,
         })?;
-        count += 1;
-    }
-    if count == 0 {
-        return Err(TlsSetupError::Empty {
-            file: file.to_owned(),
-        });
     }
     Ok(())
 }

@@ -1,0 +1,45 @@
+//! PEM files of certificates: the listener's (`[server.tls]`) and an upstream's `ca_file`. One loader, so
+//! a file that cannot be used is reported in the same words whichever field names it.
+
+use std::path::{Path, PathBuf};
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::{self, PemObject};
+
+/// Why a PEM file cannot be used; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum PemFileError {
+    #[error("cannot read {}: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not PEM: {source}", file.display())]
+    Pem { file: PathBuf, source: pem::Error },
+    #[error("{} holds no certificate (a PEM \"CERTIFICATE\" block)", file.display())]
+    NoCertificate { file: PathBuf },
+}
+
+pub fn read(file: &Path) -> Result<Vec<u8>, PemFileError> {
+    std::fs::read(file).map_err(|source| PemFileError::Read {
+        file: file.to_owned(),
+        source,
+    })
+}
+
+/// The file's certificates in order; at least one.
+pub fn certificates(file: &Path) -> Result<Vec<CertificateDer<'static>>, PemFileError> {
+    let pem = read(file)?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| PemFileError::Pem {
+            file: file.to_owned(),
+            source,
+        })?;
+    if certificates.is_empty() {
+        return Err(PemFileError::NoCertificate {
+            file: file.to_owned(),
+        });
+    }
+    Ok(certificates)
+}
