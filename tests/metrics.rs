@@ -413,3 +413,48 @@ fn calls(m: &Scrape, [route, plugin]: [(&str, &str); 2], hook: &str) -> Option<f
         &[route, plugin, ("hook", hook)],
     )
 }
+
+/// Sends `request` on a connection of its own and reads until the server closes it: what came back.
+fn raw_exchange(weir: &Weir, request: &[u8]) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(weir.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream.write_all(request).expect("the request");
+    let mut answer = Vec::new();
+    // A reset after the answer, as hyper closes with bytes of the request unread, ends it too.
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Requests hyper's parser refuses (RFC 9112 syntax: a field line without a colon; a head past the read
+/// buffer) never reach the proxy's code, yet are answered, counted with the unrouted requests and logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_the_parser_refuses_are_counted_and_logged() {
+    let a = upstream("a").await;
+    let weir = Weir::start(&config(a, closed_port(), "one", false));
+    let no_colon = raw_exchange(
+        &weir,
+        b"GET /open/x HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n",
+    );
+    assert!(no_colon.starts_with("HTTP/1.1 400 "), "{no_colon}");
+    let mut huge = b"GET /open/x HTTP/1.1\r\nHost: a\r\nx-big: ".to_vec();
+    huge.resize(huge.len() + (200 << 10), b'a');
+    huge.extend_from_slice(b"\r\n\r\n");
+    let too_large = raw_exchange(&weir, &huge);
+    assert!(too_large.starts_with("HTTP/1.1 431 "), "{too_large}");
+    let good = get(&weir.url("/open/x")).await;
+    assert_eq!(good.status, 200);
+
+    let m = scrape_after(&weir, 3).await;
+    assert_eq!(m.requests("", "4xx"), 2.0);
+    assert_eq!(m.requests("open", "2xx"), 1.0);
+    assert_eq!(m.total_requests(), 3.0);
+    assert!(
+        weir.wait_for_record(&["refused a malformed request", "status=400"])
+            && weir.wait_for_record(&["refused a malformed request", "status=431"]),
+        "{}",
+        weir.log()
+    );
+}

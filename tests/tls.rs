@@ -11,26 +11,7 @@ mod support;
 use std::process::{Command, Output};
 
 use pki::Pki;
-use rcgen::{CertificateParams, DnType, KeyPair};
 use support::{Weir, check, golden, report, upstream};
-
-/// Leaves of the test's own CA.
-impl Pki {
-    /// Writes a leaf for `name` whose subject's CN is `cn` (so a test can tell two of one name apart).
-    fn leaf(&self, name: &str, cn: &str) {
-        let key = KeyPair::generate().expect("a leaf key");
-        let mut params = CertificateParams::new(vec![name.to_owned()]).expect("leaf params");
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let cert = params.signed_by(&key, &self.ca).expect("the leaf");
-        std::fs::write(self.path(&format!("{cn}.pem")), cert.pem()).expect("write the leaf");
-        std::fs::write(self.path(&format!("{cn}.key")), key.serialize_pem())
-            .expect("write the key");
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.dir.path().join(file).display().to_string()
-    }
-}
 
 /// `a.test` by default, `b.test` by SNI; `/chain` runs a plugin, `/` forwards with an empty chain.
 fn config(pki: &Pki, upstream: std::net::SocketAddr, b_cn: &str) -> String {

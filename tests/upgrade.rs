@@ -1,8 +1,11 @@
 //! SIGUSR2 upgrades the binary without downtime: the running Weir starts a new one on the same command
 //! line, hands it the listening sockets, and drains and exits 0 once the new one serves; a new process that
 //! fails to start leaves the old one serving. Under continuous load, on kept-alive and on new connections,
-//! not one request fails.
+//! not one request fails; over a TLS listener, not one handshake either, and the new process presents the
+//! same certificate.
 
+#[path = "support/pki.rs"]
+mod pki;
 mod support;
 
 use std::path::Path;
@@ -14,8 +17,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use pki::Pki;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use support::raw::{Plan, When, exchange};
 use support::*;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsConnector;
 
 /// The process an upgrade started. Its parent, the Weir the test started, exits after the upgrade; this
 /// test process is made a child subreaper, so that it adopts the new one then and can wait for it.
@@ -127,10 +135,65 @@ impl Tally {
     }
 }
 
-async fn open(addr: std::net::SocketAddr) -> Result<SendRequest<Empty<Bytes>>, String> {
+/// The load's side of a TLS listener: it trusts the test CA alone, and takes only the one leaf the config
+/// names, so that a process serving some other certificate fails the load rather than passing unseen.
+struct Tls {
+    connector: TlsConnector,
+    leaf: CertificateDer<'static>,
+}
+
+impl Tls {
+    /// For the leaf `pki` wrote for `a.test` as `{cn}.pem`.
+    fn new(pki: &Pki, cn: &str) -> Tls {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::clone(pki.ca.der()))
+            .expect("the test CA");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Tls {
+            connector: TlsConnector::from(Arc::new(config)),
+            leaf: CertificateDer::from_pem_file(pki.path(&format!("{cn}.pem"))).expect("the leaf"),
+        }
+    }
+}
+
+async fn open(
+    addr: std::net::SocketAddr,
+    tls: Option<&Tls>,
+) -> Result<SendRequest<Empty<Bytes>>, String> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    let Some(tls) = tls else {
+        return http1_on(stream).await;
+    };
+    let name = ServerName::try_from("a.test").expect("a server name");
+    let stream = tls
+        .connector
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    if stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        != Some(&tls.leaf)
+    {
+        return Err("the server presented another certificate".into());
+    }
+    http1_on(stream).await
+}
+
+async fn http1_on<S>(stream: S) -> Result<SendRequest<Empty<Bytes>>, String>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let (sender, connection) = http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("handshake: {e}"))?;
@@ -155,7 +218,12 @@ async fn one(sender: &mut SendRequest<Empty<Bytes>>, close: bool) -> Result<u16,
 /// Requests one after another on one connection, kept alive; when the proxy closes it, a new one, as a
 /// pooling client does. A request sent on a kept-alive connection that closed before any answer came is
 /// sent again on a new one; anything else that goes wrong is a failure.
-async fn kept_alive(addr: std::net::SocketAddr, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+async fn kept_alive(
+    addr: std::net::SocketAddr,
+    tls: Option<Arc<Tls>>,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) {
     let mut kept: Option<SendRequest<Empty<Bytes>>> = None;
     while !stop.load(Ordering::Relaxed) {
         if let Some(mut sender) = kept.take()
@@ -180,7 +248,7 @@ async fn kept_alive(addr: std::net::SocketAddr, stop: Arc<AtomicBool>, tally: Ar
                 }
             }
         }
-        match open(addr).await {
+        match open(addr, tls.as_deref()).await {
             Ok(mut sender) => match one(&mut sender, false).await {
                 Ok(200) => {
                     tally.ok.fetch_add(1, Ordering::Relaxed);
@@ -201,9 +269,14 @@ fn is_reset(e: &hyper::Error) -> bool {
 }
 
 /// A new connection for every request.
-async fn fresh(addr: std::net::SocketAddr, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+async fn fresh(
+    addr: std::net::SocketAddr,
+    tls: Option<Arc<Tls>>,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) {
     while !stop.load(Ordering::Relaxed) {
-        let outcome = match open(addr).await {
+        let outcome = match open(addr, tls.as_deref()).await {
             Ok(mut sender) => one(&mut sender, true)
                 .await
                 .map_err(|e| format!("new connection: {e:?}")),
@@ -235,6 +308,26 @@ fn wait_for_answers(tally: &Tally, from: u64, more: u64) {
 
 #[test]
 fn an_upgrade_under_load_fails_no_request() {
+    upgrade_under_load("", None);
+}
+
+/// The new process reads the certificates from the config as it starts, before it takes the sockets over:
+/// every handshake across the upgrade passes against the test CA and gets the same leaf.
+#[test]
+fn an_upgrade_over_tls_fails_no_request_and_keeps_the_certificate() {
+    let pki = Pki::new();
+    pki.leaf("a.test", "a");
+    let listener = format!(
+        "[server.tls]\ncert = \"{}\"\nkey = \"{}\"",
+        pki.path("a.pem"),
+        pki.path("a.key")
+    );
+    upgrade_under_load(&listener, Some(Arc::new(Tls::new(&pki, "a"))));
+}
+
+/// Weir with `server` lines added to the config, under load from kept-alive and new connections (over
+/// `tls` if given), is upgraded: the old process exits 0, the new one serves on, and no request fails.
+fn upgrade_under_load(server: &str, tls: Option<Arc<Tls>>) {
     adopt_orphans();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -242,7 +335,7 @@ fn an_upgrade_under_load_fails_no_request() {
         .build()
         .expect("runtime");
     let upstream = runtime.block_on(upstream("a"));
-    let mut weir = Weir::start(&config(upstream, ""));
+    let mut weir = Weir::start(&config(upstream, server));
     let admin = weir.admin.expect("admin");
     let pid_file = weir.config_file().with_file_name("weir.pid");
     assert_eq!(pid_in(&pid_file), i32::try_from(weir.pid()).ok());
@@ -251,11 +344,11 @@ fn an_upgrade_under_load_fails_no_request() {
     let tally = Arc::new(Tally::default());
     let load: Vec<_> = (0..8)
         .map(|i| {
-            let (stop, tally) = (stop.clone(), tally.clone());
+            let (tls, stop, tally) = (tls.clone(), stop.clone(), tally.clone());
             if i % 2 == 0 {
-                runtime.spawn(kept_alive(weir.addr, stop, tally))
+                runtime.spawn(kept_alive(weir.addr, tls, stop, tally))
             } else {
-                runtime.spawn(fresh(weir.addr, stop, tally))
+                runtime.spawn(fresh(weir.addr, tls, stop, tally))
             }
         })
         .collect();

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-use crate::config::{ConfigErrors, ConfigFile, Source};
+use crate::config::{ConfigErrors, ConfigFile, ServerConfig, Source};
 use crate::load;
 use crate::proxy::Proxy;
 use crate::sandbox::Sandbox;
@@ -177,7 +177,41 @@ impl Control {
 /// What a new config changes that the running process cannot take without a restart: the sockets, the
 /// runtime and the sandbox are made once, at start.
 fn restart_only_changes(old: &ConfigFile, new: &ConfigFile, sandbox_slots: u32) -> Vec<String> {
-    let (o, n) = (&old.server, &new.server);
+    // Every field named, none left to `..`: a field added to `ServerConfig` does not compile here until it
+    // is put on one side or the other, rather than becoming live by omission.
+    let ServerConfig {
+        listen,
+        workers,
+        max_instances,
+        max_plugin_memory,
+        concurrency_support,
+        cache_dir,
+        plugin_dir,
+        log_level,
+        shutdown_timeout,
+        max_request_head,
+        max_request_target,
+        header_read_timeout,
+        keepalive_timeout,
+        send_timeout,
+        max_connections,
+        max_request_headers,
+        pid_file,
+        watch_config,
+        tls,
+        // Live: each request reads them from the generation it started on.
+        access_log: _,
+        escaped_slashes: _,
+        merge_slashes: _,
+        forwarded: _,
+        plugin_headers: _,
+        plugin_header_bytes: _,
+        context_keys: _,
+        context_bytes: _,
+        plugin_log_bytes: _,
+        client_body_timeout: _,
+    } = &old.server;
+    let n = &new.server;
     let mut changes = Vec::new();
     let mut check = |field: &str, same: bool| {
         if !same {
@@ -186,45 +220,45 @@ fn restart_only_changes(old: &ConfigFile, new: &ConfigFile, sandbox_slots: u32) 
             ));
         }
     };
-    check("listen", o.listen == n.listen);
-    check("workers", o.workers == n.workers);
-    check("max_instances", o.max_instances == n.max_instances);
+    check("listen", *listen == n.listen);
+    check("workers", *workers == n.workers);
+    check("max_instances", *max_instances == n.max_instances);
     check(
         "max_plugin_memory",
-        o.max_plugin_memory == n.max_plugin_memory,
+        *max_plugin_memory == n.max_plugin_memory,
     );
     check(
         "concurrency_support",
-        o.concurrency_support == n.concurrency_support,
+        *concurrency_support == n.concurrency_support,
     );
-    check("cache_dir", o.cache_dir == n.cache_dir);
-    check("plugin_dir", o.plugin_dir == n.plugin_dir);
-    check("log_level", o.log_level == n.log_level);
-    check("shutdown_timeout", o.shutdown_timeout == n.shutdown_timeout);
-    check("max_request_head", o.max_request_head == n.max_request_head);
+    check("cache_dir", *cache_dir == n.cache_dir);
+    check("plugin_dir", *plugin_dir == n.plugin_dir);
+    check("log_level", *log_level == n.log_level);
+    check("shutdown_timeout", *shutdown_timeout == n.shutdown_timeout);
+    check("max_request_head", *max_request_head == n.max_request_head);
     check(
         "max_request_target",
-        o.max_request_target == n.max_request_target,
+        *max_request_target == n.max_request_target,
     );
     // The server's connection settings are read once, when it starts serving.
     check(
         "header_read_timeout",
-        o.header_read_timeout == n.header_read_timeout,
+        *header_read_timeout == n.header_read_timeout,
     );
     check(
         "keepalive_timeout",
-        o.keepalive_timeout == n.keepalive_timeout,
+        *keepalive_timeout == n.keepalive_timeout,
     );
-    check("send_timeout", o.send_timeout == n.send_timeout);
-    check("max_connections", o.max_connections == n.max_connections);
+    check("send_timeout", *send_timeout == n.send_timeout);
+    check("max_connections", *max_connections == n.max_connections);
     check(
         "max_request_headers",
-        o.max_request_headers == n.max_request_headers,
+        *max_request_headers == n.max_request_headers,
     );
-    check("pid_file", o.pid_file == n.pid_file);
-    check("watch_config", o.watch_config == n.watch_config);
+    check("pid_file", *pid_file == n.pid_file);
+    check("watch_config", *watch_config == n.watch_config);
     // The listener speaks TLS or not from the start; its certificates change with a reload.
-    check("tls", o.tls.is_some() == n.tls.is_some());
+    check("tls", tls.is_some() == n.tls.is_some());
     let admin = |c: &ConfigFile| c.admin.as_ref().map(|a| a.listen);
     if admin(old) != admin(new) {
         changes.push("admin, field \"listen\": changed, and only a restart applies it".into());

@@ -23,6 +23,7 @@ use crate::config::ServerConfig;
 use crate::config::limits::MAX_CONNECTIONS;
 use crate::outcome::ServedBody;
 use crate::proxy::Proxy;
+use crate::stats::RouteStats;
 use crate::tls::Https;
 use crate::websocket::{self, Tunnel};
 
@@ -142,12 +143,14 @@ pub async fn serve(
             })
         };
         let (http, draining) = (http.clone(), draining.clone());
+        // Requests hyper's parser refuses never reach a route: they are counted with the unrouted ones.
+        let unrouted = proxy.load().unrouted.clone();
         // A task apiece, not one with a branch: a task's memory is its largest state, and a connection in
         // clear would otherwise carry room for a TLS handshake and session it never has.
         let Some(tls) = tls else {
             let io = Clocked::new(stream, activity.clone(), clocks);
             tokio::spawn(async move {
-                serve_connection(&http, io, service, activity, draining, client).await;
+                serve_connection(&http, io, service, activity, draining, (client, unrouted)).await;
                 drop(held);
             });
             continue;
@@ -162,7 +165,8 @@ pub async fn serve(
                     // A 408 written in clear into the TLS stream would be garbage to the client: a timeout
                     // only closes, as on HTTP/2.
                     let io = Clocked::new(stream, activity.clone(), clocks).without_408();
-                    serve_connection(&http, io, service, activity, draining, client).await;
+                    serve_connection(&http, io, service, activity, draining, (client, unrouted))
+                        .await;
                 }
                 Ok(Err(e)) => tracing::debug!(%client, "TLS handshake failed: {e}"),
                 Err(_) => tracing::debug!(%client, "no TLS handshake within header_read_timeout"),
@@ -191,7 +195,7 @@ async fn serve_connection<I, S>(
     service: S,
     activity: Arc<Activity>,
     mut draining: watch::Receiver<bool>,
-    client: std::net::SocketAddr,
+    (client, unrouted): (std::net::SocketAddr, Arc<RouteStats>),
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<
@@ -227,8 +231,32 @@ async fn serve_connection<I, S>(
             connection.await
         }
     };
-    if let Err(e) = result {
-        tracing::debug!(%client, "connection ended with an error: {e}");
+    let Err(e) = result else { return };
+    match refused_by_parser(&*e) {
+        // hyper has answered it; nginx logs these too ("client sent invalid request").
+        Some(status) => {
+            unrouted.refused(status);
+            tracing::info!(%client, status, "refused a malformed request: {e}");
+        }
+        None => tracing::debug!(%client, "connection ended with an error: {e}"),
+    }
+}
+
+/// The status hyper's HTTP/1.1 parser answered a request it could not read with (its `on_error`), or none
+/// when the connection ended for another reason.
+fn refused_by_parser(error: &(dyn std::error::Error + 'static)) -> Option<u16> {
+    let error = error.downcast_ref::<hyper::Error>()?;
+    if error.is_parse_too_large() {
+        // hyper tells a target past its own limit from a head past the buffer only in its text.
+        Some(if error.to_string().contains("URI too long") {
+            414
+        } else {
+            431
+        })
+    } else if error.is_parse() {
+        Some(400)
+    } else {
+        None
     }
 }
 

@@ -109,11 +109,16 @@ impl Default for RouteStats {
 impl RouteStats {
     /// Counts a request that ended with `status` after `took`.
     pub fn served(&self, status: u16, took: Duration) {
+        self.refused(status);
+        self.latency.observe(took);
+    }
+
+    /// Counts a request refused by the HTTP parser: it has a status but, never read whole, no time.
+    pub fn refused(&self, status: u16) {
         let class = usize::from(status / 100).saturating_sub(1);
         if let Some(count) = self.classes.get(class) {
             count.fetch_add(1, Ordering::Relaxed);
         }
-        self.latency.observe(took);
     }
 
     /// Requests so far, by class, in the order of [`STATUS_CLASSES`].

@@ -1,6 +1,8 @@
 //! A certificate authority of a test's own (rcgen), its certificate written to `ca.pem` in a temporary
-//! directory: shared by the TLS tests of the listener (tests/tls.rs) and of upstreams (tests/upstream_tls.rs),
-//! each of which adds the leaves it needs.
+//! directory, and leaves it signs written beside it: shared by the TLS tests of the listener (tests/tls.rs,
+//! and the upgrade over TLS in tests/upgrade.rs) and of upstreams (tests/upstream_tls.rs, which adds the
+//! servers it needs).
+#![allow(dead_code, reason = "each test file uses its own part of it")]
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
@@ -21,5 +23,21 @@ impl Pki {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write ca.pem");
         Pki { ca, dir }
+    }
+
+    /// Writes a leaf for `name` whose subject's CN is `cn` (so a test can tell two of one name apart), as
+    /// `{cn}.pem` and `{cn}.key`.
+    pub fn leaf(&self, name: &str, cn: &str) {
+        let key = KeyPair::generate().expect("a leaf key");
+        let mut params = CertificateParams::new(vec![name.to_owned()]).expect("leaf params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &self.ca).expect("the leaf");
+        std::fs::write(self.path(&format!("{cn}.pem")), cert.pem()).expect("write the leaf");
+        std::fs::write(self.path(&format!("{cn}.key")), key.serialize_pem())
+            .expect("write the key");
+    }
+
+    pub fn path(&self, file: &str) -> String {
+        self.dir.path().join(file).display().to_string()
     }
 }
