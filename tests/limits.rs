@@ -164,6 +164,19 @@ fn a_head_that_does_not_come_in_time_gets_408() {
         "a client that sent nothing got {:?}",
         String::from_utf8_lossy(&seen.bytes)
     );
+    // The two late heads are logged as nginx logs them, 408; the silent connection made no request.
+    let late = "no whole request head within header_read_timeout";
+    assert!(
+        weir.wait_for_record(&[late, "status=408"]),
+        "{}",
+        weir.log()
+    );
+    assert_eq!(
+        weir.log().lines().filter(|l| l.contains(late)).count(),
+        2,
+        "{}",
+        weir.log()
+    );
 
     // A head in pieces that comes within the timeout is served.
     let pieces = connect(&weir);

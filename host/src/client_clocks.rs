@@ -41,6 +41,36 @@ use tokio::time::{Instant, Sleep};
 /// browser's preconnect) holds the drain no longer than this.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
+/// Why a clock ended its connection: the error hyper ends the connection with carries it, so the server can
+/// count a request that never came whole as nginx logs one, 408.
+#[derive(Debug, thiserror::Error)]
+pub enum Expired {
+    /// A 408 was written before the close.
+    #[error("no whole request head within header_read_timeout")]
+    Head,
+    #[error("no whole request within header_read_timeout (HTTP/2 or TLS: closed, no 408)")]
+    HeadUnanswered,
+    #[error("the client took nothing of the response within send_timeout")]
+    Send,
+}
+
+impl From<Expired> for io::Error {
+    fn from(expired: Expired) -> io::Error {
+        io::Error::new(io::ErrorKind::TimedOut, expired)
+    }
+}
+
+impl Expired {
+    /// The clock's reason in `error` or in what caused it.
+    pub fn find<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Expired> {
+        std::iter::successors(Some(error), |e| e.source()).find_map(|e| {
+            e.downcast_ref::<io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<Expired>())
+        })
+    }
+}
+
 /// The connection's timeouts, from `[server]`.
 #[derive(Debug, Clone, Copy)]
 pub struct Clocks {
@@ -262,10 +292,7 @@ impl<S> Clocked<S> {
         self.stalled = true;
         match stall.as_mut().poll(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client took nothing of the response within send_timeout",
-            ))),
+            Poll::Ready(()) => Poll::Ready(Err(Expired::Send.into())),
         }
     }
 }
@@ -337,15 +364,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Clocked<S> {
                 // client that reads nothing, and is closed without them.
                 let answer = request_timeout();
                 let _ = Pin::new(&mut this.stream).poll_write(cx, answer.as_bytes());
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no whole request head within header_read_timeout",
-                )))
+                Poll::Ready(Err(Expired::Head.into()))
             }
-            Wait::First { partial: true } | Wait::Head => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "no whole request within header_read_timeout (HTTP/2 or TLS: closed, no 408)",
-            ))),
+            Wait::First { partial: true } | Wait::Head => {
+                Poll::Ready(Err(Expired::HeadUnanswered.into()))
+            }
             // The end of the stream between requests: hyper closes the connection as if the client had.
             _ => Poll::Ready(Ok(())),
         }

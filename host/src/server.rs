@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use crate::client_clocks::{Activity, Clocked, Clocks, Tracked};
+use crate::client_clocks::{Activity, Clocked, Clocks, Expired, Tracked};
 use crate::config::ServerConfig;
 use crate::config::limits::MAX_CONNECTIONS;
 use crate::outcome::ServedBody;
@@ -232,13 +232,16 @@ async fn serve_connection<I, S>(
         }
     };
     let Err(e) = result else { return };
-    match refused_by_parser(&*e) {
+    if let Some(status) = refused_by_parser(&*e) {
         // hyper has answered it; nginx logs these too ("client sent invalid request").
-        Some(status) => {
-            unrouted.refused(status);
-            tracing::info!(%client, status, "refused a malformed request: {e}");
-        }
-        None => tracing::debug!(%client, "connection ended with an error: {e}"),
+        unrouted.refused(status);
+        tracing::info!(%client, status, "refused a malformed request: {e}");
+    } else if let Some(expired @ (Expired::Head | Expired::HeadUnanswered)) = Expired::find(&*e) {
+        // A request begun and never finished: nginx logs it as 408 whether or not it answered.
+        unrouted.refused(408);
+        tracing::info!(%client, status = 408, "{expired}");
+    } else {
+        tracing::debug!(%client, "connection ended with an error: {e}");
     }
 }
 
