@@ -156,9 +156,9 @@ async fn an_h2_request_body_streams_through_body_hooks_within_its_limit() {
     assert!(weir.wait_for_log("POST /small 413"), "no 413 logged");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trailers_follow_what_body_hooks_made_of_the_data_both_ways() {
-    // An h2c endpoint that answers with the request's body and its trailers.
+/// Weir in front of an h2c endpoint that answers with the request's body and its trailers, `plugin` on the
+/// route.
+fn trailers_echo(plugin: &str) -> (Endpoint, Weir) {
     let endpoint = Endpoint::start(
         "t",
         Behaviour {
@@ -170,8 +170,13 @@ async fn trailers_follow_what_body_hooks_made_of_the_data_both_ways() {
         "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.t]\nurl = \"{}\"\nhttp2 = true\n\
          [[routes]]\nupstream = \"t\"\n{}",
         endpoint.url(),
-        fixture(r#"mode = "body-upper""#)
+        fixture(plugin)
     ));
+    (endpoint, weir)
+}
+
+/// POSTs `hello` with an `x-checksum` trailer over h2c: the answer's body, and its `x-checksum` trailer.
+async fn post_with_a_trailer(weir: &Weir) -> (Bytes, Option<HeaderValue>) {
     let tcp = tokio::net::TcpStream::connect(weir.addr)
         .await
         .expect("connect");
@@ -192,15 +197,37 @@ async fn trailers_follow_what_body_hooks_made_of_the_data_both_ways() {
         .collect()
         .await
         .expect("the body and its trailers");
+    let checksum = got.trailers().and_then(|t| t.get("x-checksum")).cloned();
+    (got.to_bytes(), checksum)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_follow_what_body_hooks_made_of_the_data_both_ways() {
+    let (_endpoint, weir) = trailers_echo(r#"mode = "body-upper""#);
     // Up through the request's hook, back through the response's: the data upper-cased, the trailers
     // never seen by the plugin.
+    let (body, checksum) = post_with_a_trailer(&weir).await;
     assert_eq!(
-        got.trailers().and_then(|t| t.get("x-checksum")),
-        Some(&HeaderValue::from_static("sha256-abc")),
+        checksum,
+        Some(HeaderValue::from_static("sha256-abc")),
         "{}",
         weir.log()
     );
-    assert_eq!(got.to_bytes(), "HELLO");
+    assert_eq!(body, "HELLO");
+}
+
+/// A plugin that reads the request body whole (`read-body`) sees its data; the trailers still go upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_a_plugin_reads_whole_keeps_its_trailers() {
+    let (_endpoint, weir) = trailers_echo(r#"mode = "read-body""#);
+    let (body, checksum) = post_with_a_trailer(&weir).await;
+    assert_eq!(
+        checksum,
+        Some(HeaderValue::from_static("sha256-abc")),
+        "{}",
+        weir.log()
+    );
+    assert_eq!(body, "hello");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -38,6 +39,8 @@ pub enum ProxyBody {
     /// A body that failed while a plugin read it: it fails again for whoever reads on, so the request
     /// fails as the client's fault and no upstream gets a body cut short as if it were whole.
     Failed(Option<BoxError>),
+    /// The trailers of a body a plugin read whole, after its data.
+    Trailers(Option<HeaderMap>),
 }
 
 impl ProxyBody {
@@ -48,6 +51,17 @@ impl ProxyBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         let bytes = bytes.into();
         ProxyBody::Full((!bytes.is_empty()).then_some(bytes))
+    }
+
+    /// A body read whole, to go on as it came: its data, then its trailers if it had any.
+    pub fn whole(Whole { data, trailers }: Whole) -> Self {
+        match trailers {
+            None => ProxyBody::full(data),
+            Some(trailers) => ProxyBody::Prefixed(
+                (!data.is_empty()).then_some(data),
+                Box::new(ProxyBody::Trailers(Some(trailers))),
+            ),
+        }
     }
 
     /// The client's request body, bounded when the route sets a limit, and ended with
@@ -246,6 +260,12 @@ impl Body for UpstreamBody {
     }
 }
 
+/// A body read whole: what a plugin sees, and the trailers that follow it upstream.
+pub struct Whole {
+    pub data: Bytes,
+    pub trailers: Option<HeaderMap>,
+}
+
 /// Reads `body` whole for a plugin (`read-body`) when it holds at most `limit` bytes and the route allows
 /// it. Otherwise says why, and gives back the body to go on with: prefixed with what was read when it is
 /// only over the plugin's limit (it still goes upstream whole), failing again for whoever reads on when
@@ -253,16 +273,24 @@ impl Body for UpstreamBody {
 pub async fn read_whole(
     mut body: ProxyBody,
     limit: usize,
-) -> Result<Bytes, (BodyError, ProxyBody)> {
+) -> Result<Whole, (BodyError, ProxyBody)> {
     use http_body_util::BodyExt;
     let limit = limit.min(body.route_limit());
     let mut read = bytes::BytesMut::new();
+    let mut trailers = None;
     loop {
         match body.frame().await {
-            None => return Ok(read.freeze()),
+            None => {
+                return Ok(Whole {
+                    data: read.freeze(),
+                    trailers,
+                });
+            }
             Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    read.extend_from_slice(&data);
+                match frame.into_data() {
+                    Ok(data) => read.extend_from_slice(&data),
+                    // Trailers come last: kept for the upstream, as a streamed body would carry them.
+                    Err(frame) => trailers = frame.into_trailers().ok(),
                 }
                 if read.len() > limit {
                     let kept = ProxyBody::Prefixed(Some(read.freeze()), Box::new(body));
@@ -302,6 +330,9 @@ impl Body for ProxyBody {
                 None => Pin::new(rest.as_mut()).poll_frame(cx),
             },
             ProxyBody::Failed(error) => Poll::Ready(error.take().map(Err)),
+            ProxyBody::Trailers(trailers) => {
+                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
+            }
         }
     }
 
@@ -313,6 +344,7 @@ impl Body for ProxyBody {
             ProxyBody::Channel(_) => false,
             ProxyBody::Prefixed(head, rest) => head.is_none() && rest.is_end_stream(),
             ProxyBody::Failed(error) => error.is_none(),
+            ProxyBody::Trailers(trailers) => trailers.is_none(),
         }
     }
 
@@ -324,6 +356,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(body) => body.size_hint(),
             ProxyBody::Request(body) => body.size_hint(),
             ProxyBody::Channel(_) | ProxyBody::Failed(_) => SizeHint::default(),
+            ProxyBody::Trailers(_) => SizeHint::with_exact(0),
             ProxyBody::Prefixed(head, rest) => {
                 let head = head.as_ref().map_or(0, |b| b.len() as u64);
                 let rest = rest.size_hint();

@@ -165,9 +165,10 @@ impl request::Host for HostState {
         self.waited_on_host = true;
         let ex = self.exchange()?;
         Ok(match read {
-            Ok(bytes) => {
-                ex.body = Some(ProxyBody::full(bytes.clone()));
-                Ok(bytes.to_vec())
+            Ok(whole) => {
+                let data = whole.data.to_vec();
+                ex.body = Some(ProxyBody::whole(whole));
+                Ok(data)
             }
             Err((error, kept)) => {
                 ex.body = Some(kept);
