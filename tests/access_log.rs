@@ -140,6 +140,24 @@ async fn json_lines_carry_every_field() {
 
 /// A client that leaves while a plugin works gets its line when the handler is dropped: 499, as nginx
 /// logs it, with the time the abandoned call took.
+/// A token a client puts in the query (RFC 6750 §2.3) reaches the upstream, not the log file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_query_values_are_redacted_in_the_log_only() {
+    let a = upstream("a").await;
+    let weir = Weir::start(&config(a, "access_log = \"json\""));
+    let sent = "/echo/x?access_token=eyJ.s3cret.sig&page=2";
+    let reply = get(&weir.url(sent)).await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.text().contains("access_token=eyJ.s3cret.sig"),
+        "the upstream gets the query as sent: {}",
+        reply.text()
+    );
+    let line = line_for(&weir, "/echo/x?access_token=<redacted>&page=2");
+    assert_eq!(line["status"], 200);
+    assert!(!weir.log().contains("s3cret"), "{}", weir.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_gone_before_the_answer_is_499() {
     use std::io::Write;

@@ -19,6 +19,7 @@ use crate::access_log::{self, Line, Tally};
 use crate::body::{BoxError, ProxyBody};
 use crate::config::AccessLog;
 use crate::proxy::Route;
+use crate::redact;
 use crate::stats::RouteStats;
 use crate::upstream::Upstream;
 
@@ -130,7 +131,7 @@ impl Drop for Trace {
             time: SystemTime::now(),
             client: access.client,
             method: access.method.as_str(),
-            target: &access.target,
+            target: &redact::target(&access.target),
             path: access.path.as_ref().map(Uri::path),
             route: access.route.as_deref(),
             upstream: access.upstream.as_deref(),

@@ -1,6 +1,11 @@
-//! The running config as the admin listener shows it: every secret replaced, so that `/config` can be
-//! read by whoever may read metrics without handing out keys, tokens or password hashes.
+//! Secrets kept out of what Weir shows: the running config as the admin listener's `/config` gives it, so
+//! that whoever may read metrics is not handed keys, tokens or password hashes; and the query of a request
+//! target in the access log, where a token a client put in the URL (RFC 6750 §2.3's `access_token`, a
+//! presigned URL's credential) would otherwise be kept in every log file.
 
+use std::borrow::Cow;
+
+use http::Uri;
 use toml::{Table, Value};
 
 /// What a redacted value reads.
@@ -8,7 +13,7 @@ pub const REDACTED: &str = "<redacted>";
 
 /// Key names under which every value is a secret, matched as parts of the name (`jwt_secret`,
 /// `x-api-key`, `tokens`). Plugins' configs are free-form, so names are what there is to go on.
-const SECRET_NAMES: [&str; 13] = [
+const SECRET_NAMES: [&str; 14] = [
     "secret",
     "password",
     "passwd",
@@ -22,6 +27,7 @@ const SECRET_NAMES: [&str; 13] = [
     "api_key",
     "authorization",
     "cookie",
+    "signature",
 ];
 
 /// Values that are secrets whatever their key is called: password hashes and PEM keys.
@@ -39,13 +45,44 @@ pub fn config(text: &str) -> String {
     }
 }
 
+/// A name that says its value is a secret.
+fn secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_NAMES.iter().any(|s| name.contains(s))
+}
+
+/// The request target as the access log writes it: the value of each query parameter whose name says it is
+/// a secret replaced. Names are matched as they were sent, not percent-decoded: a client that encodes a
+/// parameter's name hides it from this, as from most upstreams.
+pub fn target(uri: &Uri) -> Cow<'_, str> {
+    let whole = match (uri.scheme(), uri.path_and_query()) {
+        (None, Some(origin_form)) => Cow::Borrowed(origin_form.as_str()),
+        _ => Cow::Owned(uri.to_string()),
+    };
+    let Some((before, query)) = whole.split_once('?') else {
+        return whole;
+    };
+    let secret = |param: &str| {
+        param
+            .split_once('=')
+            .is_some_and(|(name, _)| secret_name(name))
+    };
+    if !query.split('&').any(secret) {
+        return whole;
+    }
+    let query: Vec<Cow<'_, str>> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some((name, _)) if secret_name(name) => Cow::Owned(format!("{name}={REDACTED}")),
+            _ => Cow::Borrowed(param),
+        })
+        .collect();
+    Cow::Owned(format!("{before}?{}", query.join("&")))
+}
+
 fn redact_table(table: &mut Table, secret: bool) {
     for (key, value) in table.iter_mut() {
-        let name = key.to_ascii_lowercase();
-        redact(
-            value,
-            secret || SECRET_NAMES.iter().any(|s| name.contains(s)),
-        );
+        redact(value, secret || secret_name(key));
     }
 }
 
@@ -84,6 +121,30 @@ pub fn url_without_password(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_query_values_leave_the_logged_target() {
+        let cases = [
+            ("/a?q=1", "/a?q=1"),
+            ("/a", "/a"),
+            (
+                "/a?access_token=eyJ.x.y&page=2",
+                "/a?access_token=<redacted>&page=2",
+            ),
+            (
+                "/s3?X-Amz-Credential=AK%2F1&X-Amz-Signature=ab12&x=1",
+                "/s3?X-Amz-Credential=<redacted>&X-Amz-Signature=<redacted>&x=1",
+            ),
+            ("/a?password", "/a?password"),
+            (
+                "http://h.test/a?api_key=k&b",
+                "http://h.test/a?api_key=<redacted>&b",
+            ),
+        ];
+        for (sent, logged) in cases {
+            assert_eq!(target(&Uri::from_static(sent)), logged, "{sent}");
+        }
+    }
 
     #[test]
     fn secrets_go_and_the_rest_stays() {
