@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use support::raw::parse_responses;
+use support::raw::{parse_responses, read_until_closed};
 use support::*;
 
 /// Routes over one upstream: `/plain` with no plugin (the body streams straight through), `/noop` with a
@@ -289,22 +289,10 @@ fn a_client_that_reads_nothing_is_cut_after_send_timeout() {
         stream.write_all(request.as_bytes()).expect("the request");
         // The response fills the socket buffers, and Weir's writes find no room for 2 s.
         std::thread::sleep(Duration::from_secs(2));
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        let mut buf = vec![0; 64 << 10];
-        let mut taken = 0;
-        let ended = loop {
-            match stream.read(&mut buf) {
-                Ok(0) => break true,
-                Ok(n) => taken += n,
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => break true,
-                // Still open, with nothing more coming: not cut.
-                Err(_) => break false,
-            }
-        };
+        let seen = read_until_closed(&stream, Duration::from_secs(10));
+        let taken = seen.bytes.len();
         assert!(
-            ended,
+            seen.closed,
             "{path}: the connection is still open after {taken} bytes"
         );
         assert!(
