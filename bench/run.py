@@ -43,6 +43,10 @@ FULL = "weir, full chain (jwt HS256 + path-rewrite + headers)"
 # The sweep's top, proxied without plugins by both: what 1,024 connections cost a proxy on this machine.
 NGINX_WIDE = "nginx proxy_pass, 1,024 connections"
 EMPTY_WIDE = "weir, empty chain, 1,024 connections"
+# The same, the upstream holding each endpoint to 128 requests in flight (its connections) with the rest queued.
+CAP = "max_requests = 128\n"
+EMPTY_WIDE_CAP = "weir, empty chain, 1,024 connections, max_requests = 128"
+FIVE_WIDE_CAP = "weir, five-plugin chain, 1,024 connections, max_requests = 128"
 JWT_HS = "weir + jwt-auth HS256"
 NGINX_AUTH = "nginx + auth_request (native HS256 verifier)"
 GZIP = "weir + gzip level 6 (64 KiB text)"
@@ -200,8 +204,9 @@ def mint_tokens(work):
     return hs, rs, public_pem
 
 
-def weir_config(upstream_port, chain, extra_server=""):
-    """`extra_server` ends the `[server]` table, so it may also open a table of its own (`[store]`)."""
+def weir_config(upstream_port, chain, extra_server="", extra_upstream=""):
+    """`extra_server` ends the `[server]` table, so it may also open a table of its own (`[store]`);
+    `extra_upstream` ends the upstream's."""
     return f"""[server]
 listen = "127.0.0.1:{{port}}"
 workers = 1
@@ -210,7 +215,7 @@ log_level = "warn"
 {extra_server}
 [upstreams.u]
 url = "http://127.0.0.1:{upstream_port}"
-
+{extra_upstream}
 [[routes]]
 upstream = "u"
 {chain}
@@ -352,11 +357,12 @@ def start_proxy(row, index, fixture, port):
         # auth_request hands the JWT check Weir does in-process to the verifier: its CPU is part of the cost.
         helpers = [("verifier", fixture.verifier)] if row.spec == "auth" else []
         return proxy, [("nginx", proxy)] + helpers
-    extra, chain = "", row.spec
+    extra, chain, extra_upstream = "", row.spec, ""
     if isinstance(chain, tuple):
-        extra, chain = chain
+        extra, chain, *rest = chain
+        extra_upstream = "".join(rest)
     conf = fixture.work / f"weir-{index}.toml"
-    conf.write_text(weir_config(fixture.upstream_port, chain, extra).replace("{port}", str(port)))
+    conf.write_text(weir_config(fixture.upstream_port, chain, extra, extra_upstream).replace("{port}", str(port)))
     proxy = Process([str(BIN / "weir"), "run", "-c", str(conf)], 0, fixture.work / f"weir-{index}.log")
     return proxy, [("weir", proxy)]
 
@@ -485,6 +491,8 @@ def main():
         # h2load offers h2.
         Row(NGINX_WIDE, "nginx", "proxy", "/json", [], SWEEP_CONNECTIONS[-1]),
         Row(EMPTY_WIDE, "weir", "", "/json", [], SWEEP_CONNECTIONS[-1]),
+        Row(EMPTY_WIDE_CAP, "weir", ("", "", CAP), "/json", [], SWEEP_CONNECTIONS[-1]),
+        Row(FIVE_WIDE_CAP, "weir", ("", five, CAP), "/api/json", [token_ok], SWEEP_CONNECTIONS[-1]),
         Row(TLS_NGINX, "nginx", "tls", "/json", [], args.connections, "https"),
         Row(TLS_WEIR, "weir", (tls, ""), "/json", [], args.connections, "https"),
         Row(H2_NGINX, "nginx", "tls", "/json", [], args.connections, "h2"),
@@ -621,7 +629,8 @@ def targets(by_name):
     failed_requests = None if high["non_2xx"] is None else high["non_2xx"] + sum(high["socket_errors"].values())
     checks = [
         ("non-2xx + socket errors at 1,024 connections, default settings", failed_requests, "=", 0, "{}"),
-        ("peak RSS at 1,024 connections, MB", high["peak_rss_mb"], "≤", 64, "{:.1f}"),
+        ("peak RSS at 1,024 connections, default settings, MB", high["peak_rss_mb"], "≤", 64, "{:.1f}"),
+        ("peak RSS at 1,024 connections, upstream max_requests = 128, MB", by_name.get(FIVE_WIDE_CAP, {}).get("peak_rss_mb"), "≤", 64, "{:.1f}"),
         ("2xx req/s at 1,024 connections vs at 64", ratio(high, low, "ok_rps"), "≥", 0.9, "{:.2f}"),
         ("empty chain vs nginx proxy_pass at 1,024 connections, CPU per request", cpu(EMPTY_WIDE, NGINX_WIDE), "≤", 1.0, "{:.2f}"),
         ("empty chain vs nginx proxy_pass, CPU per request", cpu(EMPTY, NGINX), "≤", 1.0, "{:.2f}"),

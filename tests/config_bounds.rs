@@ -325,7 +325,12 @@ fn server_fields() {
 fn upstream_fields() {
     use Table::Upstream;
     let mut cases = Vec::new();
-    for field in ["connect_timeout", "timeout", "read_timeout"] {
+    for field in [
+        "connect_timeout",
+        "timeout",
+        "read_timeout",
+        "queue_timeout",
+    ] {
         let refused = Refused("upstream \"a\", ", field);
         cases.extend([
             case(Upstream, format!("{field} = \"0s\""), refused),
@@ -341,6 +346,13 @@ fn upstream_fields() {
             ),
         ]);
     }
+    let refused = Refused("upstream \"a\", ", "max_requests");
+    cases.extend([
+        case(Upstream, "max_requests = 0", refused),
+        case(Upstream, "max_requests = 1", Serves),
+        case(Upstream, "max_requests = 1048576", Serves),
+        case(Upstream, "max_requests = 1048577", refused),
+    ]);
     assert_all(cases);
 }
 

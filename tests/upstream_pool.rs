@@ -374,3 +374,74 @@ async fn health_checks_take_a_failing_endpoint_out_and_stop_with_their_generatio
     .await;
     assert_eq!(sick.hits("/health"), old, "the old generation still checks");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_requests_holds_an_endpoint_to_its_cap_and_the_rest_wait_their_turn() {
+    let slow = Endpoint::start(
+        "slow",
+        Behaviour {
+            delay: Duration::from_millis(150),
+            ..Behaviour::default()
+        },
+    );
+    let weir = Weir::start(&config(
+        &urls(&[&slow]),
+        "max_requests = 2\nqueue_timeout = \"30s\"\n",
+    ));
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let url = weir.url("/x");
+        clients.push(tokio::spawn(async move { get(&url).await.status }));
+    }
+    for client in clients {
+        assert_eq!(client.await.expect("a client"), StatusCode::OK);
+    }
+    let took = started.elapsed();
+    assert_eq!(slow.requests(), 8);
+    assert_eq!(slow.peak_in_flight(), 2, "the endpoint's most at once");
+    // Eight requests of 150 ms, two at a time: four rounds.
+    assert!(took >= Duration::from_millis(590), "all eight in {took:?}");
+    let queued = weir
+        .metric("weir_upstream_queued", &[("upstream", "a")])
+        .await;
+    assert_eq!(queued, Some(0.0), "nobody is left in line");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_waits_past_queue_timeout_gets_503_and_the_one_in_flight_is_served() {
+    let slow = Endpoint::start(
+        "slow",
+        Behaviour {
+            delay: Duration::from_millis(1500),
+            ..Behaviour::default()
+        },
+    );
+    let weir = Weir::start(&config(
+        &urls(&[&slow]),
+        "max_requests = 1\nqueue_timeout = \"200ms\"\n",
+    ));
+    let url = weir.url("/first");
+    let first = tokio::spawn(async move { get(&url).await.status });
+    // The first holds the only place once it reached the endpoint.
+    until("the first request reaches the endpoint", async || {
+        slow.requests() == 1
+    })
+    .await;
+    let started = Instant::now();
+    let second = get(&weir.url("/second")).await;
+    let waited = started.elapsed();
+    assert_eq!(second.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(second.text(), "upstream busy, try again\n");
+    assert!(
+        waited >= Duration::from_millis(190) && waited < Duration::from_millis(1400),
+        "answered after {waited:?}"
+    );
+    assert_eq!(first.await.expect("the first"), StatusCode::OK);
+    assert_eq!(slow.hits("/second"), 0, "the refused request never went");
+    let timeouts = weir
+        .metric("weir_upstream_queue_timeouts_total", &[("upstream", "a")])
+        .await;
+    assert_eq!(timeouts, Some(1.0));
+    assert!(weir.wait_for_log("busy: no place free among its max_requests"));
+}

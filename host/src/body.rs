@@ -22,6 +22,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::access_log::Tally;
 use crate::plugin::bindings::weir::plugin::request::BodyError;
+use crate::upstream::Place;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -94,11 +95,17 @@ impl ProxyBody {
 
     /// The response body of upstream `upstream`, cut with [`UpstreamBodyTimeout`] when the upstream sends
     /// nothing for `idle`.
-    pub fn upstream(body: Incoming, idle: Duration, upstream: Arc<str>) -> Self {
+    pub fn upstream(
+        body: Incoming,
+        idle: Duration,
+        upstream: Arc<str>,
+        place: Option<Place>,
+    ) -> Self {
         ProxyBody::Upstream(UpstreamBody {
             inner: body,
             idle: IdleTimer::new(idle),
             upstream,
+            _place: place,
         })
     }
 }
@@ -223,6 +230,8 @@ pub struct UpstreamBody {
     inner: Incoming,
     idle: IdleTimer,
     upstream: Arc<str>,
+    /// The endpoint's place among its `max_requests`, given back when the body is dropped.
+    _place: Option<Place>,
 }
 
 impl Body for UpstreamBody {

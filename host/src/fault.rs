@@ -132,6 +132,14 @@ pub fn report(fault: &Fault<'_>) -> (StatusCode, Cow<'static, str>) {
             tracing::warn!("{e}");
             (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n".into())
         }
+        // Overload, not a broken upstream: 503, which a client may try again (RFC 9110 §15.6.4).
+        Fault::Upstream(e @ UpstreamError::Busy { .. }) => {
+            tracing::warn!("{e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream busy, try again\n".into(),
+            )
+        }
         Fault::Plugin { label, error } if error.is_overload() => {
             let log = logging::plugin(label);
             if let Some(held) = log.overloads.admit() {

@@ -17,6 +17,7 @@
 //! | `weir_upstream_connections_opened_total`, `weir_upstream_connections_open` | `upstream` | connections made, and open now (pooled or busy) |
 //! | `weir_upstream_retries_total`, `weir_upstream_retries_refused_total` | `upstream` | requests sent again; retries the budget refused |
 //! | `weir_upstream_ejections_total` | `upstream` | endpoints taken out after failures in a row |
+//! | `weir_upstream_queued`, `weir_upstream_queue_timeouts_total` | `upstream` | requests waiting now for one of an endpoint's `max_requests`; those answered 503 after `queue_timeout` |
 //! | `weir_upstream_endpoint_up` | `upstream`, `endpoint` | 1 while the running generation's endpoint takes requests |
 //! | `weir_rate_limit_decisions_total` | `route`, `plugin`, `limit`, `outcome` | throttle calls by limit: `allowed`, `refused`, `store_error` |
 //! | `weir_store_breaker_open` | | 1 while the Redis breaker fails store calls at once |
@@ -282,12 +283,28 @@ impl Metrics {
                 "Endpoints taken out after failures in a row (eject_after)",
                 UpstreamStats::ejections,
             ),
+            (
+                "weir_upstream_queue_timeouts",
+                "Requests answered 503 after waiting queue_timeout for one of an endpoint's max_requests",
+                UpstreamStats::queue_timeouts,
+            ),
         ] {
             let mut counter = encoder.encode_descriptor(family, help, None, MetricType::Counter)?;
             for (name, stats) in &upstreams {
                 let labels = [("upstream", escape(name))];
                 ConstCounter::new(count(stats)).encode(counter.encode_family(&labels)?)?;
             }
+        }
+        let mut queued = encoder.encode_descriptor(
+            "weir_upstream_queued",
+            "Requests waiting now for one of an endpoint's max_requests",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, stats) in &upstreams {
+            let labels = [("upstream", escape(name))];
+            let value = i64::try_from(stats.queued()).unwrap_or(i64::MAX);
+            ConstGauge::new(value).encode(queued.encode_family(&labels)?)?;
         }
         self.endpoints(encoder)
     }

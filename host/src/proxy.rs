@@ -114,11 +114,22 @@ impl Proxy {
             self.client_body_timeout,
             trace.tally().cloned(),
         );
+        // hyper keeps room for this future for each connection's whole life, sized to its largest state;
+        // the chain's and the upstream's states are boxed so that room is only taken while they run.
         let response = if route.chain.is_empty() {
             forward(route, parts, body, client_ip, trace).await
         } else {
             let original_uri = original_uri.unwrap_or_else(|| parts.uri.clone());
-            chain::run(self, route, parts, original_uri, body, client_ip, trace).await
+            Box::pin(chain::run(
+                self,
+                route,
+                parts,
+                original_uri,
+                body,
+                client_ip,
+                trace,
+            ))
+            .await
         };
         match upgrade {
             Some(client) => websocket::splice(client, response, route.upstream.read_timeout()),
@@ -145,7 +156,7 @@ async fn forward(
         context: None,
         scheme: crate::tls::scheme(&parts.extensions),
     };
-    match route.upstream.send(out, body).await {
+    match Box::pin(route.upstream.send(out, body)).await {
         Ok(response) => from_upstream(response),
         Err(e) => error_response(&Fault::Upstream(&e)),
     }

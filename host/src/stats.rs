@@ -299,6 +299,10 @@ pub struct UpstreamStats {
     /// Retries the budget refused.
     retries_refused: AtomicU64,
     ejections: AtomicU64,
+    /// Requests waiting in line for one of an endpoint's `max_requests` now.
+    queued: AtomicU64,
+    /// Requests that waited past `queue_timeout`.
+    queue_timeouts: AtomicU64,
 }
 
 impl UpstreamStats {
@@ -375,6 +379,33 @@ impl UpstreamStats {
 
     pub fn ejections(&self) -> u64 {
         self.ejections.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request waiting in line until the guard is dropped.
+    pub fn queue(&self) -> Queued<'_> {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        Queued(&self.queued)
+    }
+
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub fn queue_timed_out(&self) {
+        self.queue_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn queue_timeouts(&self) -> u64 {
+        self.queue_timeouts.load(Ordering::Relaxed)
+    }
+}
+
+/// One request in an endpoint's line.
+pub struct Queued<'a>(&'a AtomicU64);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -11,6 +11,7 @@ mod endpoints;
 mod health;
 mod outbound;
 mod probe;
+mod queue;
 mod retry;
 pub mod tls;
 
@@ -41,6 +42,7 @@ use balance::{Balancer, HashKey};
 use endpoints::{Endpoint, Endpoints};
 use health::{Ejection, Verdict};
 use outbound::{Held, Outbound, Progress};
+pub use queue::Place;
 use retry::{Failure, RetryPolicy};
 use tls::{Connector, HandshakeError, TlsSettings};
 
@@ -68,6 +70,15 @@ pub enum UpstreamError {
     },
     #[error("upstream \"{upstream}\" ({endpoint}) timed out")]
     Timeout { upstream: String, endpoint: String },
+    /// Every one of the endpoint's `max_requests` stayed taken for `queue_timeout`.
+    #[error(
+        "upstream \"{upstream}\" ({endpoint}) busy: no place free among its max_requests within queue_timeout ({waited:?})"
+    )]
+    Busy {
+        upstream: String,
+        endpoint: String,
+        waited: Duration,
+    },
     #[error("the request body is over the route's max_request_body")]
     BodyTooLarge,
     /// The client's body broke off or broke its framing while it was being forwarded.
@@ -98,6 +109,7 @@ pub struct Upstream {
     shared_name: Arc<str>,
     timeout: Duration,
     read_timeout: Duration,
+    queue_timeout: Duration,
     /// It speaks HTTP/2 (`http2 = true`), which carries no HTTP/1.1 upgrade.
     http2: bool,
     /// Requests to it carry `Forwarded` (`[server] forwarded = true`).
@@ -153,6 +165,7 @@ impl Upstream {
             shared_name: name.into(),
             timeout: config.timeout,
             read_timeout: config.read_timeout,
+            queue_timeout: config.queue_timeout,
             http2: config.http2,
             forwarded: false,
             pool,
@@ -258,6 +271,13 @@ impl Upstream {
                     "no request left for another attempt".into(),
                 ));
             };
+            let place = match &endpoint.places {
+                None => None,
+                Some(places) => match places.take(self.queue_timeout, &self.stats).await {
+                    Some(place) => Some(place),
+                    None => return Err(self.busy(endpoint)),
+                },
+            };
             let request = request(endpoint, &method, path, query, head, body)?;
             let in_flight = endpoint.begin();
             let result = self
@@ -275,7 +295,7 @@ impl Upstream {
                         pool.endpoints.succeeded(endpoint);
                     }
                     if !pool.retry.retries_status(status) {
-                        return Ok(self.response(response));
+                        return Ok(self.response(response, place));
                     }
                     (Some(Failure::Status), Ok(response))
                 }
@@ -290,22 +310,22 @@ impl Upstream {
             let again = failure.is_some_and(|f| pool.retry.allows(f, &method, endpoints))
                 && attempt < retries
                 && bodies.can_resend();
-            let place = again.then(|| pool.retry.try_retry());
-            match place {
-                Some(Some(place)) => {
+            let budget = again.then(|| pool.retry.try_retry());
+            match budget {
+                Some(Some(retry)) => {
                     self.stats.retried();
                     if let Err(error) = &outcome {
                         tracing::debug!("{error}; trying again");
                     }
-                    retrying = Some(place);
+                    retrying = Some(retry);
                     tried = Some(index);
                     attempt += 1;
                 }
                 Some(None) => {
                     self.stats.retry_refused();
-                    return outcome.map(|response| self.response(response));
+                    return outcome.map(|response| self.response(response, place));
                 }
-                None => return outcome.map(|response| self.response(response)),
+                None => return outcome.map(|response| self.response(response, place)),
             }
         }
     }
@@ -430,8 +450,20 @@ impl Upstream {
         }
     }
 
-    fn response(&self, response: Response<Incoming>) -> Response<ProxyBody> {
-        response.map(|body| ProxyBody::upstream(body, self.read_timeout, self.shared_name.clone()))
+    /// The response on its way to the client, holding the endpoint's `place` (if it has `max_requests`)
+    /// until its body is done with: over HTTP/1.1 the connection is busy until then.
+    fn response(&self, response: Response<Incoming>, place: Option<Place>) -> Response<ProxyBody> {
+        response.map(|body| {
+            ProxyBody::upstream(body, self.read_timeout, self.shared_name.clone(), place)
+        })
+    }
+
+    fn busy(&self, endpoint: &Endpoint) -> UpstreamError {
+        UpstreamError::Busy {
+            upstream: self.name.clone(),
+            endpoint: endpoint.label.clone(),
+            waited: self.queue_timeout,
+        }
     }
 }
 
@@ -489,7 +521,7 @@ impl Pool {
         let endpoints = config
             .endpoints()
             .iter()
-            .map(|url| Endpoint::new(url, config.preserve_host))
+            .map(|url| Endpoint::new(url, config.preserve_host, config.max_requests))
             .collect();
         let ejection = Ejection {
             after: config.eject_after,

@@ -54,6 +54,26 @@ impl Default for Behaviour {
 struct Seen {
     requests: AtomicU64,
     paths: Mutex<HashMap<String, u64>>,
+    /// Requests being answered now, and the most there were at once.
+    in_flight: AtomicU64,
+    peak: AtomicU64,
+}
+
+/// One request being answered, counted in [`Seen::in_flight`] until dropped.
+struct Answering<'a>(&'a Seen);
+
+impl<'a> Answering<'a> {
+    fn begin(seen: &'a Seen) -> Answering<'a> {
+        let now = seen.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        seen.peak.fetch_max(now, Ordering::SeqCst);
+        Answering(seen)
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub struct Endpoint {
@@ -99,6 +119,11 @@ impl Endpoint {
     /// Requests that reached it (their head was read).
     pub fn requests(&self) -> u64 {
         self.seen.requests.load(Ordering::SeqCst)
+    }
+
+    /// The most requests it was answering at once.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.seen.peak.load(Ordering::SeqCst)
     }
 
     /// Requests for `path` that reached it.
@@ -180,6 +205,7 @@ async fn answer(
 ) -> Result<Response<Echoed>, HangUp> {
     let (name, behaviour, seen) = &*shared;
     seen.requests.fetch_add(1, Ordering::SeqCst);
+    let _answering = Answering::begin(seen);
     let path = request.uri().path().to_owned();
     *seen
         .paths

@@ -295,6 +295,15 @@ pub const RETRIES: Bounds<u32> = Bounds {
     max_reason: None,
 };
 
+/// Requests in flight to one upstream endpoint (`max_requests`). Over HTTP/1.1 each holds a connection, so
+/// the most is the files a process may open, as for the listener's `max_connections`.
+pub const UPSTREAM_MAX_REQUESTS: Bounds<u32> = Bounds {
+    min: 1,
+    max: 1 << 20,
+    min_reason: Some("0 would queue every request until it timed out"),
+    max_reason: Some("the files a Linux process may open (fs.nr_open)"),
+};
+
 /// The share of an upstream's requests in flight that may be retries, in percent.
 pub const RETRY_BUDGET_PERCENT: Bounds<u32> = Bounds {
     min: 0,

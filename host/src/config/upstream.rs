@@ -42,6 +42,14 @@ pub struct UpstreamConfig {
     /// short (nginx's `proxy_read_timeout`, between two reads). Range: [`limits::UPSTREAM_TIMEOUT`].
     #[serde(default = "default_read_timeout", with = "humantime_serde")]
     pub read_timeout: Duration,
+    /// Requests in flight to each endpoint at once (over HTTP/1.1, its busy connections); the next ones wait
+    /// in line, first come first served, for up to `queue_timeout`. Unset, there is no cap. Range:
+    /// [`limits::UPSTREAM_MAX_REQUESTS`].
+    pub max_requests: Option<u32>,
+    /// How long a request waits in line for one of `max_requests` before it gets 503. Range:
+    /// [`limits::UPSTREAM_TIMEOUT`].
+    #[serde(default = "default_queue_timeout", with = "humantime_serde")]
+    pub queue_timeout: Duration,
     /// Every request over HTTP/2: negotiated by ALPN on `https://`, with prior knowledge (h2c) on `http://`.
     #[serde(default)]
     pub http2: bool,
@@ -91,6 +99,12 @@ fn default_connect_timeout() -> Duration {
 
 fn default_timeout() -> Duration {
     Duration::from_secs(60)
+}
+
+/// HAProxy's `timeout queue`, which defaults to its connect timeout: a request that waits longer for a free
+/// place than it would for a connection is better answered, so the client may try elsewhere.
+fn default_queue_timeout() -> Duration {
+    default_connect_timeout()
 }
 
 /// nginx's `proxy_read_timeout`.
@@ -261,8 +275,12 @@ impl UpstreamConfig {
             ("connect_timeout", self.connect_timeout),
             ("timeout", self.timeout),
             ("read_timeout", self.read_timeout),
+            ("queue_timeout", self.queue_timeout),
         ] {
             found.bound(&field(f), &limits::UPSTREAM_TIMEOUT, value);
+        }
+        if let Some(max) = self.max_requests {
+            found.bound(&field("max_requests"), &limits::UPSTREAM_MAX_REQUESTS, max);
         }
         self.validate_balance(name, found);
         self.validate_retries(name, found);

@@ -7,6 +7,7 @@ use http::HeaderValue;
 
 use super::balance::{self, Balancer, Choice};
 use super::health::{Clock, Ejection, Health, Verdict};
+use super::queue::Places;
 use crate::config::UpstreamUrl;
 
 pub struct Endpoint {
@@ -18,6 +19,8 @@ pub struct Endpoint {
     in_flight: AtomicU64,
     pub health: Health,
     seed: u64,
+    /// Its `max_requests`, when it has one.
+    pub places: Option<Places>,
 }
 
 impl Choice for Endpoint {
@@ -31,7 +34,7 @@ impl Choice for Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(url: &UpstreamUrl, preserve_host: bool) -> Endpoint {
+    pub fn new(url: &UpstreamUrl, preserve_host: bool, max_requests: Option<u32>) -> Endpoint {
         let label = format!("{}://{}{}", url.scheme, url.authority, url.base_path);
         Endpoint {
             // An authority's characters are all valid in a header value; were one not, the client's Host
@@ -44,6 +47,7 @@ impl Endpoint {
             url: url.clone(),
             in_flight: AtomicU64::new(0),
             health: Health::default(),
+            places: max_requests.map(Places::new),
         }
     }
 

@@ -54,8 +54,12 @@ impl Progress {
 /// all) when the attempt fails.
 pub type Held = Arc<Mutex<Option<ProxyBody>>>;
 
+/// The body lives behind a box: hyper's client queues requests in blocks of 32 held for each upstream
+/// connection's life, so every byte of `Outbound` costs 32 per connection.
 enum Source {
-    Owned(ProxyBody),
+    /// Nothing to send: most requests, with no allocation.
+    Empty,
+    Owned(Box<ProxyBody>),
     /// Not polled yet: still in the hands of whoever may retry.
     Held(Held),
 }
@@ -69,12 +73,15 @@ pub struct Outbound {
 impl Outbound {
     /// A body without a way back: `progress` when it has bytes to send.
     pub fn new(body: ProxyBody) -> (Outbound, Option<Arc<Progress>>) {
-        let progress = (!body.is_end_stream()).then(|| Arc::new(Progress::new()));
+        if body.is_end_stream() {
+            return (Outbound::empty(), None);
+        }
+        let progress = Arc::new(Progress::new());
         let outbound = Outbound {
-            source: Source::Owned(body),
-            progress: progress.clone(),
+            source: Source::Owned(Box::new(body)),
+            progress: Some(progress.clone()),
         };
-        (outbound, progress)
+        (outbound, Some(progress))
     }
 
     /// A body that the caller can take back from `held` until hyper first polls it.
@@ -89,23 +96,24 @@ impl Outbound {
 
     pub fn empty() -> Outbound {
         Outbound {
-            source: Source::Owned(ProxyBody::empty()),
+            source: Source::Empty,
             progress: None,
         }
     }
 
     /// The body, taken out of its holder on the first poll: from then on it is this attempt's alone.
-    fn body(&mut self) -> Result<&mut ProxyBody, BoxError> {
+    fn body(&mut self) -> Result<Option<&mut ProxyBody>, BoxError> {
         if let Source::Held(held) = &self.source {
             let taken = lock(held).take();
             match taken {
-                Some(body) => self.source = Source::Owned(body),
+                Some(body) => self.source = Source::Owned(Box::new(body)),
                 // Taken back by a retry: this attempt was given up and nobody reads it.
                 None => return Err("the request body went to another attempt".into()),
             }
         }
         match &mut self.source {
-            Source::Owned(body) => Ok(body),
+            Source::Empty => Ok(None),
+            Source::Owned(body) => Ok(Some(body)),
             Source::Held(_) => Err("the request body went to another attempt".into()),
         }
     }
@@ -131,7 +139,8 @@ impl Body for Outbound {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let body = match this.body() {
-            Ok(body) => body,
+            Ok(Some(body)) => body,
+            Ok(None) => return Poll::Ready(None),
             Err(e) => return Poll::Ready(Some(Err(e))),
         };
         let polled = Pin::new(body).poll_frame(cx);
@@ -146,6 +155,7 @@ impl Body for Outbound {
 
     fn is_end_stream(&self) -> bool {
         match &self.source {
+            Source::Empty => true,
             Source::Owned(body) => body.is_end_stream(),
             Source::Held(held) => lock(held).as_ref().is_none_or(Body::is_end_stream),
         }
@@ -153,6 +163,7 @@ impl Body for Outbound {
 
     fn size_hint(&self) -> SizeHint {
         match &self.source {
+            Source::Empty => SizeHint::with_exact(0),
             Source::Owned(body) => body.size_hint(),
             Source::Held(held) => lock(held)
                 .as_ref()
