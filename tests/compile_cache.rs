@@ -150,6 +150,16 @@ async fn planted_cache_files_are_refused_and_replaced() {
             file.display()
         );
     }
+    // Mapped from the files, not copied into the process: only the pages a plugin runs are resident, and
+    // they are shared with every other process that loads the same file.
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", weir.pid())).expect("maps");
+    for file in [&fixture, &headers, &add_header] {
+        let name = file.display().to_string();
+        assert!(
+            maps.lines().any(|line| line.ends_with(&name)),
+            "{name} is not mapped:\n{maps}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

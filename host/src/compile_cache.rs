@@ -7,14 +7,17 @@
 //! engine, or when the file, the key or the directory could have been written by another user (not owned by
 //! the effective uid, or group- or world-writable). A refused file is replaced by a good one.
 //!
-//! A file is `HEADER` (a domain tag, the component's SHA-256 and the engine's compatibility hash), then the
-//! code `Engine::precompile_component` made, then the MAC of all that. The header binds a file to its
-//! component: a genuine file of one plugin renamed to another's name is refused too.
+//! A file is the code `Engine::precompile_component` made, then `HEADER` (a domain tag, the component's
+//! SHA-256 and the engine's compatibility hash), then the MAC of all that. The header binds a file to its
+//! component: a genuine file of one plugin renamed to another's name is refused too. The code comes first
+//! so that a verified file is mapped as it is rather than copied (see [`load`]): only the pages a plugin
+//! runs become resident, and they are the page cache's, shared by every process that loads the file.
 
 use std::collections::HashSet;
 use std::fs::{File, Metadata, OpenOptions};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +34,9 @@ const KEY_FILE: &str = "key";
 const KEY_LEN: usize = 32;
 const TAG_LEN: usize = 32;
 /// Changes whenever the file layout does, so that an older layout is refused rather than misread.
-const DOMAIN: &[u8; 16] = b"weir-cwasm-v1\0\0\0";
+const DOMAIN: &[u8; 16] = b"weir-cwasm-v2\0\0\0";
+/// The layout's version in the file's name.
+const LAYOUT: &str = "v2";
 const HEADER_LEN: usize = DOMAIN.len() + 32 + 8;
 
 /// Why a file in the cache directory is not trusted.
@@ -108,25 +113,41 @@ impl CompileCache {
             return Component::new(engine, wasm);
         };
         let entry = self.entry(engine, wasm);
-        match read(&self.dir, &entry, key) {
-            Ok(Some(code)) => {
-                // SAFETY: the MAC proves that Weir wrote these bytes with `precompile_component` of an engine
-                // with this configuration (the header carries its compatibility hash), and they were read
-                // into memory before being checked, so the file cannot change between the check and the load.
-                match unsafe { Component::deserialize(engine, code.as_slice()) } {
-                    Ok(component) => return Ok(component),
-                    Err(e) => self.refuse(&entry.file, &format!("it does not load: {e:#}")),
-                }
-            }
-            Ok(None) => {}
-            Err(reason) => self.refuse(&entry.file, &reason.to_string()),
+        if let Some(component) = self.cached(engine, &entry, key) {
+            return Ok(component);
         }
         let compiled = engine.precompile_component(wasm)?;
-        if let Err(e) = write(&entry, key, &compiled) {
-            tracing::warn!(file = %entry.file.display(), "cannot cache the compiled plugin: {e}");
+        match write(&entry, key, &compiled) {
+            // Loaded from the file just written, so that it is mapped like any other start's.
+            Ok(()) => {
+                if let Some(component) = self.cached(engine, &entry, key) {
+                    return Ok(component);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(file = %entry.file.display(), "cannot cache the compiled plugin: {e}")
+            }
         }
         // SAFETY: these bytes were produced just now by this engine.
         unsafe { Component::deserialize(engine, &compiled) }
+    }
+
+    /// The entry's file, loaded if Weir wrote it; a file that is there but refused is logged.
+    fn cached(&self, engine: &Engine, entry: &Entry, key: &hmac::Key) -> Option<Component> {
+        match read(&self.dir, entry, key) {
+            Ok(Some(verified)) => match load(engine, &verified) {
+                Ok(component) => Some(component),
+                Err(e) => {
+                    self.refuse(&entry.file, &format!("it does not load: {e:#}"));
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(reason) => {
+                self.refuse(&entry.file, &reason.to_string());
+                None
+            }
+        }
     }
 
     fn key(&self) -> Option<&hmac::Key> {
@@ -152,7 +173,11 @@ impl CompileCache {
         header[DOMAIN.len()..DOMAIN.len() + 32].copy_from_slice(&digest);
         header[DOMAIN.len() + 32..].copy_from_slice(&engine_hash.to_le_bytes());
         Entry {
-            file: self.dir.join(format!("{hex}-{engine_hash:016x}.cwasm")),
+            // The layout's version is in the name too, so that a file of an older layout is never read, and
+            // never refused with a warning, by a newer Weir.
+            file: self
+                .dir
+                .join(format!("{hex}-{engine_hash:016x}.{LAYOUT}.cwasm")),
             header,
         }
     }
@@ -241,8 +266,14 @@ fn make_key(dir: &Path, path: &Path) -> Result<(), CacheError> {
     }
 }
 
-/// A cache file's code if the file is there and Weir wrote it for this entry.
-fn read(dir: &Path, entry: &Entry, key: &hmac::Key) -> Result<Option<Vec<u8>>, Untrusted> {
+/// A cache file Weir wrote for the entry: open, and its code as read when it was checked.
+struct Verified {
+    file: File,
+    code: Vec<u8>,
+}
+
+/// The cache file, if it is there and Weir wrote it for this entry.
+fn read(dir: &Path, entry: &Entry, key: &hmac::Key) -> Result<Option<Verified>, Untrusted> {
     // Checked again for each file: the directory is what keeps another user from replacing the key.
     check_dir(dir).map_err(|e| Untrusted::Directory(Box::new(e)))?;
     let Some((mut file, _)) = open_owned(&entry.file)? else {
@@ -253,25 +284,50 @@ fn read(dir: &Path, entry: &Entry, key: &hmac::Key) -> Result<Option<Vec<u8>>, U
     let Some(signed_len) = bytes.len().checked_sub(TAG_LEN) else {
         return Err(Untrusted::Short);
     };
-    if signed_len < HEADER_LEN {
+    let Some(code_len) = signed_len.checked_sub(HEADER_LEN) else {
         return Err(Untrusted::Short);
-    }
+    };
     let (signed, tag) = bytes.split_at(signed_len);
     hmac::verify(key, signed, tag).map_err(|_| Untrusted::Mac)?;
-    if signed[..HEADER_LEN] != entry.header {
+    if signed[code_len..] != entry.header {
         return Err(Untrusted::Foreign);
     }
-    bytes.truncate(signed_len);
-    bytes.drain(..HEADER_LEN);
-    Ok(Some(bytes))
+    bytes.truncate(code_len);
+    Ok(Some(Verified { file, code: bytes }))
+}
+
+/// Maps a verified cache file's code instead of copying it into memory; wasmtime parses the code as the ELF
+/// object it is, and the header and MAC after it lie past every section. Where the file cannot be mapped
+/// executable (a cache directory on a `noexec` mount, no `/proc`), the code as read is loaded instead.
+fn load(engine: &Engine, verified: &Verified) -> wasmtime::Result<Component> {
+    match map(engine, &verified.file) {
+        Ok(component) => Ok(component),
+        Err(e) => {
+            tracing::debug!("loading a cached component from memory, as mapping it failed: {e:#}");
+            // SAFETY: the bytes were read before their MAC was checked, so they are what Weir wrote.
+            unsafe { Component::deserialize(engine, &verified.code) }
+        }
+    }
+}
+
+fn map(engine: &Engine, file: &File) -> wasmtime::Result<Component> {
+    // The inode the open file descriptor was verified on, whatever has been renamed over the file's name
+    // since.
+    let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    // SAFETY: the MAC proves that Weir wrote the file with `precompile_component` of an engine with this
+    // configuration (the header carries its compatibility hash). It is mapped, not copied, so it must not
+    // change while mapped: only Weir's user can write to it (checked on the open file and on its directory),
+    // and Weir never writes a cache file in place: a new one is written under another name and renamed
+    // over it, which leaves the mapped inode as it was.
+    unsafe { Component::deserialize_file(engine, path) }
 }
 
 /// Writes the file under a temporary name and renames it into place, so that no reader sees it half
 /// written.
 fn write(entry: &Entry, key: &hmac::Key, code: &[u8]) -> io::Result<()> {
     let mut mac = hmac::Context::with_key(key);
-    mac.update(&entry.header);
     mac.update(code);
+    mac.update(&entry.header);
     let tag = mac.sign();
     let dir = entry.file.parent().unwrap_or(Path::new("."));
     let name = entry
@@ -280,8 +336,8 @@ fn write(entry: &Entry, key: &hmac::Key, code: &[u8]) -> io::Result<()> {
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let tmp = temporary(dir, &name);
     let written = create_exclusive(&tmp).and_then(|mut file| {
-        file.write_all(&entry.header)?;
         file.write_all(code)?;
+        file.write_all(&entry.header)?;
         file.write_all(tag.as_ref())
     });
     let renamed = written.and_then(|()| std::fs::rename(&tmp, &entry.file));
@@ -443,6 +499,19 @@ mod tests {
             read(&dir.path().join("cache"), &other_entry, key),
             Err(Untrusted::Foreign)
         ));
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_mapped_loads_from_what_was_read() {
+        let engine = engine();
+        let code = engine.precompile_component(EMPTY).expect("compiled");
+        // A pipe opens through /proc/self/fd as a file does, but cannot be mapped, as a file on a noexec
+        // mount cannot be mapped executable.
+        let (reader, _writer) = std::io::pipe().expect("pipe");
+        let file = File::from(std::os::fd::OwnedFd::from(reader));
+        assert!(map(&engine, &file).is_err());
+        let verified = Verified { file, code };
+        assert!(load(&engine, &verified).is_ok());
     }
 
     #[test]
