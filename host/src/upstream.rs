@@ -16,6 +16,7 @@ mod retry;
 pub mod tls;
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -638,10 +639,15 @@ fn request(
 /// the same, appended as `X-Forwarded-For` is: what the client sent is kept, and only the last element is
 /// Weir's word.
 fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, scheme: &'static str, rfc7239: bool) {
-    append_hop(headers, "x-forwarded-for", client_ip.to_string().as_bytes());
+    append_hop(headers, "x-forwarded-for", |joined| {
+        // Writing into a Vec cannot fail.
+        let _ = write!(joined, "{client_ip}");
+    });
     if rfc7239 {
         let element = forwarded_element(client_ip, headers.get(header::HOST), scheme);
-        append_hop(headers, "forwarded", &element);
+        append_hop(headers, "forwarded", |joined| {
+            joined.extend_from_slice(&element)
+        });
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
     if let Some(host) = headers.get(header::HOST).cloned() {
@@ -649,16 +655,17 @@ fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, scheme: &'static st
     }
 }
 
-/// `hop` after every value of `name` already there, all on one line.
-fn append_hop(headers: &mut HeaderMap, name: &'static str, hop: &[u8]) {
-    let mut joined: Vec<u8> = Vec::with_capacity(hop.len());
+/// The hop `push` writes, after every value of `name` already there, all on one line: written in place and
+/// handed to the header as it is, one allocation per request.
+fn append_hop(headers: &mut HeaderMap, name: &'static str, push: impl FnOnce(&mut Vec<u8>)) {
+    let mut joined: Vec<u8> = Vec::with_capacity(64);
     for previous in headers.get_all(name) {
         joined.extend_from_slice(previous.as_bytes());
         joined.extend_from_slice(b", ");
     }
-    joined.extend_from_slice(hop);
+    push(&mut joined);
     // Every part is a valid header value, so the join is one; were it not, no client value may pass.
-    match HeaderValue::from_bytes(&joined) {
+    match HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
         Ok(value) => headers.insert(name, value),
         Err(_) => headers.remove(name),
     };
