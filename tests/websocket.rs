@@ -535,3 +535,92 @@ async fn an_h2_websocket_declined_with_a_2xx_is_a_502_and_refusals_hold() {
         .expect("an answer");
     assert_eq!(refused.status(), StatusCode::NOT_IMPLEMENTED);
 }
+
+/// An upstream that answers any request with a 101 whose handshake headers are `headers`, then holds the
+/// connection; the requests it read are sent on `heads`.
+async fn switching_upstream(
+    headers: &'static str,
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (sent, heads) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let sent = sent.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let _ = sent.send(String::from_utf8_lossy(&head).into_owned());
+                let answer = format!("HTTP/1.1 101 Switching Protocols\r\n{headers}\r\n");
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let mut rest = Vec::new();
+                let _ = stream.read_to_end(&mut rest).await;
+            });
+        }
+    });
+    (addr, heads)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_websocket_whose_upstream_does_not_answer_weirs_key_is_a_502() {
+    for (headers, why) in [
+        (
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n",
+            "does not answer Weir's key",
+        ),
+        (
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n",
+            "has no Sec-WebSocket-Accept",
+        ),
+    ] {
+        let (upstream, mut heads) = switching_upstream(headers).await;
+        let weir = Weir::start(&one_route(upstream, ""));
+        let mut sender = h2_client(&weir).await;
+        let response = sender
+            .send_request(extended_connect(&weir))
+            .await
+            .expect("an answer");
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY, "{why}");
+        let body = response.into_body().collect().await.expect("its body");
+        assert_eq!(
+            body.to_bytes(),
+            "upstream answered the WebSocket handshake wrongly\n"
+        );
+        // The handshake Weir made, after h2_client's plain first request.
+        let mut asked = Vec::new();
+        while let Ok(head) = heads.try_recv() {
+            asked.push(head.to_ascii_lowercase());
+        }
+        assert!(
+            asked.iter().any(|h| h.contains("sec-websocket-key: ")),
+            "{asked:?}"
+        );
+        assert!(weir.wait_for_log(why), "{why}: {}", weir.log());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstreams_101_to_a_request_that_asked_for_no_upgrade_is_a_502() {
+    let (upstream, _heads) =
+        switching_upstream("Upgrade: websocket\r\nConnection: Upgrade\r\n").await;
+    let weir = Weir::start(&one_route(upstream, ""));
+    let reply = get(&weir.url("/plain")).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(reply.text(), "upstream switched protocols unasked\n");
+    // Over HTTP/2, where a 101 cannot be sent at all.
+    let mut sender = h2_client(&weir).await;
+    let response = sender
+        .send_request(h2_get(&weir, "/plain"))
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert!(weir.wait_for_log("to a request that asked for no upgrade"));
+}

@@ -133,7 +133,7 @@ impl Proxy {
         };
         match upgrade {
             Some(client) => websocket::splice(client, response, route.upstream.read_timeout()),
-            None => response,
+            None => websocket::unasked(response),
         }
     }
 }

@@ -58,9 +58,12 @@ pub fn requested(parts: &Parts) -> bool {
         && has_token(&parts.headers, header::UPGRADE, "websocket")
 }
 
-/// Marks a request that came as an HTTP/2 extended CONNECT for a WebSocket.
-#[derive(Clone, Copy)]
-struct ExtendedConnect;
+/// Marks a request that came as an HTTP/2 extended CONNECT for a WebSocket, with the
+/// `Sec-WebSocket-Accept` the upstream must answer the key Weir made up with.
+#[derive(Clone)]
+struct ExtendedConnect {
+    accept: String,
+}
 
 /// Rewrites an HTTP/2 extended CONNECT for a WebSocket (RFC 8441 §4) into the GET that HTTP/1.1 would
 /// send, so that admission, routing and the plugins see one request whichever way it came; whether it was
@@ -76,14 +79,25 @@ pub fn from_extended_connect<B>(request: &mut Request<B>) -> bool {
     }
     *request.method_mut() = Method::GET;
     request.extensions_mut().remove::<Protocol>();
-    request.extensions_mut().insert(ExtendedConnect);
     // RFC 8441 §5 drops the key over HTTP/2, but the upstream is asked over HTTP/1.1, where RFC 6455
     // §4.1 wants a fresh nonce. It guards against caches, not attackers: no secret is needed.
     let nonce: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
-    if let Ok(key) = HeaderValue::try_from(BASE64.encode(nonce)) {
+    let key = BASE64.encode(nonce);
+    let accept = accept_for(&key);
+    if let Ok(key) = HeaderValue::try_from(key) {
         request.headers_mut().insert(header::SEC_WEBSOCKET_KEY, key);
     }
+    request.extensions_mut().insert(ExtendedConnect { accept });
     true
+}
+
+/// RFC 6455 §4.2.2: the `Sec-WebSocket-Accept` that proves a server read `key` as a WebSocket handshake.
+fn accept_for(key: &str) -> String {
+    const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut hash = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    hash.update(key.as_bytes());
+    hash.update(GUID.as_bytes());
+    BASE64.encode(hash.finish())
 }
 
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
@@ -111,8 +125,9 @@ pub struct Tunnel {
 pub struct ClientSide {
     upgrade: OnUpgrade,
     connection: Option<Tunnel>,
-    /// An HTTP/2 stream (extended CONNECT), opened by a `200` rather than a 101.
-    h2: bool,
+    /// An HTTP/2 stream (extended CONNECT), opened by a `200` rather than a 101: Weir made the handshake's
+    /// key, so Weir checks the upstream's answer to it, as RFC 6455 §4.1 has a client do.
+    h2: Option<ExtendedConnect>,
 }
 
 /// Whether `route` can carry the upgrade; the client's side of it is taken from `parts` when it can.
@@ -129,7 +144,7 @@ pub fn accept(route: &Route, parts: &mut Parts) -> Result<Option<ClientSide>, Re
         return Err(Refused::Http2Upstream);
     }
     let connection = parts.extensions.remove::<Tunnel>();
-    let h2 = parts.extensions.remove::<ExtendedConnect>().is_some();
+    let h2 = parts.extensions.remove::<ExtendedConnect>();
     Ok(parts
         .extensions
         .remove::<OnUpgrade>()
@@ -155,7 +170,7 @@ pub fn splice(
     idle: Duration,
 ) -> Response<ProxyBody> {
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        if client.h2 && response.status().is_success() {
+        if client.h2.is_some() && response.status().is_success() {
             // To an extended CONNECT a 2xx says the tunnel is open (RFC 8441 §5): the upstream's own
             // 2xx, which declined the upgrade, cannot go on as one.
             return bad_gateway(
@@ -174,7 +189,11 @@ pub fn splice(
         connection,
         h2,
     } = client;
-    if h2 {
+    if let Some(asked) = h2 {
+        if let Err(wrong) = answers(response.headers(), &asked.accept) {
+            tracing::warn!("upstream's WebSocket handshake refused: {wrong}");
+            return bad_gateway("upstream answered the WebSocket handshake wrongly\n");
+        }
         // RFC 8441 §5: a 2xx opens the tunnel, without the upgrade's headers or its accept key, which
         // answered the key Weir made up. hyper takes the stream for the tunnel only if the response has
         // no body.
@@ -201,6 +220,31 @@ pub fn splice(
         drop((in_flight, connection));
     });
     response
+}
+
+/// RFC 6455 §4.1's check of a server's 101 that an HTTP/1.1 client makes itself and an HTTP/2 client
+/// cannot, as Weir made the key: the accept value proves the upstream read the request as a WebSocket
+/// handshake. (Its `Upgrade` header went with the other hop-by-hop ones; hyper took the 101 as a switch.)
+fn answers(headers: &HeaderMap, accept: &str) -> Result<(), &'static str> {
+    match headers.get(header::SEC_WEBSOCKET_ACCEPT) {
+        None => Err("its 101 has no Sec-WebSocket-Accept"),
+        Some(value) if value.as_bytes() != accept.as_bytes() => {
+            Err("its Sec-WebSocket-Accept does not answer Weir's key")
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// The answer to a request that asked for no upgrade: a 101 would switch the client to a protocol it never
+/// asked for (and over HTTP/2 there is no 101 at all), so the upstream's is a 502.
+pub fn unasked(response: Response<ProxyBody>) -> Response<ProxyBody> {
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return response;
+    }
+    tracing::warn!(
+        "upstream answered 101 Switching Protocols to a request that asked for no upgrade"
+    );
+    bad_gateway("upstream switched protocols unasked\n")
 }
 
 fn bad_gateway(why: &'static str) -> Response<ProxyBody> {
@@ -296,5 +340,19 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_accept_value_is_rfc_6455s() {
+        // RFC 6455 §1.3's worked example.
+        assert_eq!(
+            accept_for("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 }
