@@ -624,3 +624,49 @@ async fn an_upstreams_101_to_a_request_that_asked_for_no_upgrade_is_a_502() {
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     assert!(weir.wait_for_log("to a request that asked for no upgrade"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_keeps_its_place_among_the_upstreams_max_requests() {
+    let echo = EchoServer::start();
+    let config = one_route(echo.addr, "").replace(
+        "[[routes]]",
+        "max_requests = 1\nqueue_timeout = \"300ms\"\n[[routes]]",
+    );
+    let weir = Weir::start(&config);
+    let mut sender = h2_client(&weir).await;
+    let response = sender
+        .send_request(extended_connect(&weir))
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), StatusCode::OK, "{}", weir.log());
+    let mut ws = TokioIo::new(
+        hyper::upgrade::on(response)
+            .await
+            .expect("the stream's tunnel"),
+    );
+    assert_eq!(server_frame(&mut ws).await, (1, b"hello /chat".to_vec()));
+    // The tunnel holds the endpoint's one place: another request waits its queue_timeout out.
+    let waiting = get(&weir.url("/plain")).await;
+    assert_eq!(waiting.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(waiting.text(), "upstream busy, try again\n");
+    // Closed, the tunnel gives it back: the echo server answers a plain request itself (426).
+    ws.write_all(&client_frame(8, &1000u16.to_be_bytes()))
+        .await
+        .expect("send the close");
+    let mut rest = Vec::new();
+    let _ = ws.read_to_end(&mut rest).await;
+    // The stream's end on our side too, or the tunnel waits for the rest of the client's bytes.
+    ws.shutdown().await.expect("end the stream");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = get(&weir.url("/plain")).await;
+        if reply.status == StatusCode::UPGRADE_REQUIRED {
+            break;
+        }
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place never came back"
+        );
+    }
+}

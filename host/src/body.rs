@@ -54,6 +54,15 @@ impl ProxyBody {
         ProxyBody::Full((!bytes.is_empty()).then_some(bytes))
     }
 
+    /// The endpoint's place among its `max_requests` that an upstream's body holds, taken for whatever
+    /// outlives the body: a WebSocket tunnel holds the connection, and so its place, after the 101.
+    pub fn take_place(&mut self) -> Option<Place> {
+        match self {
+            ProxyBody::Upstream(body) => body.place.take(),
+            _ => None,
+        }
+    }
+
     /// A body read whole, to go on as it came: its data, then its trailers if it had any.
     pub fn whole(Whole { data, trailers }: Whole) -> Self {
         match trailers {
@@ -105,7 +114,7 @@ impl ProxyBody {
             inner: body,
             idle: IdleTimer::new(idle),
             upstream,
-            _place: place,
+            place,
         })
     }
 }
@@ -231,7 +240,7 @@ pub struct UpstreamBody {
     idle: IdleTimer,
     upstream: Arc<str>,
     /// The endpoint's place among its `max_requests`, given back when the body is dropped.
-    _place: Option<Place>,
+    place: Option<Place>,
 }
 
 impl Body for UpstreamBody {

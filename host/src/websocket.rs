@@ -189,6 +189,8 @@ pub fn splice(
         connection,
         h2,
     } = client;
+    // The upstream's connection is the tunnel's now: its place among the endpoint's `max_requests` too.
+    let place = response.body_mut().take_place();
     if let Some(asked) = h2 {
         if let Err(wrong) = answers(response.headers(), &asked.accept) {
             tracing::warn!("upstream's WebSocket handshake refused: {wrong}");
@@ -216,8 +218,9 @@ pub fn splice(
         if let Err(e) = tunnel(upgrade, upstream, idle).await {
             tracing::debug!("websocket tunnel ended: {e}");
         }
-        // Only now may the slot go to another client, and the drain stop waiting for this connection.
-        drop((in_flight, connection));
+        // Only now may the slot go to another client, the drain stop waiting for this connection, and the
+        // endpoint take another request in its place.
+        drop((in_flight, connection, place));
     });
     response
 }
