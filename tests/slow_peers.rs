@@ -267,15 +267,26 @@ const FLOOD: usize = 256 << 20;
 /// Upstream connections whose flood ended because Weir closed them.
 static FLOODS_CUT: AtomicUsize = AtomicUsize::new(0);
 
+/// Upstream connections of the HTTP/2 tests whose flood ended because Weir closed them.
+static H2_FLOODS_CUT: AtomicUsize = AtomicUsize::new(0);
+
 /// Answers [`FLOOD`] bytes as fast as they are taken, counting a connection closed before the end.
-fn flood(mut stream: TcpStream) {
+fn flood(stream: TcpStream) {
+    flood_counted(stream, &FLOODS_CUT);
+}
+
+fn flood_h2(stream: TcpStream) {
+    flood_counted(stream, &H2_FLOODS_CUT);
+}
+
+fn flood_counted(mut stream: TcpStream, cut: &AtomicUsize) {
     read_head(&mut stream);
     let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {FLOOD}\r\n\r\n");
     let chunk = [b'f'; 64 << 10];
     let whole = stream.write_all(head.as_bytes()).is_ok()
         && (0..FLOOD / chunk.len()).all(|_| stream.write_all(&chunk).is_ok());
     if !whole {
-        FLOODS_CUT.fetch_add(1, Ordering::SeqCst);
+        cut.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -306,6 +317,78 @@ fn a_client_that_reads_nothing_is_cut_after_send_timeout() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(FLOODS_CUT.load(Ordering::SeqCst), 2, "{}", weir.log());
+}
+
+/// An HTTP/2 stream whose client grants a 16 KiB window and reads nothing: the client reads its socket, so
+/// no write of Weir's ever stalls, but hyper takes no more of the response body. The stream must not hold
+/// its upstream connection past `send_timeout`. And one that reads slowly, a frame at a time, is not cut.
+#[test]
+fn an_h2_client_that_opens_no_window_is_cut_after_send_timeout() {
+    let flooding = raw_upstream(flood_h2);
+    let weir = Weir::start(&routes("send_timeout = \"500ms\"", flooding, ""));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(weir.addr)
+            .await
+            .expect("connect");
+        let (mut sender, connection) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .initial_stream_window_size(16 << 10)
+                .handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .expect("an h2c handshake");
+        let connection = tokio::spawn(connection);
+
+        // Read slowly: a frame every 100 ms, each granting more window, for twice send_timeout.
+        let request = http::Request::get(weir.url("/plain"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new());
+        let response = sender
+            .send_request(request.expect("a request"))
+            .await
+            .expect("an answer");
+        assert_eq!(response.status(), 200, "{}", weir.log());
+        let mut slow = response.into_body();
+        let began = Instant::now();
+        while began.elapsed() < Duration::from_secs(1) {
+            let frame = http_body_util::BodyExt::frame(&mut slow).await;
+            assert!(
+                matches!(frame, Some(Ok(_))),
+                "a slow but steady reader was cut after {:?}: {frame:?}\n{}",
+                began.elapsed(),
+                weir.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        drop(slow);
+
+        // Now read nothing.
+        let request = http::Request::get(weir.url("/plain"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new());
+        let response = sender
+            .send_request(request.expect("a request"))
+            .await
+            .expect("an answer");
+        assert_eq!(response.status(), 200, "{}", weir.log());
+        let held = response.into_body();
+        let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
+        assert!(
+            ended.is_ok(),
+            "the connection is still open 10 s after its window closed\n{}",
+            weir.log()
+        );
+        drop(held);
+    });
+    // Both streams' upstream connections were closed, not left to finish their bodies into nothing.
+    let until = Instant::now() + Duration::from_secs(5);
+    while H2_FLOODS_CUT.load(Ordering::SeqCst) < 2 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(H2_FLOODS_CUT.load(Ordering::SeqCst), 2, "{}", weir.log());
+    assert!(
+        weir.log().contains("opened no flow-control window"),
+        "the cut is logged\n{}",
+        weir.log()
+    );
 }
 
 /// Sends 100 body bytes one every 100 ms.

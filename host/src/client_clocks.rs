@@ -13,6 +13,14 @@
 //! | the next request | the end of the last response | `keepalive_timeout`: closed, nothing sent |
 //! | the rest of a later head | its first byte | `header_read_timeout`: 408, closed |
 //! | the client to take response bytes | a write that cannot go | `send_timeout`: closed |
+//! | an HTTP/2 client to open its flow-control window | a response body that hyper has stopped taking, with no write since | `send_timeout`: closed |
+//!
+//! The last row is the HTTP/2 client that reads its socket but grants no window: hyper then writes nothing,
+//! so no write stalls, and takes no more of the response body; the upstream connection behind the stream
+//! would be held for as long as the client likes ("slow read"). The clock counts any write on the
+//! connection as the client's progress, as `send_timeout` does on HTTP/1.1: a client reading slowly is
+//! never cut, one that reads nothing at all is. nginx times each stream; here a client must keep reading
+//! some stream to keep the others waiting.
 //!
 //! A request being served is not timed here: its body by `client_body_timeout`, the upstream by its own.
 //! nginx sends no 408 at all (it closes and logs 408); a client that has begun a request is told why it
@@ -28,7 +36,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
@@ -41,9 +49,10 @@ use tokio::time::{Instant, Sleep};
 /// browser's preconnect) holds the drain no longer than this.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
-/// Why a clock ended its connection: the error hyper ends the connection with carries it, so the server can
-/// count a request that never came whole as nginx logs one, 408.
-#[derive(Debug, thiserror::Error)]
+/// Why a clock ended its connection, kept in its [`Activity`] (the error hyper ends an HTTP/2 connection with
+/// keeps only the text of an I/O error's cause), so the server can log it, and count a request that never
+/// came whole as nginx logs one, 408.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Expired {
     /// A 408 was written before the close.
     #[error("no whole request head within header_read_timeout")]
@@ -52,22 +61,13 @@ pub enum Expired {
     HeadUnanswered,
     #[error("the client took nothing of the response within send_timeout")]
     Send,
+    #[error("the HTTP/2 client opened no flow-control window for a response within send_timeout")]
+    Window,
 }
 
 impl From<Expired> for io::Error {
     fn from(expired: Expired) -> io::Error {
         io::Error::new(io::ErrorKind::TimedOut, expired)
-    }
-}
-
-impl Expired {
-    /// The clock's reason in `error` or in what caused it.
-    pub fn find<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Expired> {
-        std::iter::successors(Some(error), |e| e.source()).find_map(|e| {
-            e.downcast_ref::<io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<Expired>())
-        })
     }
 }
 
@@ -94,6 +94,19 @@ pub struct Activity {
     /// The client opened with HTTP/2's preface: its frames are no head, and a 408 in HTTP/1.1 would be
     /// garbage to it, so a timeout only closes; and a drain can tell it to go away (`GOAWAY`).
     h2: AtomicBool,
+    /// HTTP/2 responses waiting for the client's window (see the module's table).
+    windows: Mutex<WindowWaits>,
+    /// The clock that ended the connection, if one did.
+    expired: Mutex<Option<Expired>>,
+}
+
+/// HTTP/2 responses that have handed hyper a frame with more to come, and that hyper has not come back to:
+/// it comes back once the client's flow-control windows have room.
+#[derive(Default)]
+struct WindowWaits {
+    waiting: usize,
+    /// The socket's read side has its clock set, so a new wait need not wake it.
+    clock_set: bool,
 }
 
 impl Activity {
@@ -117,6 +130,49 @@ impl Activity {
     /// The client speaks HTTP/2 (it opened with the preface).
     pub fn is_h2(&self) -> bool {
         self.h2.load(Ordering::Acquire)
+    }
+
+    /// The clock that ended the connection, if one did.
+    pub fn expired(&self) -> Option<Expired> {
+        *self.expired.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ends the connection for `why`, which is kept for [`Activity::expired`].
+    fn expire(&self, why: Expired) -> io::Error {
+        *self.expired.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
+        why.into()
+    }
+
+    /// A response begins to wait for the client's window.
+    fn wait_for_window(&self) {
+        let wake = {
+            let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+            windows.waiting += 1;
+            !windows.clock_set
+        };
+        // The read side sets its clock when it looks: it must look now, nothing on the socket would make
+        // it. Once set, the clock finds later waits itself.
+        if wake
+            && let Some(reader) = self
+                .reader
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+        {
+            reader.wake_by_ref();
+        }
+    }
+
+    fn window_came(&self) {
+        let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+        windows.waiting = windows.waiting.saturating_sub(1);
+    }
+
+    /// Whether a response waits for the client's window; the caller's clock is set from here on if so.
+    fn window_clock_needed(&self) -> bool {
+        let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+        windows.clock_set = windows.waiting > 0;
+        windows.clock_set
     }
 }
 
@@ -145,17 +201,28 @@ impl Drop for Ended {
     }
 }
 
-/// A response body that marks its request's end when dropped.
+/// A response body that marks its request's end when dropped, and, on HTTP/2, each wait for the client's
+/// window.
 pub struct Tracked<B> {
     body: B,
-    _ended: Ended,
+    ended: Ended,
+    waits_for_window: bool,
 }
 
 impl<B> Tracked<B> {
     pub fn new(body: B, ended: Ended) -> Tracked<B> {
         Tracked {
             body,
-            _ended: ended,
+            ended,
+            waits_for_window: false,
+        }
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        if self.waits_for_window {
+            self.ended.0.window_came();
         }
     }
 }
@@ -168,7 +235,21 @@ impl<B: Body + Unpin> Body for Tracked<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let this = &mut *self;
+        if std::mem::take(&mut this.waits_for_window) {
+            this.ended.0.window_came();
+        }
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        // hyper's HTTP/2 server asks for the next frame only when the stream has window to send it in.
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && frame.is_data()
+            && !this.body.is_end_stream()
+            && this.ended.0.is_h2()
+        {
+            this.waits_for_window = true;
+            this.ended.0.wait_for_window();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -211,6 +292,12 @@ pub struct Clocked<S> {
     send_stall: Option<Pin<Box<Sleep>>>,
     /// The armed deadline is for the wait under way (a write that goes through ends it).
     stalled: bool,
+    /// Set while an HTTP/2 response waits for the client's window; made at the first such wait.
+    window_stall: Option<Pin<Box<Sleep>>>,
+    window_clock_set: bool,
+    /// Writes that took bytes, and their count when the window clock was last set.
+    writes: u64,
+    writes_at_set: u64,
 }
 
 impl<S> Clocked<S> {
@@ -227,6 +314,10 @@ impl<S> Clocked<S> {
             no_408: false,
             send_stall: None,
             stalled: false,
+            window_stall: None,
+            window_clock_set: false,
+            writes: 0,
+            writes_at_set: 0,
         }
     }
 
@@ -292,7 +383,39 @@ impl<S> Clocked<S> {
         self.stalled = true;
         match stall.as_mut().poll(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(()) => Poll::Ready(Err(Expired::Send.into())),
+            Poll::Ready(()) => Poll::Ready(Err(self.activity.expire(Expired::Send))),
+        }
+    }
+}
+
+impl<S> Clocked<S> {
+    /// While an HTTP/2 response waits for the client's window, a connection that writes nothing for
+    /// `send_timeout` fails: its streams end, and with them their upstream connections and plugins'
+    /// instances.
+    fn window_clock<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        if !self.activity.window_clock_needed() {
+            self.window_clock_set = false;
+            return Poll::Pending;
+        }
+        let restart = !self.window_clock_set;
+        self.window_clock_set = true;
+        let clock = self
+            .window_stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(after(self.clocks.send))));
+        if restart {
+            clock.as_mut().reset(after(self.clocks.send));
+            self.writes_at_set = self.writes;
+        }
+        loop {
+            if clock.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if self.writes == self.writes_at_set {
+                return Poll::Ready(Err(self.activity.expire(Expired::Window)));
+            }
+            // The client took bytes within the time: it is reading, only slowly.
+            clock.as_mut().reset(after(self.clocks.send));
+            self.writes_at_set = self.writes;
         }
     }
 }
@@ -350,7 +473,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Clocked<S> {
             if all_ended(&this.activity) {
                 cx.waker().wake_by_ref();
             }
-            return Poll::Pending;
+            return this.window_clock(cx);
         }
         if this.deadline.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
@@ -364,10 +487,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Clocked<S> {
                 // client that reads nothing, and is closed without them.
                 let answer = request_timeout();
                 let _ = Pin::new(&mut this.stream).poll_write(cx, answer.as_bytes());
-                Poll::Ready(Err(Expired::Head.into()))
+                Poll::Ready(Err(this.activity.expire(Expired::Head)))
             }
             Wait::First { partial: true } | Wait::Head => {
-                Poll::Ready(Err(Expired::HeadUnanswered.into()))
+                Poll::Ready(Err(this.activity.expire(Expired::HeadUnanswered)))
             }
             // The end of the stream between requests: hyper closes the connection as if the client had.
             _ => Poll::Ready(Ok(())),
@@ -383,6 +506,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Clocked<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.stream).poll_write(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            this.writes = this.writes.wrapping_add(1);
+        }
         this.sent(cx, poll)
     }
 
@@ -393,6 +519,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Clocked<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            this.writes = this.writes.wrapping_add(1);
+        }
         this.sent(cx, poll)
     }
 
