@@ -393,7 +393,8 @@ impl<S> Clocked<S> {
     /// `send_timeout` fails: its streams end, and with them their upstream connections and plugins'
     /// instances.
     fn window_clock<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        if !self.activity.window_clock_needed() {
+        // HTTP/1.1 has no window: a client that reads nothing stalls a write.
+        if !self.activity.is_h2() || !self.activity.window_clock_needed() {
             self.window_clock_set = false;
             return Poll::Pending;
         }

@@ -120,7 +120,7 @@ impl CompileCache {
         match write(&entry, key, &compiled) {
             // Loaded from the file just written, so that it is mapped like any other start's.
             Ok(()) => {
-                prune(&entry);
+                prune(&self.dir);
                 if let Some(component) = self.cached(engine, &entry, key) {
                     return Ok(component);
                 }
@@ -348,38 +348,27 @@ fn write(entry: &Entry, key: &hmac::Key, code: &[u8]) -> io::Result<()> {
     renamed
 }
 
-/// Removes the files this engine can never load, written by another engine (another Weir or wasmtime
-/// version, other compiler settings) or in another layout. Done when a compile writes a file, which is
-/// when an upgrade leaves the old ones behind, so the directory holds one engine's files, not every
-/// version's since it was made. A process still running on a removed file keeps its mapping.
-fn prune(written: &Entry) {
-    let Some(dir) = written.file.parent() else {
-        return;
-    };
-    // Every file of this engine and layout ends as the one just written does, after its component's hash.
-    let Some(ours) = written
-        .file
-        .file_name()
-        .and_then(|name| name.to_str())
-        .and_then(|name| name.split_once('-'))
-        .map(|(_, engine_and_layout)| engine_and_layout)
-    else {
-        return;
-    };
+/// Removes the files of another layout, which this Weir never reads. Done when a compile writes a file,
+/// which is when an upgrade leaves them behind. Files of another engine stay: one Weir makes an engine per
+/// setting that changes the code (`concurrency_support`), so "another engine" may be this process's next
+/// reload, or the other of two configs sharing the directory, and removing its files would make each start
+/// compile again. A process still running on a removed file keeps its mapping.
+fn prune(dir: &Path) {
+    let ours = format!(".{LAYOUT}.cwasm");
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let stale = !name.starts_with('.') && name.ends_with(".cwasm") && !name.ends_with(ours);
+        let stale = !name.starts_with('.') && name.ends_with(".cwasm") && !name.ends_with(&ours);
         if stale && entry.file_type().is_ok_and(|t| t.is_file()) {
             match std::fs::remove_file(entry.path()) {
                 Ok(()) => {
-                    tracing::info!(file = %entry.path().display(), "removed a cached component of another engine")
+                    tracing::info!(file = %entry.path().display(), "removed a cached component of an older layout")
                 }
                 Err(e) => {
-                    tracing::warn!(file = %entry.path().display(), "cannot remove a cached component of another engine: {e}")
+                    tracing::warn!(file = %entry.path().display(), "cannot remove a cached component of an older layout: {e}")
                 }
             }
         }
@@ -541,18 +530,21 @@ mod tests {
     }
 
     #[test]
-    fn a_compile_removes_the_files_of_other_engines_and_layouts() {
+    fn a_compile_removes_the_files_of_older_layouts_only() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cache_dir = dir.path().join("cache");
         std::fs::create_dir_all(&cache_dir).expect("cache dir");
         std::fs::set_permissions(&cache_dir, std::fs::Permissions::from_mode(0o700))
             .expect("chmod");
         let hex = "00112233445566778899aabbccddeeff";
-        let stale = [
-            format!("{hex}-0123456789abcdef.{LAYOUT}.cwasm"),
-            format!("{hex}-0123456789abcdef.cwasm"),
+        let stale = [format!("{hex}-0123456789abcdef.cwasm")];
+        // Another engine's file: this process's engine with other settings may be the next to want it.
+        let other_engine = format!("{hex}-0123456789abcdef.{LAYOUT}.cwasm");
+        let kept = [
+            other_engine.clone(),
+            "notes.txt".to_owned(),
+            format!(".{hex}.cwasm.tmp1-0"),
         ];
-        let kept = ["notes.txt".to_owned(), format!(".{hex}.cwasm.tmp1-0")];
         for name in stale.iter().chain(&kept) {
             std::fs::write(cache_dir.join(name), b"old").expect("planted");
         }
@@ -560,13 +552,14 @@ mod tests {
         cache(dir.path())
             .component(&engine, EMPTY)
             .expect("compiled");
+        for name in &kept {
+            assert!(cache_dir.join(name).exists(), "{name} is gone");
+        }
+        std::fs::remove_file(cache_dir.join(&other_engine)).expect("planted");
         // The file just written is the one .cwasm left.
         cache_file(dir.path());
         for name in &stale {
             assert!(!cache_dir.join(name).exists(), "{name} is left");
-        }
-        for name in &kept {
-            assert!(cache_dir.join(name).exists(), "{name} is gone");
         }
     }
 
