@@ -408,6 +408,48 @@ async fn max_requests_holds_an_endpoint_to_its_cap_and_the_rest_wait_their_turn(
     assert_eq!(queued, Some(0.0), "nobody is left in line");
 }
 
+/// A reload builds new upstreams; an endpoint that keeps its URL and its cap keeps its places, so a request
+/// the old generation has in flight still counts: the next one waits for it instead of making two at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_places_taken_by_requests_in_flight() {
+    let slow = Endpoint::start(
+        "slow",
+        Behaviour {
+            delay: Duration::from_millis(1500),
+            ..Behaviour::default()
+        },
+    );
+    let weir = Weir::start(&config(
+        &urls(&[&slow]),
+        "max_requests = 1\nqueue_timeout = \"30s\"\n",
+    ));
+    let url = weir.url("/first");
+    let first = tokio::spawn(async move { get(&url).await.status });
+    until("the first request reaches the endpoint", async || {
+        slow.requests() == 1
+    })
+    .await;
+    // Another queue_timeout: a new generation, the same endpoint and cap.
+    std::fs::write(
+        weir.config_file(),
+        config(
+            &urls(&[&slow]),
+            "max_requests = 1\nqueue_timeout = \"20s\"\n",
+        ),
+    )
+    .expect("rewrite the config");
+    weir.signal(libc::SIGHUP);
+    assert!(weir.wait_for_log("config reloaded"), "{}", weir.log());
+    let second = get(&weir.url("/second")).await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(first.await.expect("the first"), StatusCode::OK);
+    assert_eq!(
+        slow.peak_in_flight(),
+        1,
+        "the new generation's request went beside the old one's"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_waits_past_queue_timeout_gets_503_and_the_one_in_flight_is_served() {
     let slow = Endpoint::start(

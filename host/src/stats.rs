@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::plugin::{BodyKind, PluginError};
 use crate::sandbox::Label;
-use crate::upstream::UpstreamError;
+use crate::upstream::{Lines, UpstreamError};
 
 /// A request's time, from its head to the last byte of its response: from half a millisecond (a proxied
 /// request on loopback) to a minute (an upstream's default `timeout`).
@@ -303,6 +303,8 @@ pub struct UpstreamStats {
     queued: AtomicU64,
     /// Requests that waited past `queue_timeout`.
     queue_timeouts: AtomicU64,
+    /// Its endpoints' lines, which outlive a generation as these counters do.
+    lines: Lines,
 }
 
 impl UpstreamStats {
@@ -385,6 +387,10 @@ impl UpstreamStats {
     pub fn queue(&self) -> Queued<'_> {
         self.queued.fetch_add(1, Ordering::Relaxed);
         Queued(&self.queued)
+    }
+
+    pub fn lines(&self) -> &Lines {
+        &self.lines
     }
 
     pub fn queued(&self) -> u64 {

@@ -43,7 +43,7 @@ use balance::{Balancer, HashKey};
 use endpoints::{Endpoint, Endpoints};
 use health::{Ejection, Verdict};
 use outbound::{Held, Outbound, Progress};
-pub use queue::Place;
+pub use queue::{Lines, Place};
 use retry::{Failure, RetryPolicy};
 use tls::{Connector, HandshakeError, TlsSettings};
 
@@ -510,7 +510,7 @@ impl Pool {
             None
         };
         let connector = Connector::new(
-            CountingConnector::new(tcp, stats),
+            CountingConnector::new(tcp, stats.clone()),
             tls,
             config.connect_timeout,
         );
@@ -522,7 +522,14 @@ impl Pool {
         let endpoints = config
             .endpoints()
             .iter()
-            .map(|url| Endpoint::new(url, config.preserve_host, config.max_requests))
+            .map(|url| {
+                Endpoint::new(
+                    url,
+                    config.preserve_host,
+                    config.max_requests,
+                    stats.lines(),
+                )
+            })
             .collect();
         let ejection = Ejection {
             after: config.eject_after,

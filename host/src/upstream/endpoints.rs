@@ -7,7 +7,7 @@ use http::HeaderValue;
 
 use super::balance::{self, Balancer, Choice};
 use super::health::{Clock, Ejection, Health, Verdict};
-use super::queue::Places;
+use super::queue::{Lines, Places};
 use crate::config::UpstreamUrl;
 
 pub struct Endpoint {
@@ -34,7 +34,13 @@ impl Choice for Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(url: &UpstreamUrl, preserve_host: bool, max_requests: Option<u32>) -> Endpoint {
+    /// Its places, under `max_requests`, are the ones `lines` kept for it, if an earlier generation had it.
+    pub fn new(
+        url: &UpstreamUrl,
+        preserve_host: bool,
+        max_requests: Option<u32>,
+        lines: &Lines,
+    ) -> Endpoint {
         let label = format!("{}://{}{}", url.scheme, url.authority, url.base_path);
         Endpoint {
             // An authority's characters are all valid in a header value; were one not, the client's Host
@@ -43,11 +49,11 @@ impl Endpoint {
                 .then(|| HeaderValue::from_str(url.authority.as_str()).ok())
                 .flatten(),
             seed: balance::hash(label.as_bytes()),
-            label,
             url: url.clone(),
             in_flight: AtomicU64::new(0),
             health: Health::default(),
-            places: max_requests.map(Places::new),
+            places: max_requests.map(|max| lines.places(&label, max)),
+            label,
         }
     }
 
