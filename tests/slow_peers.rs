@@ -385,7 +385,7 @@ fn an_h2_client_that_opens_no_window_is_cut_after_send_timeout() {
     }
     assert_eq!(H2_FLOODS_CUT.load(Ordering::SeqCst), 2, "{}", weir.log());
     assert!(
-        weir.log().contains("opened no flow-control window"),
+        weir.wait_for_log("opened no flow-control window"),
         "the cut is logged\n{}",
         weir.log()
     );
