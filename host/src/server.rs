@@ -236,13 +236,15 @@ async fn serve_connection<I, S>(
         // hyper has answered it; nginx logs these too ("client sent invalid request").
         unrouted.refused(status);
         tracing::info!(%client, status, "refused a malformed request: {e}");
-    } else if let Some(expired @ (Expired::Head | Expired::HeadUnanswered)) = activity.expired() {
-        // A request begun and never finished: nginx logs it as 408 whether or not it answered.
-        unrouted.refused(408);
-        tracing::info!(%client, status = 408, "{expired}");
     } else if let Some(expired) = activity.expired() {
-        // nginx logs these too ("client timed out ... while sending response to client").
-        tracing::info!(%client, "{expired}");
+        if matches!(expired, Expired::Head | Expired::HeadUnanswered) {
+            // A request begun and never finished: nginx logs it as 408 whether or not it answered.
+            unrouted.refused(408);
+            tracing::info!(%client, status = 408, "{expired}");
+        } else {
+            // nginx logs these too ("client timed out ... while sending response to client").
+            tracing::info!(%client, "{expired}");
+        }
     } else {
         tracing::debug!(%client, "connection ended with an error: {e}");
     }
