@@ -339,15 +339,20 @@ fn an_h2_client_that_opens_no_window_is_cut_after_send_timeout() {
                 .expect("an h2c handshake");
         let connection = tokio::spawn(connection);
 
+        // A GET of `/plain` on the connection, its body not yet read.
+        let mut flood = async || {
+            let request = http::Request::get(weir.url("/plain"))
+                .body(http_body_util::Empty::<bytes::Bytes>::new());
+            let response = sender
+                .send_request(request.expect("a request"))
+                .await
+                .expect("an answer");
+            assert_eq!(response.status(), 200, "{}", weir.log());
+            response.into_body()
+        };
+
         // Read slowly: a frame every 100 ms, each granting more window, for twice send_timeout.
-        let request = http::Request::get(weir.url("/plain"))
-            .body(http_body_util::Empty::<bytes::Bytes>::new());
-        let response = sender
-            .send_request(request.expect("a request"))
-            .await
-            .expect("an answer");
-        assert_eq!(response.status(), 200, "{}", weir.log());
-        let mut slow = response.into_body();
+        let mut slow = flood().await;
         let began = Instant::now();
         while began.elapsed() < Duration::from_secs(1) {
             let frame = http_body_util::BodyExt::frame(&mut slow).await;
@@ -362,14 +367,7 @@ fn an_h2_client_that_opens_no_window_is_cut_after_send_timeout() {
         drop(slow);
 
         // Now read nothing.
-        let request = http::Request::get(weir.url("/plain"))
-            .body(http_body_util::Empty::<bytes::Bytes>::new());
-        let response = sender
-            .send_request(request.expect("a request"))
-            .await
-            .expect("an answer");
-        assert_eq!(response.status(), 200, "{}", weir.log());
-        let held = response.into_body();
+        let held = flood().await;
         let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
         assert!(
             ended.is_ok(),

@@ -410,10 +410,11 @@ async fn max_requests_holds_an_endpoint_to_its_cap_and_the_rest_wait_their_turn(
     assert_eq!(queued, Some(0.0), "nobody is left in line");
 }
 
-/// A reload builds new upstreams; an endpoint that keeps its URL and its cap keeps its places, so a request
-/// the old generation has in flight still counts: the next one waits for it instead of making two at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_keeps_the_places_taken_by_requests_in_flight() {
+/// An endpoint that answers after 1.5 s behind `max_requests = 1` and `queue_timeout`, and its one place
+/// taken by a request to `/first`, which has reached it.
+async fn one_place_held(
+    queue_timeout: &str,
+) -> (Endpoint, Weir, tokio::task::JoinHandle<StatusCode>) {
     let slow = Endpoint::start(
         "slow",
         Behaviour {
@@ -423,7 +424,7 @@ async fn a_reload_keeps_the_places_taken_by_requests_in_flight() {
     );
     let weir = Weir::start(&config(
         &urls(&[&slow]),
-        "max_requests = 1\nqueue_timeout = \"30s\"\n",
+        &format!("max_requests = 1\nqueue_timeout = \"{queue_timeout}\"\n"),
     ));
     let url = weir.url("/first");
     let first = tokio::spawn(async move { get(&url).await.status });
@@ -431,6 +432,14 @@ async fn a_reload_keeps_the_places_taken_by_requests_in_flight() {
         slow.requests() == 1
     })
     .await;
+    (slow, weir, first)
+}
+
+/// A reload builds new upstreams; an endpoint that keeps its URL and its cap keeps its places, so a request
+/// the old generation has in flight still counts: the next one waits for it instead of making two at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_places_taken_by_requests_in_flight() {
+    let (slow, weir, first) = one_place_held("30s").await;
     // Another queue_timeout: a new generation, the same endpoint and cap.
     std::fs::write(
         weir.config_file(),
@@ -454,24 +463,7 @@ async fn a_reload_keeps_the_places_taken_by_requests_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_waits_past_queue_timeout_gets_503_and_the_one_in_flight_is_served() {
-    let slow = Endpoint::start(
-        "slow",
-        Behaviour {
-            delay: Duration::from_millis(1500),
-            ..Behaviour::default()
-        },
-    );
-    let weir = Weir::start(&config(
-        &urls(&[&slow]),
-        "max_requests = 1\nqueue_timeout = \"200ms\"\n",
-    ));
-    let url = weir.url("/first");
-    let first = tokio::spawn(async move { get(&url).await.status });
-    // The first holds the only place once it reached the endpoint.
-    until("the first request reaches the endpoint", async || {
-        slow.requests() == 1
-    })
-    .await;
+    let (slow, weir, first) = one_place_held("200ms").await;
     let started = Instant::now();
     let second = get(&weir.url("/second")).await;
     let waited = started.elapsed();

@@ -452,23 +452,31 @@ fn extended_connect(weir: &Weir) -> Request<Empty<Bytes>> {
         .expect("an extended CONNECT")
 }
 
+/// A WebSocket opened on a stream of `sender`'s connection, and the head of the `200` that opened it.
+async fn h2_tunnel(
+    sender: &mut H2Sender,
+    weir: &Weir,
+) -> (http::HeaderMap, TokioIo<hyper::upgrade::Upgraded>) {
+    let response = sender
+        .send_request(extended_connect(weir))
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), StatusCode::OK, "{}", weir.log());
+    let headers = response.headers().clone();
+    let tunnel = hyper::upgrade::on(response)
+        .await
+        .expect("the stream's tunnel");
+    (headers, TokioIo::new(tunnel))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_client_opens_a_websocket_with_extended_connect() {
     let echo = EchoServer::start();
     let weir = Weir::start(&one_route(echo.addr, ""));
     let mut sender = h2_client(&weir).await;
-    let response = sender
-        .send_request(extended_connect(&weir))
-        .await
-        .expect("an answer");
-    assert_eq!(response.status(), StatusCode::OK, "{}", weir.log());
-    assert!(response.headers().get("sec-websocket-accept").is_none());
-    assert!(response.headers().get("upgrade").is_none());
-    let mut ws = TokioIo::new(
-        hyper::upgrade::on(response)
-            .await
-            .expect("the stream's tunnel"),
-    );
+    let (headers, mut ws) = h2_tunnel(&mut sender, &weir).await;
+    assert!(headers.get("sec-websocket-accept").is_none());
+    assert!(headers.get("upgrade").is_none());
     assert_eq!(server_frame(&mut ws).await, (1, b"hello /chat".to_vec()));
     let long = "x".repeat(10_000);
     for (opcode, message) in [
@@ -634,16 +642,7 @@ async fn a_tunnel_keeps_its_place_among_the_upstreams_max_requests() {
     );
     let weir = Weir::start(&config);
     let mut sender = h2_client(&weir).await;
-    let response = sender
-        .send_request(extended_connect(&weir))
-        .await
-        .expect("an answer");
-    assert_eq!(response.status(), StatusCode::OK, "{}", weir.log());
-    let mut ws = TokioIo::new(
-        hyper::upgrade::on(response)
-            .await
-            .expect("the stream's tunnel"),
-    );
+    let (_, mut ws) = h2_tunnel(&mut sender, &weir).await;
     assert_eq!(server_frame(&mut ws).await, (1, b"hello /chat".to_vec()));
     // The tunnel holds the endpoint's one place: another request waits its queue_timeout out.
     let waiting = get(&weir.url("/plain")).await;
