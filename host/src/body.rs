@@ -22,7 +22,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::access_log::Tally;
 use crate::plugin::bindings::weir::plugin::request::BodyError;
-use crate::upstream::Place;
+use crate::upstream::{Place, Received};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -105,7 +105,7 @@ impl ProxyBody {
     /// The response body of upstream `upstream`, cut with [`UpstreamBodyTimeout`] when the upstream sends
     /// nothing for `idle`.
     pub fn upstream(
-        body: Incoming,
+        body: Received,
         idle: Duration,
         upstream: Arc<str>,
         place: Option<Place>,
@@ -236,7 +236,7 @@ impl Body for RequestBody {
 
 /// An upstream's response body, under the upstream's `read_timeout`.
 pub struct UpstreamBody {
-    inner: Incoming,
+    inner: Received,
     idle: IdleTimer,
     upstream: Arc<str>,
     /// The endpoint's place among its `max_requests`, given back when the body is dropped.
@@ -255,7 +255,7 @@ impl Body for UpstreamBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.idle.disarm();
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                Poll::Ready(frame)
             }
             Poll::Pending => this.idle.poll_expired(cx).map(|()| {
                 let timeout = UpstreamBodyTimeout {

@@ -1,9 +1,9 @@
 //! An upstream's connections, counted as they open and close.
 //!
-//! hyper-util's pooling client keeps its pool to itself (no count of idle connections), so the connector
-//! counts instead: each connection it makes adds one to the upstream's open connections, and taking it
-//! away (closed by either side, dropped by the pool when idle too long) takes one off. Open connections
-//! are the pooled ones plus those carrying a request.
+//! The connector counts for both clients (Weir's HTTP/1.1 one and hyper's HTTP/2 one, whose pool shows
+//! nothing): each connection it makes adds one to the upstream's open connections, and taking it away
+//! (closed by either side, dropped when idle too long) takes one off. Open connections are the kept ones
+//! plus those carrying a request.
 
 use std::future::Future;
 use std::pin::Pin;

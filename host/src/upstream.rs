@@ -8,12 +8,14 @@
 
 mod balance;
 mod endpoints;
+mod h1;
 mod health;
 mod outbound;
 mod probe;
 mod queue;
 mod retry;
 pub mod tls;
+mod transport;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -26,7 +28,6 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use http_body::Body;
 use http_body_util::LengthLimitError;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -41,18 +42,18 @@ use crate::fault;
 use crate::stats::UpstreamStats;
 use balance::{Balancer, HashKey};
 use endpoints::{Endpoint, Endpoints};
+pub use h1::{Switched, Upgraded};
 use health::{Ejection, Verdict};
 use outbound::{Held, Outbound, Progress};
 pub use queue::{Lines, Place};
 use retry::{Failure, RetryPolicy};
 use tls::{Connector, HandshakeError, TlsSettings};
+pub use transport::Received;
+use transport::{SendError, Transport};
 
-/// Idle upstream connections are kept this long: below the 60–75 s keep-alive of common servers, so Weir
+/// Idle HTTP/2 connections are kept this long: below the 60–75 s keep-alive of common servers, so Weir
 /// closes first and never sends on a connection the upstream is closing.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
-
-/// The client every upstream sends with: the connector makes TCP or TLS connections and counts them.
-type UpstreamClient = Client<Connector, Outbound>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -121,10 +122,12 @@ pub struct Upstream {
     stats: Arc<UpstreamStats>,
 }
 
-/// An enabled upstream's endpoints, its connection pool and its retry rules.
+/// An enabled upstream's endpoints, its connections and its retry rules.
 struct Pool {
     endpoints: Arc<Endpoints>,
-    client: UpstreamClient,
+    transport: Transport,
+    /// Closes the HTTP/1.1 connections kept too long; stopped with the generation.
+    _reaper: Option<h1::Reaper>,
     retry: RetryPolicy,
     /// What `balance = "hash"` hashes.
     hash_key: Option<HashKey>,
@@ -184,7 +187,7 @@ impl Upstream {
         pool.checks = probe::start(
             self.shared_name.clone(),
             pool.endpoints.clone(),
-            pool.client.clone(),
+            pool.transport.clone(),
             check,
         );
     }
@@ -282,7 +285,7 @@ impl Upstream {
             let request = request(endpoint, &method, path, query, head, body)?;
             let in_flight = endpoint.begin();
             let result = self
-                .exchange(&pool.client, request, progress, &endpoint.label)
+                .exchange(&pool.transport, endpoint, request, progress)
                 .await;
             drop(in_flight);
             // The retry's place in the budget is held until its attempt is over.
@@ -334,12 +337,12 @@ impl Upstream {
     /// One attempt: the request sent, and the response head within `timeout`.
     async fn exchange(
         &self,
-        client: &UpstreamClient,
+        transport: &Transport,
+        endpoint: &Endpoint,
         request: Request<Outbound>,
         progress: Option<Arc<Progress>>,
-        endpoint: &str,
-    ) -> Result<Response<Incoming>, Failed> {
-        let sent = client.request(request);
+    ) -> Result<Response<Received>, Failed> {
+        let sent = transport.send(&endpoint.idle, request);
         let answered = match progress {
             None => tokio::time::timeout(self.timeout, sent).await.ok(),
             Some(progress) => self.within_timeout(sent, &progress).await,
@@ -349,13 +352,13 @@ impl Upstream {
             None => Err(Failed {
                 error: UpstreamError::Timeout {
                     upstream: self.name.clone(),
-                    endpoint: endpoint.to_owned(),
+                    endpoint: endpoint.label.clone(),
                 },
                 connecting: false,
                 endpoint_fault: true,
                 retry: None,
             }),
-            Some(Err(e)) => Err(self.classify(&e, endpoint)),
+            Some(Err(e)) => Err(self.classify(&e, &endpoint.label)),
         }
     }
 
@@ -382,7 +385,7 @@ impl Upstream {
         }
     }
 
-    fn classify(&self, err: &hyper_util::client::legacy::Error, endpoint: &str) -> Failed {
+    fn classify(&self, err: &SendError, endpoint: &str) -> Failed {
         let client_fault = |error| Failed {
             error,
             connecting: false,
@@ -453,7 +456,7 @@ impl Upstream {
 
     /// The response on its way to the client, holding the endpoint's `place` (if it has `max_requests`)
     /// until its body is done with: over HTTP/1.1 the connection is busy until then.
-    fn response(&self, response: Response<Incoming>, place: Option<Place>) -> Response<ProxyBody> {
+    fn response(&self, response: Response<Received>, place: Option<Place>) -> Response<ProxyBody> {
         response.map(|body| {
             ProxyBody::upstream(body, self.read_timeout, self.shared_name.clone(), place)
         })
@@ -514,11 +517,17 @@ impl Pool {
             tls,
             config.connect_timeout,
         );
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .http2_only(config.http2)
-            .build(connector);
+        let transport = if config.http2 {
+            Transport::Http2(Box::new(
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                    .pool_timer(TokioTimer::new())
+                    .http2_only(true)
+                    .build(connector),
+            ))
+        } else {
+            Transport::Http1(h1::Client::new(connector))
+        };
         let endpoints = config
             .endpoints()
             .iter()
@@ -541,9 +550,16 @@ impl Pool {
             Balancer::new(config.balance),
             ejection,
         ));
+        let reaper = match transport {
+            Transport::Http1(_) => {
+                h1::reaper(endpoints.list().iter().map(|e| e.idle.clone()).collect())
+            }
+            Transport::Http2(_) => None,
+        };
         Ok(Pool {
             endpoints,
-            client,
+            transport,
+            _reaper: reaper,
             retry: RetryPolicy::new(config),
             hash_key: config.hash_on.as_ref().and_then(HashKey::new),
             check: config.health_check.clone(),

@@ -37,6 +37,7 @@ use crate::client_clocks::{Activity, Ended};
 use crate::plugin::BodyKind;
 use crate::proxy::Route;
 use crate::server::Held;
+use crate::upstream::{Switched, Upgraded};
 
 /// Why a route does not take a WebSocket upgrade.
 #[derive(Debug, thiserror::Error)]
@@ -179,8 +180,12 @@ pub fn splice(
         }
         return response;
     }
-    let Some(upstream) = response.extensions_mut().remove::<OnUpgrade>() else {
-        // A 101 that hyper did not take as an upgrade (not the upstream's own): nothing to splice.
+    let Some(upstream) = response
+        .extensions_mut()
+        .remove::<Switched>()
+        .and_then(|switched| switched.take())
+    else {
+        // A 101 that is not the upstream connection's switch (one a plugin made): nothing to splice.
         tracing::warn!("a 101 without an upgraded upstream connection");
         return bad_gateway("upstream switched protocols unasked\n");
     };
@@ -266,12 +271,12 @@ enum TunnelError {
     Idle(Duration),
 }
 
-async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, idle: Duration) -> Result<(), TunnelError> {
-    let (client, upstream) = tokio::try_join!(client, upstream)?;
+async fn tunnel(client: OnUpgrade, upstream: Upgraded, idle: Duration) -> Result<(), TunnelError> {
+    let client = client.await?;
     let started = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
     let mut client = Watched::new(TokioIo::new(client), started, last.clone());
-    let mut upstream = Watched::new(TokioIo::new(upstream), started, last.clone());
+    let mut upstream = Watched::new(upstream, started, last.clone());
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
     let mut copy = std::pin::pin!(copy);
     loop {

@@ -1,11 +1,13 @@
 //! An upstream's endpoints: where each is, how many requests it has in flight, its health, and the pick of
 //! one for each attempt of a request.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::HeaderValue;
 
 use super::balance::{self, Balancer, Choice};
+use super::h1::Idle;
 use super::health::{Clock, Ejection, Health, Verdict};
 use super::queue::{Lines, Places};
 use crate::config::UpstreamUrl;
@@ -21,6 +23,8 @@ pub struct Endpoint {
     seed: u64,
     /// Its `max_requests`, when it has one.
     pub places: Option<Places>,
+    /// The HTTP/1.1 connections kept for its next requests.
+    pub idle: Arc<Idle>,
 }
 
 impl Choice for Endpoint {
@@ -53,6 +57,7 @@ impl Endpoint {
             in_flight: AtomicU64::new(0),
             health: Health::default(),
             places: max_requests.map(|max| lines.places(&label, max)),
+            idle: Arc::default(),
             label,
         }
     }

@@ -3,7 +3,7 @@
 //!
 //! The task belongs to the generation of the config that made it: the upstream holds its [`Checks`], which
 //! aborts it when dropped, so a reload that drops the upstream (once its last request has ended) stops its
-//! checks, and a reload never leaves a task behind. The task holds the endpoints and the client, never the
+//! checks, and a reload never leaves a task behind. The task holds the endpoints and the transport, never the
 //! upstream itself, or the upstream would keep itself alive.
 
 use std::sync::Arc;
@@ -15,7 +15,8 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::endpoints::{Endpoint, Endpoints};
 use super::outbound::Outbound;
-use super::{UpstreamClient, path_and_query};
+use super::path_and_query;
+use super::transport::Transport;
 use crate::config::upstream::HealthCheck;
 
 /// A health check's answer is read whole (so the connection can be reused), up to this much.
@@ -34,19 +35,19 @@ impl Drop for Checks {
 pub fn start(
     upstream: Arc<str>,
     endpoints: Arc<Endpoints>,
-    client: UpstreamClient,
+    transport: Transport,
     check: HealthCheck,
 ) -> Option<Checks> {
     let runtime = tokio::runtime::Handle::try_current().ok()?;
     Some(Checks(
-        runtime.spawn(run(upstream, endpoints, client, check)),
+        runtime.spawn(run(upstream, endpoints, transport, check)),
     ))
 }
 
 async fn run(
     upstream: Arc<str>,
     endpoints: Arc<Endpoints>,
-    client: UpstreamClient,
+    transport: Transport,
     check: HealthCheck,
 ) {
     // Checks passed (positive) or failed (negative) in a row, per endpoint.
@@ -56,7 +57,7 @@ async fn run(
         tokio::time::sleep(check.interval).await;
         let mut round = JoinSet::new();
         for (index, endpoint) in endpoints.list().iter().enumerate() {
-            let probe = probe(&client, endpoint, &check);
+            let probe = probe(&transport, endpoint, &check);
             round.spawn(async move { (index, probe.await) });
         }
         while let Some(done) = round.join_next().await {
@@ -100,19 +101,20 @@ fn judge(upstream: &str, endpoint: &Endpoint, streak: i64, check: &HealthCheck) 
 
 /// One check: a 2xx answer, read whole, within the timeout.
 fn probe(
-    client: &UpstreamClient,
+    transport: &Transport,
     endpoint: &Endpoint,
     check: &HealthCheck,
 ) -> impl Future<Output = bool> + Send + 'static {
     let request = check_request(endpoint, &check.path);
-    let client = client.clone();
+    let transport = transport.clone();
+    let idle = endpoint.idle.clone();
     let timeout: Duration = check.timeout;
     async move {
         let Some(request) = request else {
             return false;
         };
         let exchange = async {
-            let response = client.request(request).await.ok()?;
+            let response = transport.send(&idle, request).await.ok()?;
             let passed = response.status().is_success();
             Limited::new(response.into_body(), MAX_CHECK_BODY)
                 .collect()
