@@ -119,7 +119,12 @@ impl Client {
         let upgrade = parts.headers.contains_key(header::UPGRADE);
         let head_request = parts.method == Method::HEAD;
         let mut headers = parts.headers;
-        let framing = (!body.is_end_stream()).then(|| body.size_hint().exact());
+        // A body of unknown length on GET, HEAD or CONNECT is not sent, as hyper's client does: it is
+        // almost always a body plugin's output for an empty one, and a chunked body the upstream does not
+        // read makes it close the connection (with a reset that loses the response's end).
+        let size = body.size_hint().exact();
+        let bodiless = matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT);
+        let framing = (!body.is_end_stream() && (size.is_some() || !bodiless)).then_some(size);
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let authority = parts.uri.authority().map(|a| a.as_str());
         let (head, encoder) =
