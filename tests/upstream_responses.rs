@@ -244,6 +244,9 @@ fn serve(mut stream: TcpStream, cases: &[Case]) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
+    // After `/once`, the next request on the connection is met with a close and no answer: the upstream's
+    // keep-alive ran out as the request came.
+    let mut close_next = false;
     loop {
         let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
             match stream.read(&mut chunk) {
@@ -256,6 +259,15 @@ fn serve(mut stream: TcpStream, cases: &[Case]) {
         buf.drain(..end + 4);
         let target = head.split(' ').nth(1).unwrap_or_default();
         let name = target.strip_prefix("/case/").unwrap_or_default();
+        if close_next {
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+        if name == "once" {
+            close_next = true;
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nonce");
+            continue;
+        }
         let Some(case) = cases.iter().find(|c| c.name == name) else {
             let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
             continue;
@@ -272,8 +284,14 @@ fn serve(mut stream: TcpStream, cases: &[Case]) {
 
 /// What a client sees for `GET /case/NAME` through the proxy at `proxy`.
 fn ask(proxy: SocketAddr, name: &str) -> Seen {
+    ask_with(proxy, "GET", name)
+}
+
+fn ask_with(proxy: SocketAddr, method: &str, name: &str) -> Seen {
     let mut stream = TcpStream::connect(proxy).expect("connect to the proxy");
-    let request = format!("GET /case/{name} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n");
+    let request = format!(
+        "{method} /case/{name} HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).expect("send");
     let drained = read_until_closed(&stream, Duration::from_secs(10));
     let (responses, _) = parse_responses(&drained.bytes, drained.closed);
@@ -348,6 +366,21 @@ fn a_kept_connection_carries_the_next_requests_and_a_closed_one_is_not_used() {
         assert_eq!(ask(weir.addr, "length"), got(200, "hello"));
     }
     assert_eq!(canned.connections.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_kept_connection_closed_under_a_request_costs_a_get_nothing_and_a_post_its_answer() {
+    let canned = Canned::start(cases());
+    let weir = Weir::start(&weir_config(canned.addr));
+    assert_eq!(ask(weir.addr, "once"), got(200, "once"));
+    // The kept connection is closed as the GET comes: the default retry (one, for safe methods) sends it
+    // again, on a new connection.
+    assert_eq!(ask(weir.addr, "length"), got(200, "hello"));
+    assert_eq!(canned.connections.load(Ordering::SeqCst), 2);
+    // A POST the upstream may have read is never sent twice: its client gets the 502.
+    assert_eq!(ask(weir.addr, "once"), got(200, "once"));
+    assert_eq!(ask_with(weir.addr, "POST", "length"), bad_gateway());
+    assert_eq!(canned.connections.load(Ordering::SeqCst), 2);
 }
 
 #[test]
