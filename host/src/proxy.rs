@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use crate::body::ProxyBody;
 use crate::chain;
 use crate::config::AccessLog;
-use crate::exchange::{PluginBounds, strip_hop_by_hop};
+use crate::exchange::{PluginBounds, has_token, strip_hop_by_hop};
 use crate::fault::{Fault, error_response};
 use crate::inbound::{self, Admitted};
 use crate::outcome::{ServedBody, Trace};
@@ -97,7 +97,8 @@ impl Proxy {
         } else {
             None
         };
-        let te_trailers = asks_for_trailers(&parts.headers);
+        // `te: trailers` among the client's `te` values (the others stay hop-by-hop and go).
+        let te_trailers = has_token(&parts.headers, header::TE, "trailers");
         strip_hop_by_hop(&mut parts.headers);
         if te_trailers {
             // The one `te` HTTP/2 allows (RFC 9113 §8.2.2), which gRPC requires: the client takes trailers.
@@ -160,16 +161,6 @@ async fn forward(
         Ok(response) => from_upstream(response),
         Err(e) => error_response(&Fault::Upstream(&e)),
     }
-}
-
-/// The client says `te: trailers` (among its `te` values; the others stay hop-by-hop and go).
-fn asks_for_trailers(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {

@@ -34,6 +34,7 @@ use tokio::time::Instant;
 
 use crate::body::ProxyBody;
 use crate::client_clocks::{Activity, Ended};
+use crate::exchange::has_token;
 use crate::plugin::BodyKind;
 use crate::proxy::Route;
 use crate::server::Held;
@@ -99,15 +100,6 @@ fn accept_for(key: &str) -> String {
     hash.update(key.as_bytes());
     hash.update(GUID.as_bytes());
     BASE64.encode(hash.finish())
-}
-
-fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// The client connection's part, put on a request that asks for an upgrade, for the tunnel to hold.

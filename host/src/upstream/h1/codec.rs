@@ -6,6 +6,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use http_body::Frame;
 
+use crate::exchange::has_token;
+
 /// A response head may have this many fields (hyper's default, and Envoy's `max_headers_count`).
 const MAX_FIELDS: usize = 100;
 /// A response head, or a chunked body's trailer section, larger than this is refused.
@@ -174,8 +176,8 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         headers.append(name, value);
     }
     buf.advance(len);
-    let close = connection_has(&headers, "close")
-        || (version == Version::HTTP_10 && !connection_has(&headers, "keep-alive"));
+    let close = has_token(&headers, header::CONNECTION, "close")
+        || (version == Version::HTTP_10 && !has_token(&headers, header::CONNECTION, "keep-alive"));
     let (framing, delimited) = framing(status, head_request, &headers)?;
     Ok(Some(Head {
         status,
@@ -184,16 +186,6 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         headers,
         framing,
     }))
-}
-
-/// `Connection` lists `option`.
-fn connection_has(headers: &HeaderMap, option: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|o| o.trim().eq_ignore_ascii_case(option))
 }
 
 /// RFC 9112 §6.3: the body's length, and whether the connection may be reused after it (a body that ends
