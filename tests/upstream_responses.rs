@@ -241,7 +241,9 @@ impl Canned {
 
 /// Answers each request on the connection with its case, until a case closes it.
 fn serve(mut stream: TcpStream, cases: &[Case]) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    // Well past a client's wait (`ask_with`): a proxy that reads a body until the upstream closes (nginx on
+    // `5, 5`) must show as a cut response every time, not turn whole when this timeout closes first.
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     // After `/once`, the next request on the connection is met with a close and no answer: the upstream's
@@ -293,7 +295,7 @@ fn ask_with(proxy: SocketAddr, method: &str, name: &str) -> Seen {
         "{method} /case/{name} HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).expect("send");
-    let drained = read_until_closed(&stream, Duration::from_secs(10));
+    let drained = read_until_closed(&stream, Duration::from_secs(5));
     let (responses, _) = parse_responses(&drained.bytes, drained.closed);
     match responses.into_iter().next() {
         // Bodies the proxy makes itself (a 502's text) are not the upstream's: only their status counts.
