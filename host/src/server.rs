@@ -6,14 +6,15 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use http::header::{self, HeaderValue};
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -21,8 +22,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use crate::client_clocks::{Activity, Clocked, Clocks, Expired, Tracked};
 use crate::config::ServerConfig;
 use crate::config::limits::MAX_CONNECTIONS;
+use crate::head_bytes;
 use crate::outcome::ServedBody;
 use crate::proxy::Proxy;
+use crate::sniff::Sniffed;
 use crate::stats::RouteStats;
 use crate::tls::Https;
 use crate::websocket::{self, Tunnel};
@@ -112,7 +115,12 @@ pub async fn serve(
         let https = tls.is_some();
         let service = {
             let (proxy, activity, held) = (proxy.clone(), activity.clone(), held.clone());
-            service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+            service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                // Here, not in the handler's future: hyper reads ahead on the connection before it polls
+                // that future, and a head still in the read buffer then makes that read allocate another.
+                let (mut parts, body) = request.into_parts();
+                head_bytes::detach(&mut parts);
+                let mut request = http::Request::from_parts(parts, body);
                 if https {
                     request.extensions_mut().insert(Https);
                 }
@@ -190,7 +198,7 @@ pub async fn serve(
 
 /// Serves one connection until it ends, closing it after what it is busy with once the server drains.
 async fn serve_connection<I, S>(
-    http: &auto::Builder<TokioExecutor>,
+    http: &Http,
     io: Clocked<I>,
     service: S,
     activity: Arc<Activity>,
@@ -198,38 +206,53 @@ async fn serve_connection<I, S>(
     (client, unrouted): (std::net::SocketAddr, Arc<RouteStats>),
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<Tracked<ServedBody>>,
+    S: hyper::service::HttpService<
+            hyper::body::Incoming,
+            ResBody = Tracked<ServedBody>,
             Error = Infallible,
         > + Send
         + 'static,
     S::Future: Send + 'static,
 {
-    // With upgrades: after a WebSocket's 101 the socket goes on to crate::websocket's tunnel.
-    let connection = http
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .into_owned();
-    let mut connection = std::pin::pin!(connection);
-    let drained = async {
+    let mut drained = std::pin::pin!(async {
         // The guard it returns is not to be held across the connection's end.
         let _ = draining.wait_for(|drain| *drain).await;
-    };
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = drained => {
-            // The connection closes after the response it is busy with, or once it has waited
-            // for a request for a moment (crate::client_clocks).
+    });
+    // A drain while the first bytes are awaited leaves them to the clocks, as it does a wait between
+    // requests (crate::client_clocks).
+    let mut sniffing = std::pin::pin!(Sniffed::read(io));
+    let (sniffed, drain_seen) = tokio::select! {
+        sniffed = sniffing.as_mut() => (sniffed, false),
+        () = drained.as_mut() => {
             activity.drain();
-            // HTTP/2 can tell the client: GOAWAY, after which it opens no more streams here and hyper
-            // closes the connection once those it has are done. HTTP/1.1 has no such word, and hyper's
-            // graceful shutdown would close a connection between requests at once, a request on its
-            // way unanswered: the clocks' grace does that instead.
-            if activity.is_h2() {
-                connection.as_mut().graceful_shutdown();
-            }
-            connection.await
+            (sniffing.await, true)
         }
+    };
+    let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = match sniffed {
+        Ok(io) if io.is_h2() => {
+            let connection = http.h2.serve_connection(TokioIo::new(io), service);
+            // HTTP/2 can tell the client: GOAWAY, after which it opens no more streams here and hyper
+            // closes the connection once those it has are done.
+            until_drained(connection, drained, drain_seen, &activity, |c| {
+                c.graceful_shutdown();
+            })
+            .await
+            .map_err(Into::into)
+        }
+        Ok(io) => {
+            // With upgrades: after a WebSocket's 101 the socket goes on to crate::websocket's tunnel.
+            let connection = http
+                .h1
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
+            // HTTP/1.1 has no GOAWAY, and hyper's graceful shutdown would close a connection between
+            // requests at once, a request on its way unanswered: the clocks' grace does that instead.
+            until_drained(connection, drained, drain_seen, &activity, |_| {})
+                .await
+                .map_err(Into::into)
+        }
+        // A clock that ran out before the bytes told the protocol: a head begun and not finished is a 408.
+        Err(e) => Err(e.into()),
     };
     let Err(e) = result else { return };
     if let Some(status) = refused_by_parser(&*e) {
@@ -247,6 +270,34 @@ async fn serve_connection<I, S>(
         }
     } else {
         tracing::debug!(%client, "connection ended with an error: {e}");
+    }
+}
+
+/// Drives `connection` to its end; once the server drains, the connection closes after what it is busy
+/// with, or once it has waited for a request for a moment (crate::client_clocks), and `shutdown` may say so
+/// to the client. `drain_seen` when the drain came before the connection.
+async fn until_drained<C>(
+    connection: C,
+    drained: Pin<&mut impl Future<Output = ()>>,
+    drain_seen: bool,
+    activity: &Activity,
+    shutdown: impl FnOnce(Pin<&mut C>),
+) -> hyper::Result<()>
+where
+    C: Future<Output = hyper::Result<()>>,
+{
+    let mut connection = std::pin::pin!(connection);
+    if drain_seen {
+        shutdown(connection.as_mut());
+        return connection.await;
+    }
+    tokio::select! {
+        result = connection.as_mut() => result,
+        () = drained => {
+            activity.drain();
+            shutdown(connection.as_mut());
+            connection.await
+        }
     }
 }
 
@@ -281,8 +332,15 @@ const H2_MAX_PENDING_RESETS: usize = 20;
 /// against a client provoking the resets instead (CVE-2025-8671, "MadeYouReset"). hyper's default.
 const H2_MAX_LOCAL_RESETS: usize = 1024;
 
-fn builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
-    let mut http = auto::Builder::new(TokioExecutor::new());
+/// hyper's servers for the two protocols, set up alike; [`Sniffed`] tells which a connection speaks.
+struct Http {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+fn builder(settings: &ServerConfig) -> Http {
+    let mut h1 = http1::Builder::new();
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
     // The parser caps the whole head, line included, and checks that before the target's length: its cap
     // leaves room for the longest target allowed, so a long target gets 414 from admission, not 431; the
     // header fields alone are held to `max_request_head` by admission too.
@@ -292,9 +350,9 @@ fn builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .saturating_add(settings.max_request_target.0);
     let head = usize::try_from(head).unwrap_or(usize::MAX);
     let fields = usize::try_from(settings.max_request_headers).unwrap_or(usize::MAX);
-    // hyper-util's builder for both protocols has no `max_header_size`: the read buffer below bounds the
-    // head as it arrives, and admission holds the fields and the target to their limits (431, 414).
-    http.http1()
+    // hyper's HTTP/1.1 server has no `max_header_size`: the read buffer below bounds the head as it
+    // arrives, and admission holds the fields and the target to their limits (431, 414).
+    h1
         // Weir's own clocks time the head and the wait between requests (crate::client_clocks).
         .header_read_timeout(None)
         .keep_alive(!settings.keepalive_timeout.is_zero())
@@ -303,8 +361,7 @@ fn builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
         // A head still arriving is buffered up to this, so the limit holds for slow clients too (hyper
         // refuses a buffer under 8 KiB).
         .max_buf_size(head.max(8 << 10));
-    http.http2()
-        .max_concurrent_streams(H2_MAX_STREAMS)
+    h2.max_concurrent_streams(H2_MAX_STREAMS)
         // HPACK's decoded size (each field's name and value plus 32 bytes): the same allowance as HTTP/1.1's
         // head, with the pseudo-header fields in the place of the request line.
         .max_header_list_size(u32::try_from(head).unwrap_or(u32::MAX))
@@ -312,7 +369,7 @@ fn builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
         // RFC 8441: WebSocket on an HTTP/2 stream (crate::websocket).
         .enable_connect_protocol();
-    http
+    Http { h1, h2 }
 }
 
 #[cfg(test)]
