@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -342,7 +343,8 @@ impl Upstream {
         request: Request<Outbound>,
         progress: Option<Arc<Progress>>,
     ) -> Result<Response<Received>, Failed> {
-        let sent = transport.send(&endpoint.idle, request);
+        // Pinned here, once: handed by value to the timer, it would be held twice in this future's state.
+        let sent = std::pin::pin!(transport.send(&endpoint.idle, request));
         let answered = match progress {
             None => tokio::time::timeout(self.timeout, sent).await.ok(),
             Some(progress) => self.within_timeout(sent, &progress).await,
@@ -364,8 +366,11 @@ impl Upstream {
 
     /// Waits for `sent` until the upstream has had `timeout` of its own time: a wake-up while the request
     /// body is waiting for the client, or sooner than `timeout` after its last progress, waits on.
-    async fn within_timeout<F: Future>(&self, sent: F, progress: &Progress) -> Option<F::Output> {
-        let mut sent = std::pin::pin!(sent);
+    async fn within_timeout<F: Future>(
+        &self,
+        mut sent: Pin<&mut F>,
+        progress: &Progress,
+    ) -> Option<F::Output> {
         let mut from = progress.start;
         loop {
             // A deadline past `Instant`'s range never comes: the config holds `timeout` to a year.
