@@ -32,11 +32,13 @@ fn config(upstream: std::net::SocketAddr, store: &str, routes: &str) -> String {
     )
 }
 
-/// Probes every 200 ms, so that a recovery takes a fraction of a second. The deadline is 5 times the
-/// default: these are debug builds, several at once on two cores with the test's own clients, where a
-/// burst can keep a worker from polling Redis's answer for longer than the default's 20 ms.
+/// The deadline of the tests that stop Redis: 5 times the default, since these are debug builds, several
+/// at once on two cores with the test's own clients, where a burst can keep a worker from polling Redis's
+/// answer for longer than the default's 20 ms; and short, so that waiting it out stays cheap.
+const OUTAGE_DEADLINE: &str = "100ms";
+
 /// A store on `redis` whose calls give up after `deadline`, each then answered by the route's
-/// `on_store_error`.
+/// `on_store_error`. Probes every 200 ms, so that a recovery takes a fraction of a second.
 fn redis_store(redis: &Redis, deadline: &str) -> String {
     format!(
         "[store]\nbackend = \"redis\"\nurl = \"{}\"\ndeadline = \"{deadline}\"\nbreaker_open = \"200ms\"\n",
@@ -245,7 +247,11 @@ async fn a_redis_outage_falls_back_as_configured_and_recovers_without_a_restart(
         ),
     ]
     .concat();
-    let weir = Weir::start(&config(upstream, &redis_store(&redis, "100ms"), &routes));
+    let weir = Weir::start(&config(
+        upstream,
+        &redis_store(&redis, OUTAGE_DEADLINE),
+        &routes,
+    ));
     for route in ["/allow", "/local", "/deny"] {
         let reply = get(&weir.url(route)).await;
         assert_eq!(reply.status, 200, "{route}: {}", reply.text());
@@ -332,7 +338,11 @@ async fn a_hung_redis_costs_a_request_at_most_the_deadline_and_then_nothing() {
         "api",
         r#"limits = [{ rate = "100000/m" }], on_store_error = "allow""#,
     );
-    let weir = Weir::start(&config(upstream, &redis_store(&redis, "100ms"), &route));
+    let weir = Weir::start(&config(
+        upstream,
+        &redis_store(&redis, OUTAGE_DEADLINE),
+        &route,
+    ));
     let url = weir.url("/api");
     assert!(get(&url).await.header("ratelimit").is_some());
 
