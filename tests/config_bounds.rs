@@ -381,17 +381,22 @@ fn plugin_fields() {
     const USES: Expect = Refused(OWNER, "max_uses");
     const INSTANCES: Expect = Refused(OWNER, "max_instances");
     const IDLE: Expect = Refused(OWNER, "max_idle");
+    const IDLE_TIMEOUT: Expect = Refused(OWNER, "idle_timeout");
     const WALL: Expect = Refused(OWNER, "wall_timeout");
     let cases = vec![
         case(Plugin, "max_instances = 0", INSTANCES),
         case(Plugin, "max_instances = 1", Answers),
-        // All the slots the sandbox may reserve, none left for idle instances.
-        case(Plugin, "max_instances = 16384\nmax_idle = 0", Serves),
+        // All the slots the sandbox may reserve: the idle instances are among them.
+        case(Plugin, "max_instances = 16384", Serves),
         case(Plugin, "max_instances = 16385", INSTANCES),
         case(Plugin, "max_instances = 18446744073709551615", INSTANCES),
         case(Plugin, "max_idle = 0", Answers),
         case(Plugin, "max_idle = 64", Serves),
         case(Plugin, "max_idle = 65", IDLE),
+        case(Plugin, "idle_timeout = \"999ms\"", IDLE_TIMEOUT),
+        case(Plugin, "idle_timeout = \"1s\"", Serves),
+        case(Plugin, "idle_timeout = \"1day\"", Serves),
+        case(Plugin, "idle_timeout = \"1day 1s\"", IDLE_TIMEOUT),
         case(Plugin, "wall_timeout = \"0s\"", WALL),
         case(Plugin, "wall_timeout = \"1ms\"", Serves),
         case(Plugin, "wall_timeout = \"1h\"", Serves),

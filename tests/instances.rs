@@ -122,6 +122,42 @@ async fn instances_follow_calls_in_flight_not_connections() {
     );
 }
 
+/// A burst's instances serve the next burst, instead of being made again for every call past one per
+/// worker (the gzip row of `make bench` spent 60 % of its CPU making them, and paging in their state);
+/// once `idle_timeout` passes without a call, the pool shrinks back to one per worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_s_instances_serve_the_next_one_and_go_after_idle_timeout() {
+    let a = upstream("a").await;
+    let weir = Weir::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\naccess_log = false\nworkers = 2\n{ADMIN}\n[upstreams.a]\nurl = \"http://{a}\"\n[[routes]]\nname = \"burst\"\nupstream = \"a\"\n{}idle_timeout = \"1s\"\n",
+        fixture(r#"mode = "sleep", ms = 300"#)
+    ));
+    let idle = async || {
+        weir.metric("weir_plugin_instances_idle", &[("route", "burst")])
+            .await
+            .expect("the idle gauge of the route")
+    };
+    // Eight calls at once, each holding its instance for 300 ms: eight instances.
+    assert_eq!(load(&weir.url("/"), 8, 8).await.get(&200), Some(&8));
+    let made = created(&weir, "burst").await;
+    assert_eq!(made, 8.0, "eight calls in flight at once");
+    assert_eq!(idle().await, 8.0);
+    assert_eq!(load(&weir.url("/"), 8, 8).await.get(&200), Some(&8));
+    assert_eq!(
+        created(&weir, "burst").await,
+        made,
+        "the second burst found the first one's instances"
+    );
+    // Unused for a second, all but one per worker go (the reaper looks every half second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while idle().await > 2.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(idle().await, 2.0, "one idle instance per worker is kept");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(idle().await, 2.0, "and kept past idle_timeout");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skip_undoes_everything_the_failed_call_changed() {
     let a = upstream("a").await;

@@ -66,7 +66,7 @@ pub struct ServerConfig {
     /// Tokio worker threads; defaults to the number of cores. Range: [`limits::WORKERS`].
     pub workers: Option<usize>,
     /// Instance slots the sandbox reserves across every plugin entry. By default each entry's
-    /// `max_instances` plus `max_idle`, added up, which no running proxy can exceed. Range:
+    /// `max_instances`, added up, twice, which no running proxy can exceed. Range:
     /// [`limits::MAX_INSTANCES`], and no fewer than the entries need.
     pub max_instances: Option<u32>,
     /// The largest memory any plugin may be granted (`memory` per plugin stays below it). Range:
@@ -249,9 +249,13 @@ pub struct PluginEntry {
     /// [`limits::ENTRY_INSTANCES`].
     #[serde(default = "default_entry_instances")]
     pub max_instances: u32,
-    /// Initialised instances kept ready between calls; by default one per worker thread, since no more
-    /// calls than workers run at once unless they wait on the network. At most `max_instances`.
+    /// Initialised instances kept ready between calls; by default all of `max_instances`, so that a
+    /// burst's instances serve the next one. At most `max_instances`.
     pub max_idle: Option<u32>,
+    /// An idle instance unused this long is dropped, down to one per worker thread: the memory a burst
+    /// needed goes back once it is over. Range: [`limits::IDLE_INSTANCE_TIMEOUT`].
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// Wall-clock time per hook call, waiting for a free instance included; past it the call fails as
     /// `on_error` says. Range: [`limits::WALL_TIMEOUT`].
     #[serde(default = "default_wall_timeout", with = "humantime_serde")]
@@ -262,6 +266,13 @@ pub struct PluginEntry {
 /// as long as they stream, and 64 bodies at once compress while later ones wait their turn.
 fn default_entry_instances() -> u32 {
     64
+}
+
+/// 60 s: instances made for a burst outlive a lull between bursts (making one costs 30-60 µs and its
+/// `init`, and a body transformer's first request also pays for its state's pages), and are gone a minute
+/// after the last.
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// 5 s: far above any hook's own work, and above jwt-auth's 2 s remote-JWKS timeout, so it only cuts a
@@ -490,8 +501,8 @@ impl Source {
         if let Some(workers) = server.workers {
             found.bound(&field("workers"), &limits::WORKERS, workers);
         }
-        // Every entry may have its busy and idle instances alive at once; fewer slots than that would
-        // turn a burst on one route into 503s on another.
+        // Every entry may have all its instances alive at once; fewer slots than that would turn a burst
+        // on one route into 503s on another.
         let needed = c.instance_slots();
         match server.max_instances {
             Some(total) => {
@@ -500,8 +511,8 @@ impl Source {
                     found.refuse(
                         &field("max_instances"),
                         format!(
-                            "{total} is fewer than the {needed} the plugin entries need (each entry's \
-                             max_instances + max_idle)"
+                            "{total} is fewer than the {needed} the plugin entries need (their \
+                             max_instances, added up)"
                         ),
                     );
                 }
@@ -509,8 +520,8 @@ impl Source {
             None if needed > u64::from(limits::MAX_INSTANCES.max) => found.refuse(
                 &field("max_instances"),
                 format!(
-                    "the plugin entries need {needed} instance slots (each entry's max_instances + \
-                     max_idle), over the {} the address space allows: lower their max_instances",
+                    "the plugin entries need {needed} instance slots (their max_instances, added \
+                     up), over the {} the address space allows: lower their max_instances",
                     limits::MAX_INSTANCES.max
                 ),
             ),
@@ -708,6 +719,11 @@ impl Source {
                     &limits::WALL_TIMEOUT,
                     p.wall_timeout,
                 );
+                found.bound(
+                    &field("idle_timeout"),
+                    &limits::IDLE_INSTANCE_TIMEOUT,
+                    p.idle_timeout,
+                );
                 for host_dir in p.grants.dirs.values() {
                     if !self.resolve(host_dir).is_dir() {
                         found.at(
@@ -724,15 +740,13 @@ impl Source {
 }
 
 impl ConfigFile {
-    /// The instance slots the plugin entries can have alive at once: each entry's busy and idle instances.
+    /// The instance slots the plugin entries can have alive at once: each entry's `max_instances`. Its idle
+    /// instances count in it: an entry makes an instance only when none is idle, and only under a lease.
     pub fn instance_slots(&self) -> u64 {
         self.routes
             .iter()
             .flat_map(|r| &r.get_ref().plugins)
-            .map(|e| {
-                let e = e.get_ref();
-                u64::from(e.max_instances) + u64::from(e.idle(&self.server))
-            })
+            .map(|e| u64::from(e.get_ref().max_instances))
             .sum()
     }
 
@@ -779,17 +793,22 @@ impl PluginEntry {
             && limits::PLUGIN_TIMEOUT.contains(self.timeout)
             && limits::MAX_USES.contains(self.max_uses)
             && limits::ENTRY_INSTANCES.contains(self.max_instances)
-            && self.idle(server) <= self.max_instances
+            && self.idle() <= self.max_instances
             && limits::WALL_TIMEOUT.contains(self.wall_timeout)
+            && limits::IDLE_INSTANCE_TIMEOUT.contains(self.idle_timeout)
     }
 
-    /// Idle instances kept: `max_idle`, or one per worker thread, never more than `max_instances`.
-    pub fn idle(&self, server: &ServerConfig) -> u32 {
-        self.max_idle.unwrap_or_else(|| {
-            u32::try_from(server.worker_threads())
-                .unwrap_or(u32::MAX)
-                .min(self.max_instances)
-        })
+    /// Idle instances kept: `max_idle`, or all of `max_instances`.
+    pub fn idle(&self) -> u32 {
+        self.max_idle.unwrap_or(self.max_instances)
+    }
+
+    /// Idle instances kept past `idle_timeout`: one per worker thread, as many as run calls at once
+    /// unless they wait on the network, never more than are kept at all.
+    pub fn warm(&self, server: &ServerConfig) -> u32 {
+        u32::try_from(server.worker_threads())
+            .unwrap_or(u32::MAX)
+            .min(self.idle())
     }
 }
 
@@ -1045,14 +1064,14 @@ mod tests {
             e[0].starts_with("weir.toml:11:10: route \"api\", plugin #1 (path-rewrite), field \"memory\": 1GiB is above server.max_plugin_memory (256MiB)"),
             "{e:?}"
         );
-        // Two entries of one busy and one idle instance each need four slots.
+        // Two entries of two instances each need four slots; their idle instances are among them.
         let e = errors(&format!(
-            "[server]\nworkers = 2\nmax_instances = 3\n{ONE_ROUTE}max_instances = 1\n[[routes.plugins]]\nplugin = \"headers\"\nmax_instances = 1\n"
+            "[server]\nworkers = 2\nmax_instances = 3\n{ONE_ROUTE}max_instances = 2\n[[routes.plugins]]\nplugin = \"headers\"\nmax_instances = 2\nmax_idle = 2\n"
         ));
         assert_eq!(
             e,
             [
-                "weir.toml:3:17: server, field \"max_instances\": 3 is fewer than the 4 the plugin entries need (each entry's max_instances + max_idle)"
+                "weir.toml:3:17: server, field \"max_instances\": 3 is fewer than the 4 the plugin entries need (their max_instances, added up)"
             ]
         );
         // A field the file leaves to its default is placed on its table.

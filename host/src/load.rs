@@ -446,7 +446,9 @@ fn slot_settings(
         isolation: entry.isolation,
         max_uses: entry.max_uses,
         max_instances: usize::try_from(entry.max_instances).unwrap_or(usize::MAX),
-        max_idle: usize::try_from(entry.idle(&source.config.server)).unwrap_or(usize::MAX),
+        max_idle: usize::try_from(entry.idle()).unwrap_or(usize::MAX),
+        warm: usize::try_from(entry.warm(&source.config.server)).unwrap_or(usize::MAX),
+        idle_timeout: entry.idle_timeout,
     })
 }
 

@@ -266,7 +266,7 @@ fn restart_only_changes(old: &ConfigFile, new: &ConfigFile, sandbox_slots: u32) 
     let needed = new.instance_slots();
     if needed > u64::from(sandbox_slots) {
         changes.push(format!(
-            "the plugin entries need {needed} instance slots (each entry's max_instances + max_idle), \
+            "the plugin entries need {needed} instance slots (their max_instances, added up), \
              more than the {sandbox_slots} the running sandbox reserved: only a restart can grow it"
         ));
     }

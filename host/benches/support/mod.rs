@@ -117,6 +117,8 @@ pub fn slot(
         max_uses: u64::MAX,
         max_instances: 4,
         max_idle: 4,
+        warm: 4,
+        idle_timeout: Duration::from_secs(60),
     };
     let label = Arc::new(Label {
         route: "bench".into(),

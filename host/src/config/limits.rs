@@ -224,6 +224,15 @@ pub const WALL_TIMEOUT: Bounds<Duration> = Bounds {
     max_reason: None,
 };
 
+/// How long an idle plugin instance is kept: the reaper looks every half of it, so under a second it would
+/// wake the process often for little memory, and past a day the memory of a burst is not given back.
+pub const IDLE_INSTANCE_TIMEOUT: Bounds<Duration> = Bounds {
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(24 * 60 * 60),
+    min_reason: Some("the reaper's pace"),
+    max_reason: None,
+};
+
 /// Requests a pooled instance serves before it is retired: 0 would retire it unused. The count is a `u64`
 /// that one request increments, so no real maximum exists.
 pub const MAX_USES: Bounds<u64> = Bounds {

@@ -13,9 +13,9 @@ pub mod bindings;
 mod host_api;
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Store;
@@ -38,6 +38,10 @@ pub struct SlotSettings {
     pub max_instances: usize,
     /// Idle instances kept ready; more are dropped when they come back.
     pub max_idle: usize,
+    /// Idle instances kept however long they go unused.
+    pub warm: usize,
+    /// Past it unused, an idle instance beyond `warm` is dropped.
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +112,8 @@ pub struct PluginSlot {
     sandbox: Arc<Sandbox>,
     pre: Arc<PluginPre<HostState>>,
     config: String,
-    idle: Mutex<Vec<Instance>>,
+    /// The least recently used first: instances are taken and given back at the end.
+    idle: Mutex<Vec<Resting>>,
     /// One permit per instance that may be leased at once.
     leases: Arc<Semaphore>,
     /// This entry's counters, which outlive the slot across reloads.
@@ -141,6 +146,9 @@ impl PluginSlot {
             stats,
         });
         slot.give_back(first);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(reap_idle(Arc::downgrade(&slot)));
+        }
         Ok(slot)
     }
 
@@ -177,7 +185,8 @@ impl PluginSlot {
         };
         let pooled = (self.settings.isolation == Isolation::Pooled)
             .then(|| self.idle().pop())
-            .flatten();
+            .flatten()
+            .map(|resting| resting.instance);
         let instance = match pooled {
             Some(instance) => instance,
             None => {
@@ -217,15 +226,57 @@ impl PluginSlot {
         }
         let mut idle = self.idle();
         if idle.len() < self.settings.max_idle {
-            idle.push(instance);
+            idle.push(Resting {
+                instance,
+                since: Instant::now(),
+            });
         }
+    }
+
+    /// Drops the instances unused for `idle_timeout`, keeping `warm` of them.
+    fn reap(&self) {
+        let now = Instant::now();
+        let expired: Vec<Resting> = {
+            let mut idle = self.idle();
+            let spare = idle.len().saturating_sub(self.settings.warm);
+            let stale = idle[..spare]
+                .iter()
+                .take_while(|r| now.duration_since(r.since) >= self.settings.idle_timeout)
+                .count();
+            idle.drain(..stale).collect()
+        };
+        // Dropped outside the lock: a store's drop gives its memory back to the pool.
+        drop(expired);
     }
 
     /// The idle instances. Nothing panics while holding the lock, but were it poisoned the list is still
     /// sound (a push or a pop either happened or did not), so the pool keeps working.
-    fn idle(&self) -> MutexGuard<'_, Vec<Instance>> {
+    fn idle(&self) -> MutexGuard<'_, Vec<Resting>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Looks at `slot`'s idle instances every half `idle_timeout`, for as long as the slot is alive (its
+/// generation ends with the last request that uses it). An instance is thus dropped between one and one and
+/// a half `idle_timeout` after its last call.
+async fn reap_idle(slot: Weak<PluginSlot>) {
+    loop {
+        let every = match slot.upgrade() {
+            Some(slot) => slot.settings.idle_timeout / 2,
+            None => return,
+        };
+        tokio::time::sleep(every).await;
+        match slot.upgrade() {
+            Some(slot) => slot.reap(),
+            None => return,
+        }
+    }
+}
+
+/// An idle instance, and when it came back.
+struct Resting {
+    instance: Instance,
+    since: Instant,
 }
 
 /// An instance leased from its slot, counted against the entry's `max_instances` until released.
