@@ -25,7 +25,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use http_body::Body;
 use http_body_util::LengthLimitError;
@@ -626,7 +626,9 @@ impl Bodies {
 
 /// `base` + `path` + `?query`, the target sent to an endpoint.
 fn path_and_query(base: &str, path: &str, query: Option<&str>) -> String {
-    let mut target = String::with_capacity(base.len() + path.len() + 32);
+    // Exactly its length: the target's bytes then take this allocation as it is, with no second one.
+    let length = base.len() + path.len() + query.map_or(0, |q| q.len() + 1);
+    let mut target = String::with_capacity(length);
     target.push_str(base);
     target.push_str(path);
     if let Some(q) = query {
@@ -667,31 +669,39 @@ fn request(
 /// the same, appended as `X-Forwarded-For` is: what the client sent is kept, and only the last element is
 /// Weir's word.
 fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, scheme: &'static str, rfc7239: bool) {
-    append_hop(headers, "x-forwarded-for", |joined| {
-        // Writing into a Vec cannot fail.
-        let _ = write!(joined, "{client_ip}");
-    });
+    // The longest address text is 45 bytes (an IPv4-mapped IPv6 address); writing it here cannot fail.
+    let mut text = [0u8; 48];
+    let mut address = std::io::Cursor::new(&mut text[..]);
+    let _ = write!(address, "{client_ip}");
+    let written = usize::try_from(address.position()).unwrap_or(0);
+    append_hop(headers, X_FORWARDED_FOR, &text[..written]);
     if rfc7239 {
         let element = forwarded_element(client_ip, headers.get(header::HOST), scheme);
-        append_hop(headers, "forwarded", |joined| {
-            joined.extend_from_slice(&element)
-        });
+        append_hop(headers, header::FORWARDED, &element);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
     if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert("x-forwarded-host", host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
 }
 
-/// The hop `push` writes, after every value of `name` already there, all on one line: written in place and
-/// handed to the header as it is, one allocation per request.
-fn append_hop(headers: &mut HeaderMap, name: &'static str, push: impl FnOnce(&mut Vec<u8>)) {
-    let mut joined: Vec<u8> = Vec::with_capacity(64);
-    for previous in headers.get_all(name) {
-        joined.extend_from_slice(previous.as_bytes());
+// Names made once: one spelled as a `&str` at each insert is copied into a new allocation, and copied
+// again when the headers are cloned for a retry.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// `hop` appended after every value of `name` already there, all on one line, in one allocation of
+/// exactly its length, which the header takes as it is.
+fn append_hop(headers: &mut HeaderMap, name: HeaderName, hop: &[u8]) {
+    let previous = headers.get_all(&name);
+    let length = previous.iter().map(|v| v.len() + 2).sum::<usize>() + hop.len();
+    let mut joined: Vec<u8> = Vec::with_capacity(length);
+    for value in previous {
+        joined.extend_from_slice(value.as_bytes());
         joined.extend_from_slice(b", ");
     }
-    push(&mut joined);
+    joined.extend_from_slice(hop);
     // Every part is a valid header value, so the join is one; were it not, no client value may pass.
     match HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
         Ok(value) => headers.insert(name, value),
