@@ -147,7 +147,10 @@ impl PluginSlot {
         });
         slot.give_back(first);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(reap_idle(Arc::downgrade(&slot)));
+            runtime.spawn(reap_idle(
+                Arc::downgrade(&slot),
+                slot.settings.idle_timeout / 2,
+            ));
         }
         Ok(slot)
     }
@@ -256,15 +259,11 @@ impl PluginSlot {
     }
 }
 
-/// Looks at `slot`'s idle instances every half `idle_timeout`, for as long as the slot is alive (its
-/// generation ends with the last request that uses it). An instance is thus dropped between one and one and
-/// a half `idle_timeout` after its last call.
-async fn reap_idle(slot: Weak<PluginSlot>) {
+/// Looks at `slot`'s idle instances every `every` (half its `idle_timeout`), for as long as the slot is
+/// alive (its generation ends with the last request that uses it). An instance is thus dropped between one
+/// and one and a half `idle_timeout` after its last call.
+async fn reap_idle(slot: Weak<PluginSlot>, every: Duration) {
     loop {
-        let every = match slot.upgrade() {
-            Some(slot) => slot.settings.idle_timeout / 2,
-            None => return,
-        };
         tokio::time::sleep(every).await;
         match slot.upgrade() {
             Some(slot) => slot.reap(),
