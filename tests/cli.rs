@@ -158,8 +158,8 @@ fn inspect_lists_imports_and_exports_and_checks_the_contract() {
         text.contains("init, on-request, on-response, on-request-body, on-response-body"),
         "{text}"
     );
-    assert!(text.contains("weir:plugin/request@0.2.0"), "{text}");
-    assert!(text.contains("fits weir:plugin@0.2.0: yes"), "{text}");
+    assert!(text.contains("weir:plugin/request@0.3.0"), "{text}");
+    assert!(text.contains("fits weir:plugin@0.3.0: yes"), "{text}");
 }
 
 #[test]

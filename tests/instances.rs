@@ -158,6 +158,40 @@ async fn a_burst_s_instances_serve_the_next_one_and_go_after_idle_timeout() {
     assert_eq!(idle().await, 2.0, "and kept past idle_timeout");
 }
 
+/// A plugin without a response hook is called in the response phase once, which tells the host it has
+/// none, and is left out of it from then on; a plugin with one is called on every response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_without_on_response_is_called_for_it_once() {
+    let a = upstream("a").await;
+    let chain = "[[routes.plugins]]\nplugin = \"path-rewrite\"\nconfig = { strip_prefix = \"/api\" }\n\
+        [[routes.plugins]]\nplugin = \"headers\"\nconfig.response = { set = { \"x-back\" = \"{path}\" } }\n";
+    let weir = Weir::start(&config(
+        a,
+        &format!("[[routes]]\nname = \"r\"\nupstream = \"a\"\n{chain}"),
+    ));
+    for n in 0..5 {
+        let reply = get(&weir.url(&format!("/api/{n}"))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.header("x-back"), Some(format!("/{n}").as_str()));
+        assert_eq!(Echo(reply.json()).path(), format!("/{n}"));
+    }
+    let calls = async |plugin: &str, hook: &str| {
+        weir.metric(
+            "weir_plugin_call_duration_seconds_count",
+            &[("route", "r"), ("plugin", plugin), ("hook", hook)],
+        )
+        .await
+    };
+    let rewrite = "plugin #1 (path-rewrite)";
+    assert_eq!(calls(rewrite, "on-request").await, Some(5.0));
+    assert_eq!(
+        calls(rewrite, "on-response").await,
+        Some(1.0),
+        "path-rewrite has no response hook: asked once"
+    );
+    assert_eq!(calls("plugin #2 (headers)", "on-response").await, Some(5.0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skip_undoes_everything_the_failed_call_changed() {
     let a = upstream("a").await;

@@ -15,6 +15,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::runtime::Runtime;
 use weir::config::Isolation;
 use weir::exchange::ResponseHead;
+use weir::plugin::bindings::ResponseHook;
 use weir::plugin::{BodyKind, Instance};
 use weir::upstream::Upstreams;
 
@@ -62,7 +63,10 @@ async fn through_plugin(instance: &mut Instance, upstreams: &Arc<Upstreams>, bod
         header_budget: support::BOUNDS.headers(),
     });
     let (ex, done) = instance.on_response(ex).await;
-    done.expect("on_response");
+    assert!(
+        matches!(done.expect("on_response"), ResponseHook::Ran),
+        "gzip has a response hook"
+    );
     assert!(!ex.skip_body, "the plugin compresses this response");
     let mut out = 0;
     for chunk in body.chunks(CHUNK) {

@@ -24,7 +24,7 @@ use crate::config::{Isolation, OnError};
 use crate::exchange::{self, Exchange, ResponseHead};
 use crate::fault::{self, Fault, error_response};
 use crate::outcome::Trace;
-use crate::plugin::bindings::{Action, LocalResponse};
+use crate::plugin::bindings::{Action, LocalResponse, ResponseHook};
 use crate::plugin::{BodyKind, Lease, PluginError, PluginSlot};
 use crate::proxy::{Proxy, Route, from_upstream};
 use crate::stats::{Hook, PluginStats};
@@ -121,8 +121,10 @@ impl Stage {
         };
         let (exchange, result) = lease.instance.on_response(exchange).await;
         drop(timer);
-        self.response_body =
-            result.is_ok() && self.slot.wants_body(BodyKind::Response) && !exchange.skip_body;
+        // A plugin without a response hook set no transform either, whatever body hooks it declared.
+        let ran = matches!(result, Ok(ResponseHook::Ran));
+        let result = result.map(|hook| self.slot.response_hook_is(hook));
+        self.response_body = ran && self.slot.wants_body(BodyKind::Response) && !exchange.skip_body;
         self.settle(lease, self.response_body);
         (exchange, result)
     }
@@ -329,6 +331,10 @@ pub async fn run(
         let Some(stage) = stages.get_mut(index) else {
             break;
         };
+        // An earlier response showed the plugin has no `on-response`: no call, and nothing to roll back.
+        if !stage.slot.has_response_hook() {
+            continue;
+        }
         let snapshot = rolls_back(&stage.slot).then(|| exchange.snapshot());
         let (back, result) = stage.on_response(exchange).await;
         exchange = back;

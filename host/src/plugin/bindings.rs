@@ -26,7 +26,7 @@ wasmtime::component::bindgen!({
 });
 
 /// The contract's name and version, as users see it in errors.
-pub const CONTRACT: &str = "weir:plugin@0.2.0";
+pub const CONTRACT: &str = "weir:plugin@0.3.0";
 
 pub use exports::weir::plugin::handler::Guest as Handler;
-pub use weir::plugin::types::{Action, ConfigError, Hooks, LocalResponse};
+pub use weir::plugin::types::{Action, ConfigError, Hooks, LocalResponse, ResponseHook};

@@ -13,6 +13,7 @@ pub mod bindings;
 mod host_api;
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ use crate::epoch::CallGuard;
 use crate::exchange::Exchange;
 use crate::sandbox::{HostState, InstanceLimits, Label, Sandbox};
 use crate::stats::PluginStats;
-use bindings::{Action, Hooks, Plugin, PluginPre};
+use bindings::{Action, Hooks, Plugin, PluginPre, ResponseHook};
 
 /// How a plugin of one route behaves, from its config entry.
 #[derive(Debug, Clone)]
@@ -118,6 +119,8 @@ pub struct PluginSlot {
     leases: Arc<Semaphore>,
     /// This entry's counters, which outlive the slot across reloads.
     pub stats: Arc<PluginStats>,
+    /// Cleared once a call says the plugin has no `on-response`: the response phase then leaves it out.
+    response_hook: AtomicBool,
 }
 
 impl PluginSlot {
@@ -144,6 +147,7 @@ impl PluginSlot {
             config,
             idle: Mutex::new(Vec::new()),
             stats,
+            response_hook: AtomicBool::new(true),
         });
         slot.give_back(first);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -160,6 +164,19 @@ impl PluginSlot {
             BodyKind::Request => Hooks::REQUEST_BODY,
             BodyKind::Response => Hooks::RESPONSE_BODY,
         })
+    }
+
+    /// Whether `on-response` is to be called: until a call answers that the plugin has none.
+    pub fn has_response_hook(&self) -> bool {
+        self.response_hook.load(Ordering::Relaxed)
+    }
+
+    /// What an `on-response` call said of the hook; `absent` holds for every instance of the entry, as they
+    /// all run the same code with the same config.
+    pub fn response_hook_is(&self, hook: ResponseHook) {
+        if matches!(hook, ResponseHook::Absent) {
+            self.response_hook.store(false, Ordering::Relaxed);
+        }
     }
 
     /// The plugin says it decides whether requests pass.
@@ -373,10 +390,11 @@ impl Instance {
         self.begin(Some(exchange));
         let outcome = {
             let _running = CallGuard::enter();
-            let call = self
-                .plugin
-                .weir_plugin_handler()
-                .call_on_request(&mut self.store);
+            let call = Box::pin(
+                self.plugin
+                    .weir_plugin_handler()
+                    .call_on_request(&mut self.store),
+            );
             within(self.wall_timeout, call).await
         };
         let exchange = self.take_exchange();
@@ -387,14 +405,15 @@ impl Instance {
     pub async fn on_response(
         &mut self,
         exchange: Box<Exchange>,
-    ) -> (Box<Exchange>, Result<(), PluginError>) {
+    ) -> (Box<Exchange>, Result<ResponseHook, PluginError>) {
         self.begin(Some(exchange));
         let outcome = {
             let _running = CallGuard::enter();
-            let call = self
-                .plugin
-                .weir_plugin_handler()
-                .call_on_response(&mut self.store);
+            let call = Box::pin(
+                self.plugin
+                    .weir_plugin_handler()
+                    .call_on_response(&mut self.store),
+            );
             within(self.wall_timeout, call).await
         };
         let exchange = self.take_exchange();
@@ -413,11 +432,11 @@ impl Instance {
         let handler = self.plugin.weir_plugin_handler();
         let outcome = match kind {
             BodyKind::Request => {
-                let call = handler.call_on_request_body(&mut self.store, chunk, end);
+                let call = Box::pin(handler.call_on_request_body(&mut self.store, chunk, end));
                 within(self.wall_timeout, call).await
             }
             BodyKind::Response => {
-                let call = handler.call_on_response_body(&mut self.store, chunk, end);
+                let call = Box::pin(handler.call_on_response_body(&mut self.store, chunk, end));
                 within(self.wall_timeout, call).await
             }
         };
@@ -429,12 +448,12 @@ impl Instance {
 /// only when the call first waits (on the network, the client, a password hash): a call that runs through
 /// without yielding, as most do, pays for no timer.
 ///
-/// The call is boxed for as long as it runs: a wasmtime call's future is kilobytes, and inline it would
-/// size every request's future, which each connection holds while it waits on the upstream, not only
-/// during the microseconds of the call.
-async fn within<F: Future>(wall: Duration, call: F) -> Option<F::Output> {
+/// The call comes boxed, made in its box by the caller: a wasmtime call's future is ~1.4 KB, and inline
+/// (as this function's argument, too) it would size every request's future, which each connection holds
+/// while it waits on the upstream, not only during the microseconds of the call; and it would be copied
+/// into place once more per call.
+async fn within<F: Future>(wall: Duration, mut call: Pin<Box<F>>) -> Option<F::Output> {
     let started = tokio::time::Instant::now();
-    let mut call = Box::pin(call);
     let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     std::future::poll_fn(|cx| {
         if let Poll::Ready(output) = call.as_mut().poll(cx) {

@@ -26,7 +26,7 @@ const MAX_VALUE: usize = 4 << 10;
 const MAX_TTL_MS: u64 = MAX_PERIOD_MS;
 
 /// The contract's name of the interface, as a component lists it among its imports.
-const INTERFACE: &str = "weir:plugin/store@0.2.0";
+const INTERFACE: &str = "weir:plugin/store@0.3.0";
 
 /// True when the plugin uses the store: an entry that runs it without `grants.store` is refused at load,
 /// not on its first request.

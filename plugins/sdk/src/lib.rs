@@ -167,9 +167,11 @@ pub trait Plugin: serde::de::DeserializeOwned + 'static {
     /// the request as the upstream received it (`req.path()` is the rewritten path, `req.original_uri()`
     /// the client's), and can no longer be changed.
     ///
-    /// The default changes nothing.
+    /// The default changes nothing, and tells the host so: a plugin that does not override it is called
+    /// once at most, and then left out of the response phase.
     #[allow(unused_variables)]
     fn on_response(&self, req: &Request, resp: &mut Response) -> Result<()> {
+        runtime::no_response_hook();
         Ok(())
     }
 }

@@ -15,6 +15,14 @@ thread_local! {
     static PLUGIN: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
     /// What `init` declared, to know which header hooks decide about a body.
     static HOOKS: Cell<Hooks> = const { Cell::new(Hooks::empty()) };
+    /// Set by [`Plugin::on_response`]'s default body: the plugin has no response hook.
+    static NO_RESPONSE_HOOK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Called by the default [`Plugin::on_response`] only: a Rust trait cannot tell whether a method was
+/// overridden, so the default says so when it runs, and the host stops calling it.
+pub(crate) fn no_response_hook() {
+    NO_RESPONSE_HOOK.set(true);
 }
 
 /// The exported handler for plugin type `T`; [`export!`](crate::export) names it.
@@ -38,12 +46,17 @@ impl<T: Plugin> Guest for Handler<T> {
         action.map(Into::into).map_err(message)
     }
 
-    fn on_response() -> Result<(), String> {
+    fn on_response() -> Result<types::ResponseHook, String> {
         body::clear(Phase::Response);
+        NO_RESPONSE_HOOK.set(false);
         let done =
             with_plugin(|p: &T| p.on_response(&Request::current(), &mut Response::current()));
+        if NO_RESPONSE_HOOK.get() {
+            // The default ran: nothing was changed, no body transform set, nothing to skip.
+            return Ok(types::ResponseHook::Absent);
+        }
         leave_unclaimed_body(Phase::Response, done.is_ok());
-        done.map_err(message)
+        done.map(|()| types::ResponseHook::Ran).map_err(message)
     }
 
     fn on_request_body(chunk: Vec<u8>, end: bool) -> Result<Vec<u8>, String> {
