@@ -279,6 +279,8 @@ async fn counts_equal_the_requests_sent_and_survive_a_reload() {
 
     // Plugin calls, per hook.
     assert_eq!(calls(&m, plugin("open"), "on-request"), Some(3.0));
+    // The fixture's `on_response` delegates to another type's default one first: it is still called on
+    // every response, not taken for a plugin without a response hook.
     assert_eq!(calls(&m, plugin("open"), "on-response"), Some(3.0));
     assert_eq!(
         calls(&m, plugin("open"), "on-request-body"),

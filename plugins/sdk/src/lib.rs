@@ -171,7 +171,7 @@ pub trait Plugin: serde::de::DeserializeOwned + 'static {
     /// once at most, and then left out of the response phase.
     #[allow(unused_variables)]
     fn on_response(&self, req: &Request, resp: &mut Response) -> Result<()> {
-        runtime::no_response_hook();
+        runtime::default_on_response_ran::<Self>();
         Ok(())
     }
 }

@@ -5,7 +5,7 @@ use crate::bindings::exports::weir::plugin::handler::Guest;
 use crate::bindings::weir::plugin::{request, response, types};
 use crate::body::{self, Phase};
 use crate::{Error, Hooks, Plugin, Request, Response, config, log};
-use core::any::Any;
+use core::any::{Any, TypeId};
 use core::cell::{Cell, RefCell};
 use core::marker::PhantomData;
 
@@ -15,14 +15,16 @@ thread_local! {
     static PLUGIN: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
     /// What `init` declared, to know which header hooks decide about a body.
     static HOOKS: Cell<Hooks> = const { Cell::new(Hooks::empty()) };
-    /// Set by [`Plugin::on_response`]'s default body: the plugin has no response hook.
-    static NO_RESPONSE_HOOK: Cell<bool> = const { Cell::new(false) };
+    /// Set by [`Plugin::on_response`]'s default body to the type whose default ran.
+    static DEFAULT_ON_RESPONSE: Cell<Option<TypeId>> = const { Cell::new(None) };
 }
 
 /// Called by the default [`Plugin::on_response`] only: a Rust trait cannot tell whether a method was
-/// overridden, so the default says so when it runs, and the host stops calling it.
-pub(crate) fn no_response_hook() {
-    NO_RESPONSE_HOOK.set(true);
+/// overridden, so the default says so when it runs, and the host stops calling it. The type is kept so that
+/// a plugin whose own `on_response` delegates to another type's default is not taken for one without a
+/// response hook.
+pub(crate) fn default_on_response_ran<P: Plugin>() {
+    DEFAULT_ON_RESPONSE.set(Some(TypeId::of::<P>()));
 }
 
 /// The exported handler for plugin type `T`; [`export!`](crate::export) names it.
@@ -48,10 +50,10 @@ impl<T: Plugin> Guest for Handler<T> {
 
     fn on_response() -> Result<types::ResponseHook, String> {
         body::clear(Phase::Response);
-        NO_RESPONSE_HOOK.set(false);
+        DEFAULT_ON_RESPONSE.set(None);
         let done =
             with_plugin(|p: &T| p.on_response(&Request::current(), &mut Response::current()));
-        if NO_RESPONSE_HOOK.get() {
+        if DEFAULT_ON_RESPONSE.take() == Some(TypeId::of::<T>()) {
             // The default ran: nothing was changed, no body transform set, nothing to skip.
             return Ok(types::ResponseHook::Absent);
         }
