@@ -381,7 +381,6 @@ fn inspect_plugin(file: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// jemalloc rather than glibc's malloc: a plugin call boxes its wasmtime future (~1.4 KB), above what glibc
-/// serves from its thread cache, and the request path frees what another size class allocated; measured in
-/// README, Design.
+/// serves from its thread cache, so every call took glibc's slow path; measured in README, Design.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
