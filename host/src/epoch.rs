@@ -3,14 +3,18 @@
 //! The epoch only has to move while a plugin call runs: a store's deadline is set relative to the epoch
 //! current when it is set (`Store::set_epoch_deadline`, and `UpdateDeadline::Continue` from the deadline
 //! callback), so an epoch that stood still while nothing ran changes no deadline. An idle proxy therefore
-//! costs no wake-ups: the ticker parks while no call is in flight, and the first call to start unparks it,
-//! which then sleeps a whole tick before the first increment, so the first tick of a call is not a
-//! fraction of one.
+//! costs no wake-ups: the ticker parks once a whole tick has passed without a call, and the first call to
+//! start unparks it, which then sleeps a whole tick before the first increment, so the first tick of a
+//! call is not a fraction of one.
+//!
+//! It parks only after a tick with no call at all, not whenever none is in flight as it ticks: under load a
+//! call runs for microseconds between network events, so at most ticks none is, and parking then cost a
+//! futex wake in the next call and a second switch to the ticker every tick.
 //!
 //! Every plugin call (instantiation and `init` included) must hold a [`CallGuard`] for as long as it may run
 //! Wasm: a call without one is not interrupted unless another call happens to be in flight.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::thread::Thread;
 use std::time::Duration;
@@ -27,6 +31,9 @@ static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 /// The one ticker thread, shared by every engine of the process so that a test or a bench making many
 /// sandboxes does not leave a thread behind for each.
 static TICKER: OnceLock<Thread> = OnceLock::new();
+
+/// Set by a call that starts, cleared by the ticker at each tick: whether the last tick saw a call.
+static CALLED: AtomicBool = AtomicBool::new(false);
 
 /// Ticks so far: wasmtime does not tell an engine's epoch, and the tests watch the ticker stand still.
 static TICKS: AtomicU64 = AtomicU64::new(0);
@@ -52,9 +59,10 @@ pub fn tick(engine: &Engine) -> std::io::Result<()> {
 
 fn run() {
     loop {
-        // A `CallGuard` made between the load and the park leaves the park token set, so the park returns at
-        // once: no wake-up is lost.
-        while IN_FLIGHT.load(Ordering::Acquire) == 0 {
+        // A `CallGuard` made between the look and the park leaves the park token set, so the park returns
+        // at once: no wake-up is lost. SeqCst here and in `enter`: a call that finds `CALLED` set skips the
+        // unpark, which is sound only if this swap then sees it set or the load after it sees the call.
+        while !CALLED.swap(false, Ordering::SeqCst) && IN_FLIGHT.load(Ordering::SeqCst) == 0 {
             std::thread::park();
         }
         std::thread::sleep(EPOCH_TICK);
@@ -80,11 +88,14 @@ pub struct CallGuard(());
 
 impl CallGuard {
     pub fn enter() -> CallGuard {
-        if IN_FLIGHT.fetch_add(1, Ordering::AcqRel) == 0
-            && let Some(ticker) = TICKER.get()
-        {
-            // A futex wake only when the ticker is parked, which it is at most once per tick.
-            ticker.unpark();
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        // Under load `CALLED` is already set: one load, no write to a line the ticker shares.
+        if !CALLED.load(Ordering::SeqCst) {
+            CALLED.store(true, Ordering::SeqCst);
+            if let Some(ticker) = TICKER.get() {
+                // A futex wake only when the ticker is parked, which it is at most once per idle spell.
+                ticker.unpark();
+            }
         }
         CallGuard(())
     }
@@ -92,7 +103,7 @@ impl CallGuard {
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -131,7 +142,7 @@ mod tests {
         );
         drop(call);
 
-        // A tick already under way may still land.
+        // The tick under way may still land, and the one after it, as the last tick saw a call.
         std::thread::sleep(EPOCH_TICK * 5);
         let idle = ticks();
         std::thread::sleep(EPOCH_TICK * 50);
