@@ -256,8 +256,8 @@ pub struct PluginEntry {
     /// needed goes back once it is over. Range: [`limits::IDLE_INSTANCE_TIMEOUT`].
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// Wall-clock time per hook call, waiting for a free instance included; past it the call fails as
-    /// `on_error` says. Range: [`limits::WALL_TIMEOUT`].
+    /// Wall-clock time per hook call from its first wait, and the longest wait for a free instance; past
+    /// it the call fails as `on_error` says. Range: [`limits::WALL_TIMEOUT`].
     #[serde(default = "default_wall_timeout", with = "humantime_serde")]
     pub wall_timeout: Duration,
 }

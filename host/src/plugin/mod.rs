@@ -13,10 +13,10 @@ pub mod bindings;
 mod host_api;
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Store;
@@ -121,6 +121,9 @@ pub struct PluginSlot {
     pub stats: Arc<PluginStats>,
     /// Cleared once a call says the plugin has no `on-response`: the response phase then leaves it out.
     response_hook: AtomicBool,
+    /// The reaper's rounds so far: an instance coming back is stamped with it rather than with the time,
+    /// which would cost every call a clock read.
+    round: AtomicU64,
 }
 
 impl PluginSlot {
@@ -148,6 +151,7 @@ impl PluginSlot {
             idle: Mutex::new(Vec::new()),
             stats,
             response_hook: AtomicBool::new(true),
+            round: AtomicU64::new(0),
         });
         slot.give_back(first);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -248,20 +252,22 @@ impl PluginSlot {
         if idle.len() < self.settings.max_idle {
             idle.push(Resting {
                 instance,
-                since: Instant::now(),
+                round: self.round.load(Ordering::Relaxed),
             });
         }
     }
 
-    /// Drops the instances unused for `idle_timeout`, keeping `warm` of them.
+    /// Called every half `idle_timeout`: drops the instances unused for at least `idle_timeout`, keeping
+    /// `warm` of them. One that came back during round `r` has been idle for one to one and a half
+    /// `idle_timeout` when round `r + 3` begins.
     fn reap(&self) {
-        let now = Instant::now();
+        let now = self.round.fetch_add(1, Ordering::Relaxed) + 1;
         let expired: Vec<Resting> = {
             let mut idle = self.idle();
             let spare = idle.len().saturating_sub(self.settings.warm);
             let stale = idle[..spare]
                 .iter()
-                .take_while(|r| now.duration_since(r.since) >= self.settings.idle_timeout)
+                .take_while(|r| now - r.round >= 3)
                 .count();
             idle.drain(..stale).collect()
         };
@@ -289,10 +295,10 @@ async fn reap_idle(slot: Weak<PluginSlot>, every: Duration) {
     }
 }
 
-/// An idle instance, and when it came back.
+/// An idle instance, and the reaper's round when it came back.
 struct Resting {
     instance: Instance,
-    since: Instant,
+    round: u64,
 }
 
 /// An instance leased from its slot, counted against the entry's `max_instances` until released.
@@ -444,22 +450,22 @@ impl Instance {
     }
 }
 
-/// Runs `call` within `wall` of wall-clock time; `None` when it did not return in time. The timer is armed
-/// only when the call first waits (on the network, the client, a password hash): a call that runs through
-/// without yielding, as most do, pays for no timer.
+/// Runs `call` within `wall` of wall-clock time; `None` when it did not return in time. The timer is armed,
+/// and the bound counted, from the call's first wait (on the network, the client, a password hash): a call
+/// that runs through without yielding, as most do, pays for no timer and no clock read, and until it first
+/// waits it runs on the CPU, which its `timeout` bounds.
 ///
 /// The call comes boxed, made in its box by the caller: a wasmtime call's future is ~1.4 KB, and inline
 /// (as this function's argument, too) it would size every request's future, which each connection holds
 /// while it waits on the upstream, not only during the microseconds of the call; and it would be copied
 /// into place once more per call.
 async fn within<F: Future>(wall: Duration, mut call: Pin<Box<F>>) -> Option<F::Output> {
-    let started = tokio::time::Instant::now();
     let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     std::future::poll_fn(|cx| {
         if let Poll::Ready(output) = call.as_mut().poll(cx) {
             return Poll::Ready(Some(output));
         }
-        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(started + wall)));
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(wall)));
         timer.as_mut().poll(cx).map(|()| None)
     })
     .await
