@@ -2,6 +2,7 @@
 //! that no plugin can make one request hold more host memory than the server allows.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 /// The context of one request, counted as it grows.
 #[derive(Debug, Clone)]
@@ -27,24 +28,29 @@ impl Context {
         self.values.get(key)
     }
 
-    /// Sets `key`, unless the context would pass its bounds; the error says which.
+    /// Sets `key`, unless the context would pass its bounds; the error says which. The key is hashed once.
     pub fn set(&mut self, key: String, value: String) -> Result<(), String> {
-        let replaced = self.values.get(&key).map_or(0, |old| key.len() + old.len());
-        let bytes = self.bytes - replaced + key.len() + value.len();
+        let keys = self.values.len();
+        let entry = self.values.entry(key);
+        let held = match &entry {
+            Entry::Occupied(old) => self.bytes - old.get().len(),
+            Entry::Vacant(new) => self.bytes + new.key().len(),
+        };
+        let bytes = held + value.len();
         if bytes > self.max_bytes {
             return Err(format!(
                 "the request's context would hold {bytes} bytes, over the server's context_bytes ({})",
                 self.max_bytes
             ));
         }
-        if !self.values.contains_key(&key) && self.values.len() >= self.max_keys {
+        if matches!(entry, Entry::Vacant(_)) && keys >= self.max_keys {
             return Err(format!(
                 "the request's context already holds {} keys, the server's context_keys",
                 self.max_keys
             ));
         }
         self.bytes = bytes;
-        self.values.insert(key, value);
+        entry.insert_entry(value);
         Ok(())
     }
 
