@@ -10,7 +10,14 @@ use std::rc::Rc;
 
 use serde_json::{Map, Value};
 
-pub type Claims = Rc<Map<String, Value>>;
+/// A verified token: its claims, and the context entries they make, rendered once for all the requests
+/// that bring the token again.
+pub struct Token {
+    pub claims: Map<String, Value>,
+    pub context: Vec<(String, String)>,
+}
+
+pub type Claims = Rc<Token>;
 
 pub struct Verified {
     capacity: usize,
@@ -72,7 +79,10 @@ mod tests {
 
     #[test]
     fn a_new_key_generation_or_a_full_cache_forgets_everything() {
-        let claims = Claims::default();
+        let claims = Claims::new(Token {
+            claims: Map::new(),
+            context: Vec::new(),
+        });
         let mut cache = Verified::new(2);
         cache.insert("a", claims.clone());
         cache.insert("b", claims.clone());

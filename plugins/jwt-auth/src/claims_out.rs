@@ -15,20 +15,30 @@ pub struct ClaimToHeader {
     pub claim: String,
 }
 
-/// Every claim under `prefix.`: top-level and, for objects, each member by its dotted path too. A token
-/// whose claims pass the host's bounds on the context is refused by the caller.
-pub fn to_context(prefix: &str, claims: &Map<String, Value>) -> Result<()> {
-    fn walk(key: &str, value: &Value, depth: usize) -> Result<()> {
-        context::set(key, &text(value))?;
+/// Every claim under `prefix.`: top-level and, for objects, each member by its dotted path too, as the
+/// context entries [`to_context`] writes.
+pub fn context_entries(prefix: &str, claims: &Map<String, Value>) -> Vec<(String, String)> {
+    fn walk(key: String, value: &Value, depth: usize, out: &mut Vec<(String, String)>) {
+        out.push((key, text(value)));
         if let (Value::Object(members), true) = (value, depth < MAX_DEPTH) {
+            let key = out[out.len() - 1].0.clone();
             for (name, member) in members {
-                walk(&format!("{key}.{name}"), member, depth + 1)?;
+                walk(format!("{key}.{name}"), member, depth + 1, out);
             }
         }
-        Ok(())
     }
+    let mut out = Vec::with_capacity(claims.len());
     for (name, value) in claims {
-        walk(&format!("{prefix}.{name}"), value, 1)?;
+        walk(format!("{prefix}.{name}"), value, 1, &mut out);
+    }
+    out
+}
+
+/// Writes a token's context entries. A token whose claims pass the host's bounds on the context is
+/// refused by the caller.
+pub fn to_context(entries: &[(String, String)]) -> Result<()> {
+    for (key, value) in entries {
+        context::set(key, value)?;
     }
     Ok(())
 }
@@ -87,6 +97,24 @@ mod tests {
         assert_eq!(text(&json!(true)), "true");
         assert_eq!(text(&json!(["a", 1, "b"])), "a,1,b");
         assert_eq!(text(&json!({"k": [1]})), r#"{"k":[1]}"#);
+    }
+
+    #[test]
+    fn nested_claims_go_in_by_their_dotted_paths_too() {
+        let claims = json!({ "sub": "a", "realm": { "roles": ["x", "y"] } });
+        let entries = context_entries("jwt", claims.as_object().unwrap());
+        let entries: Vec<(&str, &str)> = entries
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("jwt.realm", r#"{"roles":["x","y"]}"#),
+                ("jwt.realm.roles", "x,y"),
+                ("jwt.sub", "a"),
+            ]
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ mod verdict;
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cache::{Claims, Verified};
+use cache::{Claims, Token, Verified};
 use claims::Policy;
 use claims_out::ClaimToHeader;
 use failure::Failure;
@@ -253,11 +253,11 @@ impl Plugin for JwtAuth {
         let Some(found) = ready.sources.find(req) else {
             return self.fail(req, &ready, Failure::Missing, None);
         };
-        match ready.verify(&found.token, self.max_token_size) {
-            Ok(claims) => {
-                claims_out::to_context(&self.context_prefix, &claims)?;
+        match ready.verify(&found.token, self.max_token_size, &self.context_prefix) {
+            Ok(token) => {
+                claims_out::to_context(&token.context)?;
                 ready.verdict.valid()?;
-                claims_out::to_headers(req, &self.claim_to_headers, Some(&claims))?;
+                claims_out::to_headers(req, &self.claim_to_headers, Some(&token.claims))?;
                 if !self.forward {
                     found.strip(req)?;
                 }
@@ -303,8 +303,14 @@ impl JwtAuth {
 }
 
 impl Ready {
-    /// The claims of a token that is well-formed, signed by one of the keys, and within the policy.
-    fn verify(&mut self, token: &str, max_size: usize) -> core::result::Result<Claims, Failure> {
+    /// The claims of a token that is well-formed, signed by one of the keys, and within the policy, with
+    /// the context entries they make under `prefix`.
+    fn verify(
+        &mut self,
+        token: &str,
+        max_size: usize,
+        prefix: &str,
+    ) -> core::result::Result<Claims, Failure> {
         if token.len() > max_size {
             return Err(Failure::TooLarge(max_size));
         }
@@ -312,9 +318,9 @@ impl Ready {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         self.forget_if_keys_changed();
-        if let Some(claims) = self.verified.get(token) {
-            self.policy.check(&claims, now)?;
-            return Ok(claims);
+        if let Some(known) = self.verified.get(token) {
+            self.policy.check(&known.claims, now)?;
+            return Ok(known);
         }
         let jws = Jws::parse(token)?;
         self.check_signature(&jws)?;
@@ -322,7 +328,8 @@ impl Ready {
             return Err(Failure::Malformed("Jwt payload is not a JSON object"));
         };
         self.policy.check(&claims, now)?;
-        let claims = Claims::new(claims);
+        let context = claims_out::context_entries(prefix, &claims);
+        let claims = Claims::new(Token { claims, context });
         // An unknown `kid` may have refreshed the keys on the way.
         self.forget_if_keys_changed();
         self.verified.insert(token, claims.clone());
