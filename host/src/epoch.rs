@@ -81,7 +81,7 @@ fn run() {
 }
 
 /// Held by a plugin call while it may run Wasm; dropping it (the call returned, or its future was dropped
-/// half-way) lets the ticker park again once no other call runs.
+/// half-way) lets the ticker park again once a whole tick passes without a call.
 #[must_use = "the epoch advances only while the guard is held"]
 #[derive(Debug)]
 pub struct CallGuard(());
@@ -89,13 +89,14 @@ pub struct CallGuard(());
 impl CallGuard {
     pub fn enter() -> CallGuard {
         IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-        // Under load `CALLED` is already set: one load, no write to a line the ticker shares.
-        if !CALLED.load(Ordering::SeqCst) {
+        // Under load `CALLED` is already set, and most calls do one load. It is set only together with an
+        // unpark: set without one, every later call would skip its unpark and the ticker stay parked.
+        if !CALLED.load(Ordering::SeqCst)
+            && let Some(ticker) = TICKER.get()
+        {
             CALLED.store(true, Ordering::SeqCst);
-            if let Some(ticker) = TICKER.get() {
-                // A futex wake only when the ticker is parked, which it is at most once per idle spell.
-                ticker.unpark();
-            }
+            // A futex wake only when the ticker is parked, which it is at most once per idle spell.
+            ticker.unpark();
         }
         CallGuard(())
     }
@@ -142,7 +143,7 @@ mod tests {
         );
         drop(call);
 
-        // The tick under way may still land, and the one after it, as the last tick saw a call.
+        // A tick already under way may still land.
         std::thread::sleep(EPOCH_TICK * 5);
         let idle = ticks();
         std::thread::sleep(EPOCH_TICK * 50);

@@ -196,7 +196,7 @@ pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
 /// Removes the hop-by-hop headers of a message, including those its `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none: one look at each name, which compares without hashing, instead of a
-    // hashed removal of each of ten names from every message.
+    // hashed removal of each of nine names from every message.
     if !headers.keys().any(|name| {
         HOP_BY_HOP.contains(name)
             || name == header::PROXY_AUTHENTICATE
@@ -252,7 +252,12 @@ mod tests {
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["content-length", "x-keep"]);
         // Without a `Connection` header, each kind of name alone is still found.
-        for name in ["keep-alive", "te", "proxy-authorization", "proxy-authenticate"] {
+        for name in [
+            "keep-alive",
+            "te",
+            "proxy-authorization",
+            "proxy-authenticate",
+        ] {
             let mut h = HeaderMap::new();
             h.insert(name, HeaderValue::from_static("1"));
             h.insert("x-keep", HeaderValue::from_static("1"));

@@ -452,8 +452,8 @@ impl Instance {
 
 /// Runs `call` within `wall` of wall-clock time; `None` when it did not return in time. The timer is armed,
 /// and the bound counted, from the call's first wait (on the network, the client, a password hash): a call
-/// that runs through without yielding, as most do, pays for no timer and no clock read, and until it first
-/// waits it runs on the CPU, which its `timeout` bounds.
+/// that runs through without yielding, as most do, pays for no timer and no clock read; until it first
+/// waits, only its CPU time is bounded (`timeout`).
 ///
 /// The call comes boxed, made in its box by the caller: a wasmtime call's future is ~1.4 KB, and inline
 /// (as this function's argument, too) it would size every request's future, which each connection holds

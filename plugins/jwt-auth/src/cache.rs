@@ -17,12 +17,12 @@ pub struct Token {
     pub context: Vec<(String, String)>,
 }
 
-pub type Claims = Rc<Token>;
+pub type Known = Rc<Token>;
 
 pub struct Verified {
     capacity: usize,
     /// By [`key`]; the token itself is kept to be compared whole.
-    tokens: HashMap<u64, (String, Claims)>,
+    tokens: HashMap<u64, (String, Known)>,
     /// The key set's generation the entries were verified with.
     generation: u64,
 }
@@ -44,23 +44,23 @@ impl Verified {
         }
     }
 
-    pub fn get(&self, token: &str) -> Option<Claims> {
+    pub fn get(&self, token: &str) -> Option<Known> {
         match self.tokens.get(&key(token)) {
-            Some((known, claims)) if known == token => Some(claims.clone()),
+            Some((seen, known)) if seen == token => Some(known.clone()),
             _ => None,
         }
     }
 
     /// Remembers a verified token. When full, everything is forgotten at once: simpler than an LRU and,
     /// since only good tokens get here, not something a client can exploit.
-    pub fn insert(&mut self, token: &str, claims: Claims) {
+    pub fn insert(&mut self, token: &str, known: Known) {
         if self.capacity == 0 {
             return;
         }
         if self.tokens.len() >= self.capacity {
             self.tokens.clear();
         }
-        self.tokens.insert(key(token), (token.to_owned(), claims));
+        self.tokens.insert(key(token), (token.to_owned(), known));
     }
 }
 
@@ -79,16 +79,16 @@ mod tests {
 
     #[test]
     fn a_new_key_generation_or_a_full_cache_forgets_everything() {
-        let claims = Claims::new(Token {
+        let known = Known::new(Token {
             claims: Map::new(),
             context: Vec::new(),
         });
         let mut cache = Verified::new(2);
-        cache.insert("a", claims.clone());
-        cache.insert("b", claims.clone());
+        cache.insert("a", known.clone());
+        cache.insert("b", known.clone());
         assert!(cache.get("a").is_some() && cache.get("b").is_some());
         let c = "c".repeat(20);
-        cache.insert(&c, claims.clone());
+        cache.insert(&c, known.clone());
         assert!(cache.get("a").is_none() && cache.get(&c).is_some());
         let twin = "x".repeat(20) + &"c".repeat(16);
         assert!(cache.get(&twin).is_none(), "same key, another token");
@@ -97,7 +97,7 @@ mod tests {
         cache.track(1);
         assert!(cache.get(&c).is_none());
         let mut off = Verified::new(0);
-        off.insert("a", claims);
+        off.insert("a", known);
         assert!(off.get("a").is_none());
     }
 }

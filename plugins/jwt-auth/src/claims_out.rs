@@ -19,12 +19,13 @@ pub struct ClaimToHeader {
 /// context entries [`to_context`] writes.
 pub fn context_entries(prefix: &str, claims: &Map<String, Value>) -> Vec<(String, String)> {
     fn walk(key: String, value: &Value, depth: usize, out: &mut Vec<(String, String)>) {
-        out.push((key, text(value)));
-        if let (Value::Object(members), true) = (value, depth < MAX_DEPTH) {
-            let key = out[out.len() - 1].0.clone();
-            for (name, member) in members {
-                walk(format!("{key}.{name}"), member, depth + 1, out);
-            }
+        let members = match value {
+            Value::Object(members) if depth < MAX_DEPTH => members,
+            _ => return out.push((key, text(value))),
+        };
+        out.push((key.clone(), text(value)));
+        for (name, member) in members {
+            walk(format!("{key}.{name}"), member, depth + 1, out);
         }
     }
     let mut out = Vec::with_capacity(claims.len());
@@ -34,8 +35,8 @@ pub fn context_entries(prefix: &str, claims: &Map<String, Value>) -> Vec<(String
     out
 }
 
-/// Writes a token's context entries. A token whose claims pass the host's bounds on the context is
-/// refused by the caller.
+/// Writes a token's context entries. Entries past the host's bounds on the context are the host's error,
+/// which the hook returns.
 pub fn to_context(entries: &[(String, String)]) -> Result<()> {
     for (key, value) in entries {
         context::set(key, value)?;

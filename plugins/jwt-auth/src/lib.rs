@@ -27,7 +27,7 @@ mod verdict;
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cache::{Claims, Token, Verified};
+use cache::{Known, Token, Verified};
 use claims::Policy;
 use claims_out::ClaimToHeader;
 use failure::Failure;
@@ -310,7 +310,7 @@ impl Ready {
         token: &str,
         max_size: usize,
         prefix: &str,
-    ) -> core::result::Result<Claims, Failure> {
+    ) -> core::result::Result<Known, Failure> {
         if token.len() > max_size {
             return Err(Failure::TooLarge(max_size));
         }
@@ -329,11 +329,11 @@ impl Ready {
         };
         self.policy.check(&claims, now)?;
         let context = claims_out::context_entries(prefix, &claims);
-        let claims = Claims::new(Token { claims, context });
+        let known = Known::new(Token { claims, context });
         // An unknown `kid` may have refreshed the keys on the way.
         self.forget_if_keys_changed();
-        self.verified.insert(token, claims.clone());
-        Ok(claims)
+        self.verified.insert(token, known.clone());
+        Ok(known)
     }
 
     /// Refreshes a remote JWKS whose cache expired and forgets the verified tokens if the keys changed,
