@@ -84,8 +84,8 @@ async fn on_error_skip_leaves_the_failing_plugin_out() {
     }
 }
 
-/// The epoch ticker runs only while a plugin call is in flight: an idle proxy uses no CPU (it used ~2-4 % of a
-/// core when the epoch ticked every millisecond regardless).
+/// The epoch ticker runs only while plugin calls are made (it parks after a tick without one): an idle proxy
+/// uses no CPU (it used ~2-4 % of a core when the epoch ticked every millisecond regardless).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_proxy_uses_no_cpu() {
     let a = upstream("a").await;
