@@ -28,8 +28,8 @@ impl Context {
         self.values.get(key)
     }
 
-    /// Sets `key`, unless the context would pass its bounds; the error says which. The key is hashed once: jwt-auth sets a
-    /// key a claim on every request.
+    /// Sets `key`, unless the context would pass its bounds; the error says which. The key is hashed once:
+    /// jwt-auth sets a key a claim on every request.
     pub fn set(&mut self, key: String, value: String) -> Result<(), String> {
         let keys = self.values.len();
         let entry = self.values.entry(key);

@@ -139,7 +139,7 @@ impl Exchange {
 }
 
 /// Headers that describe one connection (RFC 9110 §7.6.1): never forwarded, never set by a plugin.
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -148,6 +148,11 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+
+/// Credentials for a proxy on the way: stripped from what the client and the upstream send; a plugin may
+/// still set them.
+static PROXY_CREDENTIALS: [HeaderName; 2] =
+    [header::PROXY_AUTHENTICATE, header::PROXY_AUTHORIZATION];
 
 /// Parses a header name a plugin wants to set, refusing invalid and host-owned names.
 pub fn settable_name(name: &str) -> Result<HeaderName, String> {
@@ -197,11 +202,8 @@ pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none: one look at each name, which compares without hashing, instead of a
     // hashed removal of each of nine names from every message.
-    if !headers.keys().any(|name| {
-        HOP_BY_HOP.contains(name)
-            || name == header::PROXY_AUTHENTICATE
-            || name == header::PROXY_AUTHORIZATION
-    }) {
+    let stripped = || HOP_BY_HOP.iter().chain(&PROXY_CREDENTIALS);
+    if !headers.keys().any(|name| stripped().any(|s| s == name)) {
         return;
     }
     let named: Vec<HeaderName> = headers
@@ -214,11 +216,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
+    for name in stripped() {
         headers.remove(name);
     }
-    headers.remove(header::PROXY_AUTHENTICATE);
-    headers.remove(header::PROXY_AUTHORIZATION);
 }
 
 #[cfg(test)]

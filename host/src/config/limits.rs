@@ -215,8 +215,8 @@ pub const PLUGIN_TIMEOUT: Bounds<Duration> = Bounds {
     max_reason: Some("2^32 - 1 epoch ticks"),
 };
 
-/// A hook call's wall-clock time from its first wait, and a wait for an instance: under a millisecond the timer cannot
-/// tell, and a plugin that needs more than an hour for one call is not a proxy plugin.
+/// A hook call's wall-clock time from its first wait, and a wait for an instance: under a millisecond the
+/// timer cannot tell, and a plugin that needs more than an hour for one call is not a proxy plugin.
 pub const WALL_TIMEOUT: Bounds<Duration> = Bounds {
     min: Duration::from_millis(1),
     max: Duration::from_secs(60 * 60),

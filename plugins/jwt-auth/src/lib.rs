@@ -254,10 +254,10 @@ impl Plugin for JwtAuth {
             return self.fail(req, &ready, Failure::Missing, None);
         };
         match ready.verify(&found.token, self.max_token_size, &self.context_prefix) {
-            Ok(token) => {
-                claims_out::to_context(&token.context)?;
+            Ok(known) => {
+                claims_out::to_context(&known.context)?;
                 ready.verdict.valid()?;
-                claims_out::to_headers(req, &self.claim_to_headers, Some(&token.claims))?;
+                claims_out::to_headers(req, &self.claim_to_headers, Some(&known.claims))?;
                 if !self.forward {
                     found.strip(req)?;
                 }
