@@ -283,6 +283,10 @@ pub struct Clocked<S> {
     /// `activity.ended` when last looked at: a change means a response has ended.
     seen_ended: u64,
     deadline: Pin<Box<Sleep>>,
+    /// `deadline` is set for the wait under way. It is set when a read first finds nothing to take, not
+    /// when the wait begins: most requests come whole in the read that ends the wait for them, and are
+    /// served before a deadline of theirs could matter, so they cost no clock read and no timer reset.
+    armed: bool,
     /// The wait for a request has had its deadline brought forward for a drain.
     hurried: bool,
     /// The socket carries TLS: bytes written here go through it, but a 408 there, half a record behind
@@ -310,6 +314,7 @@ impl<S> Clocked<S> {
             wait: Wait::First { partial: false },
             seen_ended: 0,
             deadline: Box::pin(tokio::time::sleep_until(after(clocks.header_read))),
+            armed: true,
             hurried: false,
             no_408: false,
             send_stall: None,
@@ -336,12 +341,13 @@ impl<S> Clocked<S> {
         } else if ended != self.seen_ended {
             self.seen_ended = ended;
             self.wait = Wait::Idle;
-            self.deadline.as_mut().reset(after(self.clocks.keepalive));
+            self.armed = false;
             self.hurried = false;
         }
         let waiting = matches!(self.wait, Wait::First { partial: false } | Wait::Idle);
         if waiting && !self.hurried && self.activity.is_draining() {
             self.hurried = true;
+            self.arm();
             let grace = after(DRAIN_GRACE).min(self.deadline.deadline());
             self.deadline.as_mut().reset(grace);
         }
@@ -353,10 +359,23 @@ impl<S> Clocked<S> {
             Wait::First { .. } => self.wait = Wait::First { partial: true },
             Wait::Idle => {
                 self.wait = Wait::Head;
-                self.deadline.as_mut().reset(after(self.clocks.header_read));
+                self.armed = false;
             }
             Wait::Head | Wait::Busy => {}
         }
+    }
+
+    /// Sets the deadline of the wait under way, unless it is set.
+    fn arm(&mut self) {
+        if self.armed {
+            return;
+        }
+        let limit = match self.wait {
+            Wait::Idle => self.clocks.keepalive,
+            Wait::First { .. } | Wait::Head | Wait::Busy => self.clocks.header_read,
+        };
+        self.deadline.as_mut().reset(after(limit));
+        self.armed = true;
     }
 }
 
@@ -476,6 +495,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Clocked<S> {
             }
             return this.window_clock(cx);
         }
+        this.arm();
         if this.deadline.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }

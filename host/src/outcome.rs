@@ -31,8 +31,8 @@ pub struct Trace {
     started: Instant,
     /// The matched route's counters; until a route matches, those of requests that matched none.
     stats: Arc<RouteStats>,
-    /// The response's status and the time to it, once there is one.
-    answered: Option<(StatusCode, Duration)>,
+    /// The response's status, once there is one.
+    answered: Option<StatusCode>,
     bytes_out: u64,
     /// Only when the access log is on: the rest is gathered for it alone.
     access: Option<Access>,
@@ -47,6 +47,8 @@ struct Access {
     route: Option<Arc<str>>,
     upstream: Option<Arc<str>>,
     tally: Arc<Tally>,
+    /// The time to the response's head, which only the access line shows.
+    head: Option<Duration>,
 }
 
 /// The target as the client wrote it: on HTTP/2, `:path` alone, which hyper has joined with `:scheme` and
@@ -75,6 +77,7 @@ impl Trace {
             route: None,
             upstream: None,
             tally: Arc::default(),
+            head: None,
         });
         Trace {
             started: Instant::now(),
@@ -113,7 +116,10 @@ impl Trace {
 
     /// The response the client gets, which records the request when its body is done with.
     pub fn respond(mut self, response: Response<ProxyBody>) -> Response<ServedBody> {
-        self.answered = Some((response.status(), self.started.elapsed()));
+        self.answered = Some(response.status());
+        if let Some(access) = &mut self.access {
+            access.head = Some(self.started.elapsed());
+        }
         response.map(|body| ServedBody { body, trace: self })
     }
 }
@@ -121,7 +127,7 @@ impl Trace {
 impl Drop for Trace {
     fn drop(&mut self) {
         let took = self.started.elapsed();
-        let status = self.answered.map_or(CLIENT_CLOSED, |(s, _)| s.as_u16());
+        let status = self.answered.map_or(CLIENT_CLOSED, |s| s.as_u16());
         self.stats.served(status, took);
         let Some(access) = &self.access else {
             return;
@@ -136,7 +142,7 @@ impl Drop for Trace {
             route: access.route.as_deref(),
             upstream: access.upstream.as_deref(),
             status,
-            head_us: self.answered.map(|(_, head)| micros(head)),
+            head_us: access.head.map(micros),
             duration_us: micros(took),
             plugins_us: micros(access.tally.plugins()),
             bytes_in: access.tally.bytes_in(),

@@ -185,8 +185,7 @@ fn server_options() -> Response<ProxyBody> {
 }
 
 /// The upstream's response as it goes back to the client: its hop-by-hop headers removed.
-pub fn from_upstream(response: Response<ProxyBody>) -> Response<ProxyBody> {
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, body)
+pub fn from_upstream(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
+    strip_hop_by_hop(response.headers_mut());
+    response
 }

@@ -115,12 +115,10 @@ pub async fn serve(
         let https = tls.is_some();
         let service = {
             let (proxy, activity, held) = (proxy.clone(), activity.clone(), held.clone());
-            service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                 // Here, not in the handler's future: hyper reads ahead on the connection before it polls
                 // that future, and a head still in the read buffer then makes that read allocate another.
-                let (mut parts, body) = request.into_parts();
-                head_bytes::detach(&mut parts);
-                let mut request = http::Request::from_parts(parts, body);
+                head_bytes::detach(&mut request);
                 if https {
                     request.extensions_mut().insert(Https);
                 }

@@ -104,8 +104,8 @@ impl Endpoints {
     /// Envoy's panic threshold does): an outage that took them all out must not turn into a proxy that
     /// refuses to try, and the one that came back first is found by the traffic itself.
     pub fn pick(&self, key: Option<u64>, tried: Option<usize>) -> (usize, &Endpoint) {
-        let now = self.clock.now();
         let n = self.list.len();
+        let now = || self.clock.now();
         let healthy = |i: usize| Some(i) != tried && self.list[i].health.is_in(now);
         let index = if (0..n).any(healthy) {
             self.balancer.pick(&self.list, healthy, key)
@@ -121,7 +121,7 @@ impl Endpoints {
     }
 
     pub fn succeeded(&self, endpoint: &Endpoint) {
-        endpoint.health.succeeded(self.clock.now());
+        endpoint.health.succeeded(|| self.clock.now());
     }
 
     pub fn failed(&self, endpoint: &Endpoint) -> Verdict {
@@ -133,7 +133,7 @@ impl Endpoints {
         let now = self.clock.now();
         self.list
             .iter()
-            .map(|e| (e.label.clone(), e.health.is_in(now)))
+            .map(|e| (e.label.clone(), e.health.is_in(|| now)))
             .collect()
     }
 }

@@ -47,7 +47,8 @@ impl Clock {
 pub struct Health {
     /// Failures since the last success.
     failures: AtomicU32,
-    /// On the upstream's [`Clock`], when the current ejection ends; 0 when none was ever made.
+    /// On the upstream's [`Clock`], when the current ejection ends; 0 when none was made since the back-off
+    /// last started again.
     out_until: AtomicU64,
     /// Set by active checks that failed `unhealthy` times in a row, cleared after `healthy` passes.
     checked_down: AtomicBool,
@@ -72,9 +73,16 @@ pub enum Verdict {
 }
 
 impl Health {
-    /// Whether requests may go to the endpoint now.
-    pub fn is_in(&self, now: u64) -> bool {
-        !self.checked_down.load(Ordering::Relaxed) && self.out_until.load(Ordering::Relaxed) <= now
+    /// Whether requests may go to the endpoint now. `now` is asked only of an endpoint ejected since its
+    /// back-off last started again, so the requests to a healthy upstream read no clock.
+    pub fn is_in(&self, now: impl FnOnce() -> u64) -> bool {
+        if self.checked_down.load(Ordering::Relaxed) {
+            return false;
+        }
+        match self.out_until.load(Ordering::Relaxed) {
+            0 => true,
+            until => until <= now(),
+        }
     }
 
     /// True unless active checks took the endpoint out.
@@ -89,7 +97,7 @@ impl Health {
     /// An answer below 500. Once the endpoint has stayed in for as long as it was last out, the back-off
     /// starts again from the first length: an endpoint that fails again soon after coming back is out for
     /// longer each time, one that recovered is not punished for an old outage.
-    pub fn succeeded(&self, now: u64) {
+    pub fn succeeded(&self, now: impl FnOnce() -> u64) {
         // A load first: the common case writes nothing, so endpoints' counters do not bounce between cores.
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
@@ -99,8 +107,10 @@ impl Health {
         }
         let mut backoff = self.backoff();
         let back_since = self.out_until.load(Ordering::Relaxed);
-        if now >= back_since.saturating_add(backoff.last) {
+        if now() >= back_since.saturating_add(backoff.last) {
             *backoff = Backoff::default();
+            // Not ejected since the back-off started again: `is_in` need not read the clock.
+            self.out_until.store(0, Ordering::Relaxed);
             self.raised.store(false, Ordering::Relaxed);
         }
     }
@@ -111,7 +121,7 @@ impl Health {
             .failures
             .fetch_add(1, Ordering::Relaxed)
             .saturating_add(1);
-        if ejection.after == 0 || failures < ejection.after || !self.is_in(now) {
+        if ejection.after == 0 || failures < ejection.after || !self.is_in(|| now) {
             return Verdict::Stays;
         }
         let mut backoff = self.backoff();
@@ -157,16 +167,17 @@ mod tests {
     #[test]
     fn ejected_after_failures_in_a_row_for_a_back_off_that_doubles_up_to_the_cap() {
         let health = Health::default();
+        assert!(health.is_in(|| panic!("an endpoint never ejected reads no clock")));
         assert_eq!(fail(&health, 0, 2), None);
-        health.succeeded(0); // a success in between: the count starts again
+        health.succeeded(|| 0); // a success in between: the count starts again
         assert_eq!(fail(&health, 0, 2), None);
-        assert!(health.is_in(0));
+        assert!(health.is_in(|| 0));
         assert_eq!(fail(&health, 0, 1), Some(Duration::from_millis(100)));
-        assert!(!health.is_in(99));
-        assert!(health.is_in(100));
+        assert!(!health.is_in(|| 99));
+        assert!(health.is_in(|| 100));
         // Back, and failing at once: out for twice as long, then capped.
         assert_eq!(fail(&health, 100, 3), Some(Duration::from_millis(200)));
-        assert!(health.is_in(300));
+        assert!(health.is_in(|| 300));
         assert_eq!(fail(&health, 300, 3), Some(Duration::from_millis(350)));
         assert_eq!(fail(&health, 650, 3), Some(Duration::from_millis(350)));
     }
@@ -176,9 +187,10 @@ mod tests {
         let health = Health::default();
         fail(&health, 0, 3);
         fail(&health, 100, 3); // out 100..300, its last ejection 200 ms long
-        health.succeeded(400); // in for only 100 ms: still raised
+        health.succeeded(|| 400); // in for only 100 ms: still raised
         assert_eq!(fail(&health, 400, 3), Some(Duration::from_millis(350)));
-        health.succeeded(750 + 350);
+        health.succeeded(|| 750 + 350);
+        assert!(health.is_in(|| panic!("an endpoint back for good reads no clock")));
         assert_eq!(fail(&health, 1100, 3), Some(Duration::from_millis(100)));
     }
 

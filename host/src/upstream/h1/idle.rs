@@ -1,8 +1,9 @@
 //! The HTTP/1.1 connections an endpoint keeps between requests, and the task that closes those kept too
 //! long or closed by the upstream.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
@@ -16,31 +17,38 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// only keeps the socket from waiting in CLOSE_WAIT for a request that may not come.
 const REAP_EVERY: Duration = Duration::from_secs(1);
 
+/// A connection kept since round r is closed in round r + this: after 49 to 50 s unused.
+const KEPT_ROUNDS: u64 = IDLE_TIMEOUT.as_secs() / REAP_EVERY.as_secs();
+
 /// An endpoint's kept connections, the most recent last: it is taken first, as the likeliest to be open.
 #[derive(Default)]
 pub struct Idle {
     kept: Mutex<Vec<Kept>>,
+    /// The reaper's rounds so far. A kept connection's age is counted in them rather than read from the
+    /// clock, which every request would do twice (once to put a connection back, once to take one).
+    round: AtomicU64,
 }
 
 struct Kept {
     conn: Conn,
-    since: Instant,
+    /// The round it was put back in.
+    round: u64,
 }
 
 impl Kept {
-    fn usable(&mut self, now: Instant) -> bool {
-        now.duration_since(self.since) < IDLE_TIMEOUT && self.conn.is_open()
+    fn usable(&mut self, round: u64) -> bool {
+        round.saturating_sub(self.round) < KEPT_ROUNDS && self.conn.is_open()
     }
 }
 
 impl Idle {
     /// A kept connection that is still open, if there is one.
     pub fn take(&self) -> Option<Conn> {
-        let now = Instant::now();
+        let round = self.round.load(Ordering::Relaxed);
         loop {
             // Popped under the lock, looked at (and closed, if it is no good) outside it.
             let mut kept = self.lock().pop()?;
-            if kept.usable(now) {
+            if kept.usable(round) {
                 return Some(kept.conn);
             }
         }
@@ -49,20 +57,20 @@ impl Idle {
     pub fn put(&self, conn: Conn) {
         let kept = Kept {
             conn,
-            since: Instant::now(),
+            round: self.round.load(Ordering::Relaxed),
         };
         self.lock().push(kept);
     }
 
     /// Closes the connections kept too long, and those the upstream closed.
     fn reap(&self) {
-        let now = Instant::now();
+        let round = self.round.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let mut all = std::mem::take(&mut *self.lock());
         if all.is_empty() {
             return;
         }
         // Looked at, and the stale ones closed, outside the lock.
-        all.retain_mut(|kept| kept.usable(now));
+        all.retain_mut(|kept| kept.usable(round));
         // Whatever was put back meanwhile is newer: it goes after these.
         let mut kept = self.lock();
         all.append(&mut kept);
