@@ -2,7 +2,8 @@
 //! (rcgen), the default one for other names, a wildcard entry beside an exact name, h2 by ALPN, TLS 1.2,
 //! `X-Forwarded-Proto: https` on both forwarding paths, a reload that swaps the certificates, a stalled
 //! handshake closed within `header_read_timeout`, and `weir check` on a certificate that is missing and on
-//! wildcards no name can match.
+//! wildcards no name can match; client certificates (mutual TLS), required or optional, checked against
+//! `client_ca` and forwarded as `X-Forwarded-Client-Cert`, and a client's own such header never.
 
 #[path = "support/pki.rs"]
 mod pki;
@@ -245,4 +246,144 @@ async fn a_handshake_that_never_comes_is_closed_within_header_read_timeout() {
         let (status, _, _) = parts(&curl(pki, weir, "a.test", "/", &[]));
         assert!(status.starts_with("200"));
     });
+}
+
+/// The listener of `config` asking clients for a certificate from `clients`' CA, `mode` being
+/// `client_cert`'s value (or none, for the default).
+fn mutual(pki: &Pki, clients: &Pki, upstream: std::net::SocketAddr, mode: Option<&str>) -> String {
+    let mut entry = format!("client_ca = \"{}\"\n", clients.path("ca.pem"));
+    if let Some(mode) = mode {
+        entry.push_str(&format!("client_cert = \"{mode}\"\n"));
+    }
+    config(pki, upstream, "b").replacen(
+        "[[server.tls.sni]]\n",
+        &(entry + "[[server.tls.sni]]\n"),
+        1,
+    )
+}
+
+/// What `X-Forwarded-Client-Cert` must say of the client certificate in `file`: its SHA-256, its subject
+/// as RFC 4514 writes it (the last RDN first), and its names.
+fn expected_xfcc(file: &str, subject: &str, uri: &str, dns: &str) -> String {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let der = CertificateDer::from_pem_file(file).expect("the client certificate");
+    let digest = ring::digest::digest(&ring::digest::SHA256, &der);
+    let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("Hash={hash};Subject=\"{subject}\";URI={uri};DNS={dns}")
+}
+
+/// curl's arguments to show the client certificate `cn` of `clients`, and to send a forged header beside it.
+fn showing(clients: &Pki, cn: &str) -> [String; 6] {
+    [
+        "--cert".into(),
+        clients.path(&format!("{cn}.pem")),
+        "--key".into(),
+        clients.path(&format!("{cn}.key")),
+        "-H".into(),
+        "X-Forwarded-Client-Cert: Hash=forged;Subject=\"CN=admin\"".into(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_is_required_checked_and_forwarded() {
+    let pki = Pki::new();
+    pki.leaf("a.test", "a");
+    pki.leaf("b.test", "b");
+    let clients = Pki::new();
+    clients.client("client-1", "spiffe://weir.test/client-1", "client-1.test");
+    // The same names from a CA the listener does not trust.
+    pki.client("stranger", "spiffe://weir.test/client-1", "client-1.test");
+    let echo = upstream("e").await;
+    let weir = Weir::start(&mutual(&pki, &clients, echo, None));
+    let want = expected_xfcc(
+        &clients.path("client-1.pem"),
+        "CN=client-1,O=Weir tests",
+        "spiffe://weir.test/client-1",
+        "client-1.test",
+    );
+    let (pki, clients, weir) = (&pki, &clients, &weir);
+    tokio::task::block_in_place(|| {
+        let args = showing(clients, "client-1");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        for (path, http) in [("/", "--http1.1"), ("/chain", "--http2")] {
+            let mut all = args.clone();
+            all.push(http);
+            let (status, body, verbose) = parts(&curl(pki, weir, "a.test", path, &all));
+            assert!(status.starts_with("200"), "{verbose}");
+            // The client's own header is gone; the one the listener made from the certificate is there.
+            assert_eq!(
+                echoed(&body, "x-forwarded-client-cert"),
+                std::slice::from_ref(&want),
+                "{path}"
+            );
+        }
+        // No certificate, or one from another CA: no handshake, and nothing reaches the upstream.
+        let stranger = showing(pki, "stranger");
+        let stranger: Vec<&str> = stranger.iter().map(String::as_str).collect();
+        for args in [&["--http1.1"][..], &stranger] {
+            let out = curl(pki, weir, "a.test", "/", args);
+            let verbose = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?} was let in: {verbose}");
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_optional_client_certificate_is_forwarded_when_shown_and_a_forged_one_never() {
+    let pki = Pki::new();
+    pki.leaf("a.test", "a");
+    pki.leaf("b.test", "b");
+    let clients = Pki::new();
+    clients.client("client-2", "spiffe://weir.test/client-2", "client-2.test");
+    let echo = upstream("e").await;
+    let weir = Weir::start(&mutual(&pki, &clients, echo, Some("optional")));
+    let want = expected_xfcc(
+        &clients.path("client-2.pem"),
+        "CN=client-2,O=Weir tests",
+        "spiffe://weir.test/client-2",
+        "client-2.test",
+    );
+    let (pki, clients, weir) = (&pki, &clients, &weir);
+    tokio::task::block_in_place(|| {
+        let forged = ["-H", "X-Forwarded-Client-Cert: Hash=forged", "--http1.1"];
+        let (status, body, verbose) = parts(&curl(pki, weir, "a.test", "/", &forged));
+        assert!(status.starts_with("200"), "{verbose}");
+        assert!(
+            echoed(&body, "x-forwarded-client-cert").is_empty(),
+            "{body}"
+        );
+
+        let args = showing(clients, "client-2");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, body, verbose) = parts(&curl(pki, weir, "a.test", "/chain", &args));
+        assert!(status.starts_with("200"), "{verbose}");
+        assert_eq!(echoed(&body, "x-forwarded-client-cert"), [want]);
+    });
+}
+
+#[test]
+fn check_refuses_client_cert_without_client_ca_and_names_a_bad_ca_file() {
+    let pki = Pki::new();
+    pki.leaf("a.test", "a");
+    std::fs::write(pki.path("not-pem.pem"), "no certificate here\n").expect("write");
+    let text = |tls: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n{tls}\
+             [upstreams.e]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nupstream = \"e\"\n",
+            pki.path("a.pem"),
+            pki.path("a.key"),
+        )
+    };
+    let out = check(&text("client_cert = \"required\"\n"));
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let mut seen = report(&out);
+    let out = check(&text(&format!(
+        "client_ca = \"{}\"\n",
+        pki.path("not-pem.pem")
+    )));
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    // The file's directory is a temporary one: taken out.
+    seen.push_str(&report(&out).replace(&pki.dir.path().display().to_string(), "DIR"));
+    golden("check-client-ca.txt", &seen);
 }

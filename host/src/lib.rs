@@ -10,6 +10,7 @@ pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod chain;
+pub mod client_cert;
 pub mod client_clocks;
 pub mod compile_cache;
 pub mod config;

@@ -1,8 +1,10 @@
-//! PEM files of certificates: the listener's (`[server.tls]`) and an upstream's `ca_file`. One loader, so
-//! a file that cannot be used is reported in the same words whichever field names it.
+//! PEM files of certificates: the listener's (`[server.tls]`, and its `client_ca`) and an upstream's
+//! `ca_file`. One loader, so a file that cannot be used is reported in the same words whichever field names
+//! it.
 
 use std::path::{Path, PathBuf};
 
+use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::{self, PemObject};
 
@@ -18,6 +20,12 @@ pub enum PemFileError {
     Pem { file: PathBuf, source: pem::Error },
     #[error("{} holds no certificate (a PEM \"CERTIFICATE\" block)", file.display())]
     NoCertificate { file: PathBuf },
+    #[error("{}: certificate #{index} cannot be a trust anchor: {source}", file.display())]
+    Anchor {
+        file: PathBuf,
+        index: usize,
+        source: rustls::Error,
+    },
 }
 
 pub fn read(file: &Path) -> Result<Vec<u8>, PemFileError> {
@@ -42,4 +50,16 @@ pub fn certificates(file: &Path) -> Result<Vec<CertificateDer<'static>>, PemFile
         });
     }
     Ok(certificates)
+}
+
+/// Adds the file's certificates to `roots` as trust anchors.
+pub fn add_anchors(roots: &mut RootCertStore, file: &Path) -> Result<(), PemFileError> {
+    for (index, cert) in certificates(file)?.into_iter().enumerate() {
+        roots.add(cert).map_err(|source| PemFileError::Anchor {
+            file: file.to_owned(),
+            index: index + 1,
+            source,
+        })?;
+    }
+    Ok(())
 }

@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 
 use crate::body::ProxyBody;
 use crate::chain;
+use crate::client_cert;
 use crate::config::AccessLog;
 use crate::exchange::{PluginBounds, has_token, strip_hop_by_hop};
 use crate::fault::{Fault, error_response};
@@ -18,6 +19,7 @@ use crate::outcome::{ServedBody, Trace};
 use crate::plugin::PluginSlot;
 use crate::routes::RouteMatch;
 use crate::stats::RouteStats;
+use crate::tls::Https;
 use crate::upstream::{Outgoing, Upstream, Upstreams};
 use crate::websocket;
 
@@ -100,6 +102,11 @@ impl Proxy {
         // `te: trailers` among the client's `te` values (the others stay hop-by-hop and go).
         let te_trailers = has_token(&parts.headers, header::TE, "trailers");
         strip_hop_by_hop(&mut parts.headers);
+        let verified = parts
+            .extensions
+            .get::<Https>()
+            .and_then(|https| https.client_cert.as_ref());
+        client_cert::apply(&mut parts.headers, verified);
         if te_trailers {
             // The one `te` HTTP/2 allows (RFC 9113 §8.2.2), which gRPC requires: the client takes trailers.
             parts

@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+use crate::client_cert;
 use crate::client_clocks::{Activity, Clocked, Clocks, Expired, Tracked};
 use crate::config::ServerConfig;
 use crate::config::limits::MAX_CONNECTIONS;
@@ -112,41 +113,46 @@ pub async fn serve(
         });
         let activity = Arc::new(Activity::default());
         let tls = tls.load_full();
-        let https = tls.is_some();
+        // The connection's service, made once it is known whether the connection is TLS and which
+        // certificate, if any, its client showed.
         let service = {
             let (proxy, activity, held) = (proxy.clone(), activity.clone(), held.clone());
-            service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-                // Here, not in the handler's future: hyper reads ahead on the connection before it polls
-                // that future, and a head still in the read buffer then makes that read allocate another.
-                head_bytes::detach(&mut request);
-                if https {
-                    request.extensions_mut().insert(Https);
-                }
-                let h2_websocket = websocket::from_extended_connect(&mut request);
-                if h2_websocket || request.headers().contains_key(header::UPGRADE) {
-                    // A WebSocket tunnel counts as a request in flight for the clocks, and keeps the
-                    // connection counted by the server (crate::websocket).
-                    request.extensions_mut().insert(Tunnel {
-                        activity: activity.clone(),
-                        connection: held.clone(),
-                    });
-                }
-                let proxy = proxy.load_full();
-                let ended = activity.begin();
-                // HTTP/2 has no `Connection`; a drained h2 connection ends once idle (crate::client_clocks).
-                let http1 = request.version() < http::Version::HTTP_2;
-                async move {
-                    let mut response = proxy.handle(request, client).await;
-                    if http1 && ended.draining() {
-                        // The client is to take its next request elsewhere (after an upgrade, to the
-                        // new process).
-                        response
-                            .headers_mut()
-                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            move |https: Option<Https>| {
+                service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+                    // Here, not in the handler's future: hyper reads ahead on the connection before it
+                    // polls that future, and a head still in the read buffer then makes that read
+                    // allocate another.
+                    head_bytes::detach(&mut request);
+                    if let Some(https) = &https {
+                        request.extensions_mut().insert(https.clone());
                     }
-                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, ended)))
-                }
-            })
+                    let h2_websocket = websocket::from_extended_connect(&mut request);
+                    if h2_websocket || request.headers().contains_key(header::UPGRADE) {
+                        // A WebSocket tunnel counts as a request in flight for the clocks, and keeps the
+                        // connection counted by the server (crate::websocket).
+                        request.extensions_mut().insert(Tunnel {
+                            activity: activity.clone(),
+                            connection: held.clone(),
+                        });
+                    }
+                    let proxy = proxy.load_full();
+                    let ended = activity.begin();
+                    // HTTP/2 has no `Connection`; a drained h2 connection ends once idle
+                    // (crate::client_clocks).
+                    let http1 = request.version() < http::Version::HTTP_2;
+                    async move {
+                        let mut response = proxy.handle(request, client).await;
+                        if http1 && ended.draining() {
+                            // The client is to take its next request elsewhere (after an upgrade, to the
+                            // new process).
+                            response
+                                .headers_mut()
+                                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                        }
+                        Ok::<_, Infallible>(response.map(|body| Tracked::new(body, ended)))
+                    }
+                })
+            }
         };
         let (http, draining) = (http.clone(), draining.clone());
         // Requests hyper's parser refuses never reach a route: they are counted with the unrouted ones.
@@ -156,6 +162,7 @@ pub async fn serve(
         let Some(tls) = tls else {
             let io = Clocked::new(stream, activity.clone(), clocks);
             tokio::spawn(async move {
+                let service = service(None);
                 serve_connection(&http, io, service, activity, draining, (client, unrouted)).await;
                 drop(held);
             });
@@ -168,6 +175,12 @@ pub async fn serve(
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);
             match tokio::time::timeout(clocks.header_read, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
+                    let (_, session) = stream.get_ref();
+                    let client_cert = session
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(client_cert::forwarded);
+                    let service = service(Some(Https { client_cert }));
                     // A 408 written in clear into the TLS stream would be garbage to the client: a timeout
                     // only closes, as on HTTP/2.
                     let io = Clocked::new(stream, activity.clone(), clocks).without_408();

@@ -9,19 +9,24 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::{self, PemObject};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 
-use crate::config::tls::ListenerTls;
+use crate::config::tls::{ClientCert, ListenerTls};
 use crate::config::{ConfigErrors, Source, Step};
 use crate::pem_file::{self, PemFileError};
 
 /// Marks a request that came over TLS: `X-Forwarded-Proto` and the plugins' `request.scheme` say `https`.
-#[derive(Debug, Clone, Copy)]
-pub struct Https;
+/// It carries the client's certificate, verified, as `X-Forwarded-Client-Cert` tells of it
+/// ([`crate::client_cert`]), when the client showed one.
+#[derive(Debug, Clone)]
+pub struct Https {
+    pub client_cert: Option<http::HeaderValue>,
+}
 
 /// The scheme the client used: `https` for a request the server marked [`Https`].
 pub fn scheme(extensions: &http::Extensions) -> &'static str {
@@ -46,6 +51,11 @@ pub enum CertError {
     },
     #[error("the TLS library refused the settings: {0}")]
     Settings(Box<rustls::Error>),
+    #[error("{} cannot check clients' certificates: {source}", file.display())]
+    ClientCa {
+        file: PathBuf,
+        source: rustls::server::VerifierBuilderError,
+    },
     #[error("{} is not the key of the certificate in {}: {source}", key.display(), cert.display())]
     Mismatch {
         cert: PathBuf,
@@ -114,6 +124,15 @@ pub fn server_config(
             }
         }
     }
+    let client_auth = client_verifier(tls, &resolve, &provider).unwrap_or_else(|error| {
+        let field = vec![
+            Step::Key("server"),
+            Step::Key("tls"),
+            Step::Key("client_ca"),
+        ];
+        errors.push(FieldError { field, error });
+        None
+    });
     let Some(default) = default else {
         return Err(errors);
     };
@@ -125,19 +144,48 @@ pub fn server_config(
         by_name,
     };
     // Both versions rustls offers by default; 1.2 is still what some clients and scanners speak.
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| {
             vec![FieldError {
                 field: vec![Step::Key("server"), Step::Key("tls")],
                 error: CertError::Settings(Box::new(e)),
             }]
-        })?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        })?;
+    // A `client_ca` that failed to load returned above: no config is made without the check it asks for.
+    let builder = match client_auth {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(resolver));
     // h2 first: a client offering both gets HTTP/2, one connection for its concurrent requests.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// The check of clients' certificates against `client_ca`, when there is one: rustls's verifier of the
+/// chain, the validity dates and the client-auth usage, with a client that shows none refused unless
+/// `client_cert = "optional"`.
+fn client_verifier(
+    tls: &ListenerTls,
+    resolve: impl Fn(&Path) -> PathBuf,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, CertError> {
+    let Some(file) = &tls.client_ca else {
+        return Ok(None);
+    };
+    let file = resolve(file);
+    let mut roots = RootCertStore::empty();
+    pem_file::add_anchors(&mut roots, &file)?;
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let builder = match tls.client_cert {
+        Some(ClientCert::Optional) => builder.allow_unauthenticated(),
+        Some(ClientCert::Required) | None => builder,
+    };
+    let verifier = builder
+        .build()
+        .map_err(|source| CertError::ClientCa { file, source })?;
+    Ok(Some(verifier))
 }
 
 /// One certificate chain and its key, checked to belong together; the error names the field at fault.

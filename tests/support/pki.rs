@@ -4,7 +4,10 @@
 //! servers it needs).
 #![allow(dead_code, reason = "each test file uses its own part of it")]
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
+};
 
 pub struct Pki {
     pub ca: CertifiedIssuer<'static, KeyPair>,
@@ -33,6 +36,30 @@ impl Pki {
         params.distinguished_name.push(DnType::CommonName, cn);
         let cert = params.signed_by(&key, &self.ca).expect("the leaf");
         std::fs::write(self.path(&format!("{cn}.pem")), cert.pem()).expect("write the leaf");
+        std::fs::write(self.path(&format!("{cn}.key")), key.serialize_pem())
+            .expect("write the key");
+    }
+
+    /// Writes a client's certificate (client-auth usage) as `{cn}.pem` and `{cn}.key`: subject `O=Weir
+    /// tests, CN={cn}`, and names `uri` and `dns`, in that order.
+    pub fn client(&self, cn: &str, uri: &str, dns: &str) {
+        let key = KeyPair::generate().expect("a client key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
+        // rcgen's default name holds a CN already, which would keep the CN first.
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Weir tests");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.subject_alt_names = vec![
+            SanType::URI(uri.try_into().expect("an IA5 URI")),
+            SanType::DnsName(dns.try_into().expect("an IA5 name")),
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params
+            .signed_by(&key, &self.ca)
+            .expect("the client certificate");
+        std::fs::write(self.path(&format!("{cn}.pem")), cert.pem()).expect("write the certificate");
         std::fs::write(self.path(&format!("{cn}.key")), key.serialize_pem())
             .expect("write the key");
     }

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use super::Findings;
 use super::Step::{Index, Key};
 
-/// The listener's TLS: a default certificate, and others chosen by the name the client asks for (SNI).
+/// The listener's TLS: a default certificate, others chosen by the name the client asks for (SNI), and the
+/// CA that clients' own certificates are checked against, when it asks for them.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
@@ -17,6 +18,23 @@ pub struct ListenerTls {
     pub key: PathBuf,
     #[serde(default)]
     pub sni: Vec<SniCert>,
+    /// CA certificates (PEM) that clients' certificates must chain to: with it, the listener asks every
+    /// client for a certificate (mutual TLS).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Whether a client must show a certificate; `required` unless `client_ca` is unset.
+    #[serde(default)]
+    pub client_cert: Option<ClientCert>,
+}
+
+/// Whether the listener refuses a client that shows no certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCert {
+    /// The handshake fails without a certificate that chains to `client_ca`.
+    Required,
+    /// A client may show none; one it shows must still chain to `client_ca`.
+    Optional,
 }
 
 /// A certificate served to clients asking for one of `names` (`b.test`, or `*.b.test` for one label).
@@ -32,6 +50,12 @@ impl ListenerTls {
     /// RFC 6125 §6.4.3: a `*` is a whole left-most label standing for exactly one label; anywhere else no
     /// client's name can match it, and the entry would never serve.
     pub(super) fn validate(&self, found: &mut Findings) {
+        if self.client_cert.is_some() && self.client_ca.is_none() {
+            found.refuse(
+                &[Key("server"), Key("tls"), Key("client_cert")],
+                "asks clients for certificates, but there is no `client_ca` to check them against",
+            );
+        }
         for (index, sni) in self.sni.iter().enumerate() {
             let bad = sni.names.iter().find(|name| {
                 let rest = name.strip_prefix("*.").unwrap_or(name);

@@ -5,7 +5,7 @@
 //! and the handshake together, a refused certificate is an error of its own type (the proxy tells it from
 //! an unreachable host), and the TCP connection under TLS is the one [`CountingConnector`] counts.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -34,12 +34,6 @@ const HTTP11: &[u8] = b"http/1.1";
 pub enum TlsSetupError {
     #[error(transparent)]
     File(#[from] PemFileError),
-    #[error("{}: certificate #{index} cannot be a trust anchor: {source}", file.display())]
-    Anchor {
-        file: PathBuf,
-        index: usize,
-        source: rustls::Error,
-    },
     #[error("the TLS library refused the settings: {0}")]
     Rustls(#[from] rustls::Error),
 }
@@ -81,23 +75,12 @@ pub fn client_config(settings: &TlsSettings) -> Result<ClientConfig, TlsSetupErr
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
         if let Some(file) = &settings.ca_file {
-            add_ca_file(&mut roots, file)?;
+            pem_file::add_anchors(&mut roots, file)?;
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     };
     config.alpn_protocols = vec![if settings.http2 { H2 } else { HTTP11 }.to_vec()];
     Ok(config)
-}
-
-fn add_ca_file(roots: &mut RootCertStore, file: &Path) -> Result<(), TlsSetupError> {
-    for (index, cert) in pem_file::certificates(file)?.into_iter().enumerate() {
-        roots.add(cert).map_err(|source| TlsSetupError::Anchor {
-            file: file.to_owned(),
-            index: index + 1,
-            source,
-        })?;
-    }
-    Ok(())
 }
 
 /// The verifier of `tls_insecure_skip_verify_DANGEROUS`: any certificate for any name is accepted. The
