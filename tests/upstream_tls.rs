@@ -1,6 +1,7 @@
 //! HTTPS upstreams through the real binary: certificates from a CA the test makes (rcgen), checked against
 //! `ca_file` and `server_name`; refusals the client sees as 502 and the log explains; HTTP/2 by ALPN; the
-//! option that checks nothing, and what `weir check` says of it and of every other upstream mistake.
+//! option that checks nothing; a client certificate shown to an endpoint that asks for one; and what
+//! `weir check` says of the option that checks nothing and of every other upstream mistake.
 
 #[path = "support/pki.rs"]
 mod pki;
@@ -24,6 +25,11 @@ impl Pki {
 
     /// A server's TLS config: a certificate for `name` signed by the CA, ALPN `h2` and `http/1.1`.
     fn server(&self, name: &str) -> Arc<rustls::ServerConfig> {
+        self.server_asking(name, None)
+    }
+
+    /// The same, asking every client for a certificate from `clients`' CA when there is one.
+    fn server_asking(&self, name: &str, clients: Option<&Pki>) -> Arc<rustls::ServerConfig> {
         let key = KeyPair::generate().expect("a server key");
         let params = CertificateParams::new(vec![name.to_owned()]).expect("server params");
         let cert = params
@@ -32,10 +38,26 @@ impl Pki {
         let chain = vec![cert.der().clone(), CertificateDer::clone(self.ca.der())];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_no_client_auth()
+            .expect("protocol versions");
+        let builder = match clients {
+            Some(clients) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots
+                    .add(CertificateDer::clone(clients.ca.der()))
+                    .expect("the clients' CA");
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .expect("a client verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
             .with_single_cert(chain, key)
             .expect("a server config");
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -87,6 +109,44 @@ async fn an_https_upstream_is_checked_against_the_ca_file_and_the_server_name() 
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(reply.header("x-version"), Some("HTTP/2.0"));
     assert_eq!(reply.text(), "a body");
+}
+
+/// An endpoint that asks for a client certificate gets the one `client_cert` names, over HTTP/1.1 and
+/// HTTP/2; without one, the request is a 502 and never reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_asks_for_a_certificate_gets_client_cert() {
+    let pki = Pki::new();
+    let clients = Pki::new();
+    clients.client("proxy", "spiffe://weir.test/proxy", "proxy.test");
+    let server = Endpoint::start(
+        "upstream.test",
+        Behaviour {
+            tls: Some(pki.server_asking("upstream.test", Some(&clients))),
+            ..Behaviour::default()
+        },
+    );
+    let trust = format!(
+        "server_name = \"upstream.test\"\n{}",
+        ca_line(&pki.ca_file())
+    );
+    let shown = format!(
+        "{trust}client_cert = \"{}\"\nclient_key = \"{}\"\n",
+        clients.path("proxy.pem"),
+        clients.path("proxy.key")
+    );
+    let weir = Weir::start(&config(&server, &shown));
+    let reply = get(&weir.url("/with-a-certificate")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let h2 = Weir::start(&config(&server, &format!("{shown}http2 = true\n")));
+    let reply = get(&h2.url("/with-a-certificate-over-h2")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.header("x-version"), Some("HTTP/2.0"));
+    assert_eq!(server.requests(), 2);
+
+    let without = Weir::start(&config(&server, &trust));
+    let reply = get(&without.url("/without")).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    assert_eq!(server.requests(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,6 +206,10 @@ fn check_reports_tls_mistakes_with_the_file_line_and_field() {
          [upstreams.plain]\nurl = \"http://127.0.0.1:8080\"\nserver_name = \"plain.test\"\n\
          [upstreams.both]\nurl = \"https://127.0.0.1:8443\"\nca_file = \"{0}/ca.pem\"\n\
          tls_insecure_skip_verify_DANGEROUS = true\n\
+         [upstreams.half]\nurl = \"https://127.0.0.1:8443\"\nclient_cert = \"{0}/ca.pem\"\n\
+         [upstreams.keyless]\nurl = \"https://127.0.0.1:8443\"\nclient_cert = \"{0}/ca.pem\"\n\
+         client_key = \"{0}/garbage.pem\"\n\
+         [upstreams.plain_key]\nurl = \"http://127.0.0.1:8080\"\nclient_key = \"{0}/ca.pem\"\n\
          [[routes]]\nupstream = \"missing\"\n",
         dir.display()
     ));
@@ -159,7 +223,8 @@ fn check_reports_tls_mistakes_with_the_file_line_and_field() {
     golden(
         "check-upstream-tls.txt",
         &shown(format!(
-            "## tls_insecure_skip_verify_DANGEROUS\n{}## CA files, and TLS options on http://\n{}\
+            "## tls_insecure_skip_verify_DANGEROUS\n{}## CA files, client certificates, and TLS options on \
+             http://\n{}\
              ## server_name\n{}",
             report(&warned),
             report(&refused),

@@ -287,8 +287,7 @@ fn upstreams(
                  its traffic",
             ));
         }
-        let ca_file = config.ca_file.as_ref().map(|f| source.resolve(f));
-        match Upstream::new(name, config, ca_file, stats.upstream(name)) {
+        match Upstream::new(name, config, &|f| source.resolve(f), stats.upstream(name)) {
             Ok(mut made) => {
                 made.send_forwarded(source.config.server.forwarded);
                 // A config with errors is never served: nothing to check for.

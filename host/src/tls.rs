@@ -188,8 +188,9 @@ fn client_verifier(
     Ok(Some(verifier))
 }
 
-/// One certificate chain and its key, checked to belong together; the error names the field at fault.
-fn certified_key(
+/// One certificate chain and its key, checked to belong together; the error names the field at fault
+/// (`cert` or `key`). The listener's certificates, and one an upstream shows its endpoints.
+pub(crate) fn certified_key(
     cert: &Path,
     key: &Path,
     provider: &CryptoProvider,

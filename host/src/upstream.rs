@@ -20,7 +20,7 @@ mod transport;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -153,16 +153,16 @@ pub struct Outgoing<'a> {
 
 impl Upstream {
     /// An upstream without endpoints is disabled whatever `disabled` says: the config's validation refuses
-    /// one that is not, so such a value is never served. `ca_file` is the config's, resolved against the
-    /// config file's directory.
+    /// one that is not, so such a value is never served. `resolve` finds the config's files (`ca_file`,
+    /// `client_cert`, `client_key`) against the config file's directory.
     pub fn new(
         name: &str,
         config: &UpstreamConfig,
-        ca_file: Option<PathBuf>,
+        resolve: &dyn Fn(&Path) -> PathBuf,
         stats: Arc<UpstreamStats>,
     ) -> Result<Upstream, BuildError> {
         let pool = match (config.endpoints().is_empty(), config.disabled) {
-            (false, false) => Some(Pool::new(config, ca_file, stats.clone())?),
+            (false, false) => Some(Pool::new(config, resolve, stats.clone())?),
             _ => None,
         };
         Ok(Upstream {
@@ -490,7 +490,7 @@ struct Failed {
 impl Pool {
     fn new(
         config: &UpstreamConfig,
-        ca_file: Option<PathBuf>,
+        resolve: &dyn Fn(&Path) -> PathBuf,
         stats: Arc<UpstreamStats>,
     ) -> Result<Pool, BuildError> {
         let mut tcp = HttpConnector::new();
@@ -499,8 +499,24 @@ impl Pool {
         // `https://` goes through the TLS connector, which needs the TCP one to accept it.
         tcp.enforce_http(false);
         let tls = if config.is_tls() {
+            let client_cert = match (&config.client_cert, &config.client_key) {
+                (Some(cert), Some(key)) => Some(
+                    crate::tls::certified_key(&resolve(cert), &resolve(key), &tls::provider())
+                        .map_err(|(which, e)| BuildError {
+                            field: if which == "cert" {
+                                "client_cert"
+                            } else {
+                                "client_key"
+                            },
+                            message: e.to_string(),
+                        })?,
+                ),
+                // The config's validation refuses one without the other.
+                _ => None,
+            };
             let settings = TlsSettings {
-                ca_file,
+                ca_file: config.ca_file.as_deref().map(resolve),
+                client_cert,
                 skip_verify: config.tls_insecure_skip_verify,
                 server_name: config.server_name.as_ref().map(|n| n.0.clone()),
                 http2: config.http2,
@@ -838,7 +854,8 @@ mod tests {
     fn a_send_is_a_small_future() {
         let config: UpstreamConfig =
             toml::from_str("url = \"http://127.0.0.1:1\"").expect("config");
-        let upstream = Upstream::new("u", &config, None, Arc::default()).expect("an upstream");
+        let upstream =
+            Upstream::new("u", &config, &Path::to_owned, Arc::default()).expect("an upstream");
         let out = Outgoing {
             method: Method::GET,
             path: "/",

@@ -2,7 +2,7 @@
 //! without the network (the upstream is never called).
 #![allow(dead_code, reason = "each bench uses its own part")]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +33,8 @@ pub fn upstreams() -> Arc<Upstreams> {
         "url = \"http://127.0.0.1:9\"\nconnect_timeout = \"1s\"\ntimeout = \"1s\"\nread_timeout = \"1s\"\n",
     )
     .expect("an upstream config");
-    let upstream = Upstream::new("a", &config, None, Arc::default()).expect("an upstream");
+    let upstream =
+        Upstream::new("a", &config, &Path::to_owned, Arc::default()).expect("an upstream");
     Arc::new(Upstreams::new(
         [("a".to_owned(), Arc::new(upstream))].into(),
     ))

@@ -89,6 +89,11 @@ pub struct UpstreamConfig {
     pub server_name: Option<TlsServerName>,
     /// PEM certificates trusted besides the built-in roots (a private CA). Relative to the config file.
     pub ca_file: Option<PathBuf>,
+    /// The certificate chain (PEM, leaf first) shown to an endpoint that asks for one (mutual TLS), with
+    /// `client_key`: both or neither. Relative to the config file.
+    pub client_cert: Option<PathBuf>,
+    /// The key of `client_cert` (PKCS#8, PKCS#1 or SEC1, PEM).
+    pub client_key: Option<PathBuf>,
     #[serde(default, rename = "tls_insecure_skip_verify_DANGEROUS")]
     pub tls_insecure_skip_verify: bool,
 }
@@ -387,12 +392,23 @@ impl UpstreamConfig {
             let set = [
                 ("server_name", self.server_name.is_some()),
                 ("ca_file", self.ca_file.is_some()),
+                ("client_cert", self.client_cert.is_some()),
+                ("client_key", self.client_key.is_some()),
                 (SKIP_VERIFY, self.tls_insecure_skip_verify),
             ];
             for (f, _) in set.iter().filter(|(_, set)| *set) {
                 found.refuse(&field(f), "only for https:// endpoints");
             }
-        } else if self.tls_insecure_skip_verify && self.ca_file.is_some() {
+            return;
+        }
+        match (&self.client_cert, &self.client_key) {
+            (Some(_), None) => found.refuse(&field("client_cert"), "needs `client_key`, its key"),
+            (None, Some(_)) => {
+                found.refuse(&field("client_key"), "needs `client_cert`, its certificate")
+            }
+            _ => {}
+        }
+        if self.tls_insecure_skip_verify && self.ca_file.is_some() {
             found.refuse(
                 &field("ca_file"),
                 format!("never read: {SKIP_VERIFY} checks no certificate"),

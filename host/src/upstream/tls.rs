@@ -18,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_rustls::client::TlsStream;
 
@@ -47,6 +48,8 @@ pub struct HandshakeError(#[source] std::io::Error);
 pub struct TlsSettings {
     /// Trusted roots: the built-in Mozilla set (webpki-roots) plus `ca_file`'s certificates.
     pub ca_file: Option<PathBuf>,
+    /// Shown to an endpoint that asks for a certificate (`client_cert`, `client_key`).
+    pub client_cert: Option<CertifiedKey>,
     /// Checks no certificate at all (`tls_insecure_skip_verify_DANGEROUS`).
     pub skip_verify: bool,
     pub server_name: Option<ServerName<'static>>,
@@ -65,11 +68,10 @@ pub fn client_config(settings: &TlsSettings) -> Result<ClientConfig, TlsSetupErr
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
-    let mut config = if settings.skip_verify {
+    let builder = if settings.skip_verify {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-            .with_no_client_auth()
     } else {
         let mut roots = RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -77,7 +79,13 @@ pub fn client_config(settings: &TlsSettings) -> Result<ClientConfig, TlsSetupErr
         if let Some(file) = &settings.ca_file {
             pem_file::add_anchors(&mut roots, file)?;
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        builder.with_root_certificates(roots)
+    };
+    let mut config = match &settings.client_cert {
+        Some(key) => {
+            builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(key.clone())))
+        }
+        None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![if settings.http2 { H2 } else { HTTP11 }.to_vec()];
     Ok(config)
