@@ -363,7 +363,7 @@ async fn an_optional_client_certificate_is_forwarded_when_shown_and_a_forged_one
 }
 
 #[test]
-fn check_refuses_client_cert_without_client_ca_and_names_a_bad_ca_file() {
+fn check_refuses_client_options_without_client_ca_and_names_bad_ca_and_crl_files() {
     let pki = Pki::new();
     pki.leaf("a.test", "a");
     std::fs::write(pki.path("not-pem.pem"), "no certificate here\n").expect("write");
@@ -375,15 +375,66 @@ fn check_refuses_client_cert_without_client_ca_and_names_a_bad_ca_file() {
             pki.path("a.key"),
         )
     };
-    let out = check(&text("client_cert = \"required\"\n"));
+    let out = check(&text(
+        "client_cert = \"required\"\nclient_crl = \"crl.pem\"\n",
+    ));
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     let mut seen = report(&out);
-    let out = check(&text(&format!(
-        "client_ca = \"{}\"\n",
-        pki.path("not-pem.pem")
-    )));
-    assert_eq!(out.code, Some(1), "{}", out.stderr);
-    // The file's directory is a temporary one: taken out.
-    seen.push_str(&report(&out).replace(&pki.dir.path().display().to_string(), "DIR"));
+    // A CA file that is not PEM; a CRL file that holds a certificate, not a list.
+    for tls in [
+        format!("client_ca = \"{}\"\n", pki.path("not-pem.pem")),
+        format!(
+            "client_ca = \"{}\"\nclient_crl = \"{}\"\n",
+            pki.path("ca.pem"),
+            pki.path("a.pem")
+        ),
+    ] {
+        let out = check(&text(&tls));
+        assert_eq!(out.code, Some(1), "{}", out.stderr);
+        // The file's directory is a temporary one: taken out.
+        seen.push_str(&report(&out).replace(&pki.dir.path().display().to_string(), "DIR"));
+    }
     golden("check-client-ca.txt", &seen);
+}
+
+/// With `client_crl`, a certificate the CA's list names is refused and the others are let in; a list past
+/// its next update refuses every certificate, as nginx's `ssl_crl` does, and a reload reads the list again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_client_certificate_is_refused() {
+    let pki = Pki::new();
+    pki.leaf("a.test", "a");
+    pki.leaf("b.test", "b");
+    let clients = Pki::new();
+    clients.client("kept", "spiffe://weir.test/kept", "kept.test");
+    let revoked = clients.client("revoked", "spiffe://weir.test/revoked", "revoked.test");
+    clients.crl(&[revoked], (2099, 1, 1));
+    let echo = upstream("e").await;
+    let text = mutual(&pki, &clients, echo, None).replacen(
+        "client_ca = ",
+        &format!("client_crl = \"{}\"\nclient_ca = ", clients.path("crl.pem")),
+        1,
+    );
+    let weir = Weir::start(&text);
+    let (pki_ref, clients_ref, weir_ref) = (&pki, &clients, &weir);
+    let served = |cn: &str| {
+        let args = showing(clients_ref, cn);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = curl(pki_ref, weir_ref, "a.test", "/", &args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let status = stdout.rsplit('\n').next().unwrap_or_default();
+        out.status.success() && status.starts_with("200 ")
+    };
+    tokio::task::block_in_place(|| {
+        assert!(served("kept"), "{}", weir.log());
+        assert!(!served("revoked"), "a revoked certificate was let in");
+    });
+    clients.crl(&[revoked], (2026, 1, 2));
+    weir.signal(libc::SIGHUP);
+    assert!(weir.wait_for_log("config reloaded"), "{}", weir.log());
+    tokio::task::block_in_place(|| {
+        assert!(
+            !served("kept"),
+            "a list past its next update let a client in"
+        );
+    });
 }

@@ -1,12 +1,12 @@
-//! PEM files of certificates: the listener's (`[server.tls]`, and its `client_ca`) and an upstream's
-//! `ca_file`. One loader, so a file that cannot be used is reported in the same words whichever field names
+//! PEM files of certificates: the listener's (`[server.tls]`, and its `client_ca` and `client_crl`) and an
+//! upstream's `ca_file`. One loader, so a file that cannot be used is reported in the same words whichever field names
 //! it.
 
 use std::path::{Path, PathBuf};
 
 use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
 
 /// Why a PEM file cannot be used; each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +20,8 @@ pub enum PemFileError {
     Pem { file: PathBuf, source: pem::Error },
     #[error("{} holds no certificate (a PEM \"CERTIFICATE\" block)", file.display())]
     NoCertificate { file: PathBuf },
+    #[error("{} holds no revocation list (a PEM \"X509 CRL\" block)", file.display())]
+    NoRevocationList { file: PathBuf },
     #[error("{}: certificate #{index} cannot be a trust anchor: {source}", file.display())]
     Anchor {
         file: PathBuf,
@@ -50,6 +52,25 @@ pub fn certificates(file: &Path) -> Result<Vec<CertificateDer<'static>>, PemFile
         });
     }
     Ok(certificates)
+}
+
+/// The file's certificate revocation lists; at least one.
+pub fn revocation_lists(
+    file: &Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, PemFileError> {
+    let pem = read(file)?;
+    let lists = CertificateRevocationListDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| PemFileError::Pem {
+            file: file.to_owned(),
+            source,
+        })?;
+    if lists.is_empty() {
+        return Err(PemFileError::NoRevocationList {
+            file: file.to_owned(),
+        });
+    }
+    Ok(lists)
 }
 
 /// Adds the file's certificates to `roots` as trust anchors.

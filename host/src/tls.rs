@@ -13,7 +13,8 @@ use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::{self, PemObject};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, VerifierBuilderError, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 
 use crate::config::tls::{ClientCert, ListenerTls};
@@ -52,9 +53,9 @@ pub enum CertError {
     #[error("the TLS library refused the settings: {0}")]
     Settings(Box<rustls::Error>),
     #[error("{} cannot check clients' certificates: {source}", file.display())]
-    ClientCa {
+    ClientCheck {
         file: PathBuf,
-        source: rustls::server::VerifierBuilderError,
+        source: VerifierBuilderError,
     },
     #[error("{} is not the key of the certificate in {}: {source}", key.display(), cert.display())]
     Mismatch {
@@ -124,12 +125,8 @@ pub fn server_config(
             }
         }
     }
-    let client_auth = client_verifier(tls, &resolve, &provider).unwrap_or_else(|error| {
-        let field = vec![
-            Step::Key("server"),
-            Step::Key("tls"),
-            Step::Key("client_ca"),
-        ];
+    let client_auth = client_verifier(tls, &resolve, &provider).unwrap_or_else(|(which, error)| {
+        let field = vec![Step::Key("server"), Step::Key("tls"), Step::Key(which)];
         errors.push(FieldError { field, error });
         None
     });
@@ -165,27 +162,40 @@ pub fn server_config(
 
 /// The check of clients' certificates against `client_ca`, when there is one: rustls's verifier of the
 /// chain, the validity dates and the client-auth usage, with a client that shows none refused unless
-/// `client_cert = "optional"`.
+/// `client_cert = "optional"`. With `client_crl`, each certificate of the chain below the CA must be
+/// covered by a list of its issuer, not on it, and the list not past its next update, as nginx's
+/// `ssl_crl` has it. The error names the field at fault.
 fn client_verifier(
     tls: &ListenerTls,
     resolve: impl Fn(&Path) -> PathBuf,
     provider: &Arc<CryptoProvider>,
-) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, CertError> {
-    let Some(file) = &tls.client_ca else {
+) -> Result<Option<Arc<dyn ClientCertVerifier>>, (&'static str, CertError)> {
+    let Some(ca) = &tls.client_ca else {
         return Ok(None);
     };
-    let file = resolve(file);
+    let ca = resolve(ca);
     let mut roots = RootCertStore::empty();
-    pem_file::add_anchors(&mut roots, &file)?;
-    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-    let builder = match tls.client_cert {
-        Some(ClientCert::Optional) => builder.allow_unauthenticated(),
-        Some(ClientCert::Required) | None => builder,
-    };
-    let verifier = builder
+    pem_file::add_anchors(&mut roots, &ca).map_err(|e| ("client_ca", e.into()))?;
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    if tls.client_cert == Some(ClientCert::Optional) {
+        builder = builder.allow_unauthenticated();
+    }
+    let crl = tls.client_crl.as_deref().map(&resolve);
+    if let Some(file) = &crl {
+        let lists = pem_file::revocation_lists(file).map_err(|e| ("client_crl", e.into()))?;
+        builder = builder.with_crls(lists).enforce_revocation_expiration();
+    }
+    builder
         .build()
-        .map_err(|source| CertError::ClientCa { file, source })?;
-    Ok(Some(verifier))
+        .map(Some)
+        .map_err(|source| match (source, crl) {
+            // A list that does not parse is the CRL file's fault; anything else, the CA file's.
+            (source @ VerifierBuilderError::InvalidCrl(_), Some(file)) => {
+                ("client_crl", CertError::ClientCheck { file, source })
+            }
+            (source, _) => ("client_ca", CertError::ClientCheck { file: ca, source }),
+        })
 }
 
 /// One certificate chain and its key, checked to belong together; the error names the field at fault

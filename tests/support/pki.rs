@@ -5,13 +5,16 @@
 #![allow(dead_code, reason = "each test file uses its own part of it")]
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer,
+    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair,
+    RevocationReason, RevokedCertParams, SanType, SerialNumber, date_time_ymd,
 };
 
 pub struct Pki {
     pub ca: CertifiedIssuer<'static, KeyPair>,
     pub dir: tempfile::TempDir,
+    /// The serial number of the last client certificate issued.
+    serial: std::cell::Cell<u64>,
 }
 
 impl Pki {
@@ -25,7 +28,11 @@ impl Pki {
             .expect("the CA certificate");
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write ca.pem");
-        Pki { ca, dir }
+        Pki {
+            ca,
+            dir,
+            serial: std::cell::Cell::new(0),
+        }
     }
 
     /// Writes a leaf for `name` whose subject's CN is `cn` (so a test can tell two of one name apart), as
@@ -41,8 +48,9 @@ impl Pki {
     }
 
     /// Writes a client's certificate (client-auth usage) as `{cn}.pem` and `{cn}.key`: subject `O=Weir
-    /// tests, CN={cn}`, and names `uri` and `dns`, in that order.
-    pub fn client(&self, cn: &str, uri: &str, dns: &str) {
+    /// tests, CN={cn}`, and names `uri` and `dns`, in that order. Its serial number is returned: 1 for the
+    /// first, 2 for the next.
+    pub fn client(&self, cn: &str, uri: &str, dns: &str) -> u64 {
         let key = KeyPair::generate().expect("a client key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
         // rcgen's default name holds a CN already, which would keep the CN first.
@@ -56,12 +64,41 @@ impl Pki {
             SanType::DnsName(dns.try_into().expect("an IA5 name")),
         ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let serial = self.serial.get() + 1;
+        self.serial.set(serial);
+        params.serial_number = Some(SerialNumber::from(serial));
         let cert = params
             .signed_by(&key, &self.ca)
             .expect("the client certificate");
         std::fs::write(self.path(&format!("{cn}.pem")), cert.pem()).expect("write the certificate");
         std::fs::write(self.path(&format!("{cn}.key")), key.serialize_pem())
             .expect("write the key");
+        serial
+    }
+
+    /// Writes the CA's revocation list as `crl.pem`: the certificates of `revoked` serial numbers, and
+    /// the next update on `next_update` (year, month, day).
+    pub fn crl(&self, revoked: &[u64], next_update: (i32, u8, u8)) {
+        let revoked_certs = revoked
+            .iter()
+            .map(|&serial| RevokedCertParams {
+                serial_number: SerialNumber::from(serial),
+                revocation_time: date_time_ymd(2026, 1, 1),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect();
+        let (year, month, day) = next_update;
+        let params = CertificateRevocationListParams {
+            this_update: date_time_ymd(2025, 1, 1),
+            next_update: date_time_ymd(year, month, day),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.ca).expect("the revocation list");
+        std::fs::write(self.path("crl.pem"), crl.pem().expect("PEM")).expect("write crl.pem");
     }
 
     pub fn path(&self, file: &str) -> String {

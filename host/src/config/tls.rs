@@ -22,6 +22,9 @@ pub struct ListenerTls {
     /// client for a certificate (mutual TLS).
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
+    /// Revocation lists (PEM) of `client_ca`'s issuers: a client certificate one of them lists is refused.
+    #[serde(default)]
+    pub client_crl: Option<PathBuf>,
     /// Whether a client must show a certificate; `required` unless `client_ca` is unset.
     #[serde(default)]
     pub client_cert: Option<ClientCert>,
@@ -50,11 +53,17 @@ impl ListenerTls {
     /// RFC 6125 §6.4.3: a `*` is a whole left-most label standing for exactly one label; anywhere else no
     /// client's name can match it, and the entry would never serve.
     pub(super) fn validate(&self, found: &mut Findings) {
-        if self.client_cert.is_some() && self.client_ca.is_none() {
-            found.refuse(
-                &[Key("server"), Key("tls"), Key("client_cert")],
-                "asks clients for certificates, but there is no `client_ca` to check them against",
-            );
+        if self.client_ca.is_none() {
+            let needing = [
+                ("client_cert", self.client_cert.is_some()),
+                ("client_crl", self.client_crl.is_some()),
+            ];
+            for (field, _) in needing.iter().filter(|(_, set)| *set) {
+                found.refuse(
+                    &[Key("server"), Key("tls"), Key(field)],
+                    "is about clients' certificates, but there is no `client_ca` to check them against",
+                );
+            }
         }
         for (index, sni) in self.sni.iter().enumerate() {
             let bad = sni.names.iter().find(|name| {
