@@ -678,6 +678,14 @@ fn cases() -> Vec<Case> {
             "POST /chunk-trailer HTTP/1.1\r\nHost: edge.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Trailer: yes\r\n\r\n")
             .allow(ok(post("/chunk-trailer").body("hello").absent("x-trailer")))
             .baseline(),
+        // Only a certificate the listener verified may say who the client is (README, "Client
+        // certificates"): a client's own claim goes, from the header section and from the trailers.
+        case("forged-client-cert", "RFC 9110 §6.5.2 (trailers are not trusted as headers)",
+            "POST /forged-client-cert HTTP/1.1\r\nHost: edge.test\r\nX-Forwarded-Client-Cert: Hash=forged\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Forwarded-Client-Cert: Hash=forged\r\n\r\n")
+            .allow(ok(post("/forged-client-cert").body("hello").absent("x-forwarded-client-cert")
+                .check("no X-Forwarded-Client-Cert trailer", |seen| {
+                    !seen.trailers.iter().any(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-client-cert"))
+                }))),
         case("chunk-trailer-framing-fields", "RFC 9110 §6.5.1 (framing fields never from trailers)",
             "POST /chunk-trailer-cl HTTP/1.1\r\nHost: edge.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nContent-Length: 50\r\nHost: evil.example\r\n\r\n")
             .allow(reject(&[400]))

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
 use crate::access_log::Tally;
+use crate::client_cert;
 use crate::plugin::bindings::weir::plugin::request::BodyError;
 use crate::upstream::{Place, Received};
 
@@ -209,7 +210,14 @@ impl Body for RequestBody {
                     tally.received(data.len());
                 }
                 Poll::Ready(frame.map(|f| {
-                    f.map_err(|e| {
+                    f.map(|mut frame| {
+                        // A trailer may not claim the identity a header may not (crate::client_cert).
+                        if let Some(trailers) = frame.trailers_mut() {
+                            client_cert::strip(trailers);
+                        }
+                        frame
+                    })
+                    .map_err(|e| {
                         if e.is::<LengthLimitError>() {
                             e
                         } else {

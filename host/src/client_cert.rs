@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use rustls::pki_types::CertificateDer;
+use x509_parser::asn1_rs::{Any, Tag, ToDer};
 use x509_parser::extensions::GeneralName;
 use x509_parser::objects::{oid_registry, oid2abbrev};
 use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
@@ -14,24 +15,27 @@ use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 /// The header's value for the client's leaf certificate, which rustls has verified against `client_ca`.
-/// `None` for a certificate that does not parse, which the verifier would not have let through.
+/// `None` for one x509-parser cannot read, though webpki could: the connection is then refused.
 pub fn forwarded(leaf: &CertificateDer<'_>) -> Option<HeaderValue> {
     let (_, cert) = X509Certificate::from_der(leaf).ok()?;
     let digest = ring::digest::digest(&ring::digest::SHA256, leaf);
     let mut value = String::from("Hash=");
-    for byte in digest.as_ref() {
-        let _ = write!(value, "{byte:02x}");
-    }
+    push_hex(&mut value, digest.as_ref());
     value.push_str(";Subject=\"");
     rfc4514(cert.subject(), &mut value);
     value.push('"');
     if let Ok(Some(names)) = cert.subject_alternative_name() {
-        for name in &names.value.general_names {
-            let (key, name) = match name {
-                GeneralName::URI(uri) => ("URI", uri),
-                GeneralName::DNSName(dns) => ("DNS", dns),
-                _ => continue,
-            };
+        // Every URI, then every DNS name, as Envoy writes them.
+        let names = &names.value.general_names;
+        let uris = names.iter().filter_map(|name| match name {
+            GeneralName::URI(uri) => Some(("URI", *uri)),
+            _ => None,
+        });
+        let dns = names.iter().filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(("DNS", *dns)),
+            _ => None,
+        });
+        for (key, name) in uris.chain(dns) {
             // A name with a byte no header value may hold is left out rather than mangled; one holding a
             // separator of the header's syntax is quoted, as Envoy's format says.
             if !name.bytes().all(|b| b.is_ascii_graphic()) {
@@ -51,10 +55,15 @@ pub fn forwarded(leaf: &CertificateDer<'_>) -> Option<HeaderValue> {
 /// Sets the header from the connection's verified certificate, if it has one, after removing any the
 /// client sent.
 pub fn apply(headers: &mut HeaderMap, verified: Option<&HeaderValue>) {
-    headers.remove(X_FORWARDED_CLIENT_CERT);
+    strip(headers);
     if let Some(value) = verified {
         headers.insert(X_FORWARDED_CLIENT_CERT, value.clone());
     }
+}
+
+/// Removes the header from what a client sent: its request head, and its request trailers.
+pub fn strip(fields: &mut HeaderMap) {
+    fields.remove(X_FORWARDED_CLIENT_CERT);
 }
 
 /// `name` as RFC 4514 writes it: the last RDN first, `,` between RDNs and `+` within one, each value
@@ -80,10 +89,48 @@ fn rfc4514(name: &X509Name<'_>, out: &mut String) {
                 Err(_) => out.push_str(&attr.attr_type().to_id_string()),
             }
             out.push('=');
-            // A value of a type other than a string is written by its bytes, each escaped.
-            let bytes = attr.as_str().map_or(attr.as_slice(), str::as_bytes);
-            escape_value(bytes, out);
+            match value_text(attr.attr_value()) {
+                Some(text) => escape_value(text.as_bytes(), out),
+                // §2.4: a value of no string type is `#` and the hex of its whole encoding.
+                None => {
+                    out.push('#');
+                    push_hex(out, &attr.attr_value().to_der_vec().unwrap_or_default());
+                }
+            }
         }
+    }
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    for byte in bytes {
+        let _ = write!(out, "{byte:02x}");
+    }
+}
+
+/// A value of one of X.520's string types as text: BMPString as UTF-16, UniversalString as UTF-32,
+/// TeletexString as Latin-1 (as openssl shows it), the others as the UTF-8 or ASCII they are. `None` for
+/// any other type, or a string that does not decode.
+fn value_text(value: &Any<'_>) -> Option<String> {
+    let data = value.data;
+    match value.tag() {
+        Tag::Utf8String
+        | Tag::PrintableString
+        | Tag::Ia5String
+        | Tag::NumericString
+        | Tag::VisibleString => std::str::from_utf8(data).ok().map(str::to_owned),
+        Tag::BmpString if data.len().is_multiple_of(2) => {
+            let units: Vec<u16> = data
+                .chunks_exact(2)
+                .map(|unit| u16::from_be_bytes([unit[0], unit[1]]))
+                .collect();
+            String::from_utf16(&units).ok()
+        }
+        Tag::UniversalString if data.len().is_multiple_of(4) => data
+            .chunks_exact(4)
+            .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+        Tag::T61String => Some(data.iter().map(|&b| char::from(b)).collect()),
+        _ => None,
     }
 }
 
@@ -144,6 +191,23 @@ mod tests {
         assert_eq!(escaped(" "), r"\ ");
         assert_eq!(escaped("tab\there é"), r"tab\09here \C3\A9");
         assert!(HeaderValue::from_str(&escaped("\r\n\0\x7f")).is_ok());
+    }
+
+    #[test]
+    fn string_types_decode_and_others_are_left_to_hex() {
+        let text = |tag, data: &[u8]| value_text(&Any::from_tag_and_data(tag, data));
+        assert_eq!(
+            text(Tag::BmpString, b"\0c\0l\0\xe9").as_deref(),
+            Some("cl\u{e9}")
+        );
+        assert_eq!(text(Tag::BmpString, b"\0c\0"), None);
+        assert_eq!(text(Tag::UniversalString, b"\0\0\0x").as_deref(), Some("x"));
+        assert_eq!(
+            text(Tag::T61String, b"caf\xe9").as_deref(),
+            Some("caf\u{e9}")
+        );
+        assert_eq!(text(Tag::VisibleString, b"v").as_deref(), Some("v"));
+        assert_eq!(text(Tag::Integer, b"\x01"), None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! PEM files of certificates: the listener's (`[server.tls]`, and its `client_ca` and `client_crl`) and an
-//! upstream's `ca_file`. One loader, so a file that cannot be used is reported in the same words whichever field names
-//! it.
+//! PEM files of certificates and revocation lists: the listener's (`[server.tls]`, its
+//! `client_ca` and `client_crl`) and an upstream's (`ca_file`). One loader, so a file that cannot be used
+//! is reported in the same words whichever field names it.
 
 use std::path::{Path, PathBuf};
 

@@ -176,10 +176,22 @@ pub async fn serve(
             match tokio::time::timeout(clocks.header_read, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     let (_, session) = stream.get_ref();
-                    let client_cert = session
-                        .peer_certificates()
-                        .and_then(|chain| chain.first())
-                        .and_then(client_cert::forwarded);
+                    let client_cert = match session.peer_certificates().and_then(|c| c.first()) {
+                        None => None,
+                        Some(leaf) => match client_cert::forwarded(leaf) {
+                            Some(value) => Some(value),
+                            // Served without the identity it proved, the client would pass for one
+                            // that showed none: it is not served at all.
+                            None => {
+                                tracing::warn!(
+                                    %client,
+                                    "closed: a verified client certificate that cannot be read \
+                                     for X-Forwarded-Client-Cert"
+                                );
+                                return;
+                            }
+                        },
+                    };
                     let service = service(Some(Https { client_cert }));
                     // A 408 written in clear into the TLS stream would be garbage to the client: a timeout
                     // only closes, as on HTTP/2.

@@ -38,7 +38,8 @@ pub fn scheme(extensions: &http::Extensions) -> &'static str {
     }
 }
 
-/// Why a certificate or key of `[server.tls]` cannot be served; each names the file.
+/// Why a certificate or key cannot be used (`[server.tls]`'s, or one an upstream shows its endpoints);
+/// each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
     #[error(transparent)]
@@ -150,11 +151,18 @@ pub fn server_config(
             }]
         })?;
     // A `client_ca` that failed to load returned above: no config is made without the check it asks for.
+    let asks_clients = client_auth.is_some();
     let builder = match client_auth {
         Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(resolver));
+    if asks_clients {
+        // A resumed session brings back the client's certificate as it was checked then, past a
+        // revocation list, an expiry or a reload since: every connection checks it afresh.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     // h2 first: a client offering both gets HTTP/2, one connection for its concurrent requests.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)

@@ -20,13 +20,10 @@ pub struct ListenerTls {
     pub sni: Vec<SniCert>,
     /// CA certificates (PEM) that clients' certificates must chain to: with it, the listener asks every
     /// client for a certificate (mutual TLS).
-    #[serde(default)]
     pub client_ca: Option<PathBuf>,
     /// Revocation lists (PEM) of `client_ca`'s issuers: a client certificate one of them lists is refused.
-    #[serde(default)]
     pub client_crl: Option<PathBuf>,
     /// Whether a client must show a certificate; `required` unless `client_ca` is unset.
-    #[serde(default)]
     pub client_cert: Option<ClientCert>,
 }
 

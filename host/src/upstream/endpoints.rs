@@ -105,7 +105,9 @@ impl Endpoints {
     /// refuses to try, and the one that came back first is found by the traffic itself.
     pub fn pick(&self, key: Option<u64>, tried: Option<usize>) -> (usize, &Endpoint) {
         let n = self.list.len();
-        let now = || self.clock.now();
+        // Read once, and only if an endpoint was ejected: most picks read no clock.
+        let read = std::cell::OnceCell::new();
+        let now = || *read.get_or_init(|| self.clock.now());
         let healthy = |i: usize| Some(i) != tried && self.list[i].health.is_in(now);
         let index = if (0..n).any(healthy) {
             self.balancer.pick(&self.list, healthy, key)

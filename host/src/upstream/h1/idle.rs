@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
@@ -17,38 +17,37 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// only keeps the socket from waiting in CLOSE_WAIT for a request that may not come.
 const REAP_EVERY: Duration = Duration::from_secs(1);
 
-/// A connection kept since round r is closed in round r + this: after 49 to 50 s unused.
-const KEPT_ROUNDS: u64 = IDLE_TIMEOUT.as_secs() / REAP_EVERY.as_secs();
-
 /// An endpoint's kept connections, the most recent last: it is taken first, as the likeliest to be open.
 #[derive(Default)]
 pub struct Idle {
     kept: Mutex<Vec<Kept>>,
-    /// The reaper's rounds so far. A kept connection's age is counted in them rather than read from the
-    /// clock, which every request would do twice (once to put a connection back, once to take one).
-    round: AtomicU64,
+    /// The reaper's clock, in whole seconds since it started, as of its last look. A kept connection's age
+    /// is told by it rather than read from the system clock, which every request would do twice (once to
+    /// put a connection back, once to take one).
+    now: AtomicU64,
 }
 
 struct Kept {
     conn: Conn,
-    /// The round it was put back in.
-    round: u64,
+    /// The reaper's clock when it was put back: up to one look behind the time, so a connection is
+    /// closed after 49 to 51 s unused (`IDLE_TIMEOUT` less a look's lag, plus the wait for the next look).
+    since: u64,
 }
 
 impl Kept {
-    fn usable(&mut self, round: u64) -> bool {
-        round.saturating_sub(self.round) < KEPT_ROUNDS && self.conn.is_open()
+    fn usable(&mut self, now: u64) -> bool {
+        now.saturating_sub(self.since) < IDLE_TIMEOUT.as_secs() && self.conn.is_open()
     }
 }
 
 impl Idle {
     /// A kept connection that is still open, if there is one.
     pub fn take(&self) -> Option<Conn> {
-        let round = self.round.load(Ordering::Relaxed);
+        let now = self.now.load(Ordering::Relaxed);
         loop {
             // Popped under the lock, looked at (and closed, if it is no good) outside it.
             let mut kept = self.lock().pop()?;
-            if kept.usable(round) {
+            if kept.usable(now) {
                 return Some(kept.conn);
             }
         }
@@ -57,20 +56,20 @@ impl Idle {
     pub fn put(&self, conn: Conn) {
         let kept = Kept {
             conn,
-            round: self.round.load(Ordering::Relaxed),
+            since: self.now.load(Ordering::Relaxed),
         };
         self.lock().push(kept);
     }
 
     /// Closes the connections kept too long, and those the upstream closed.
-    fn reap(&self) {
-        let round = self.round.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+    fn reap(&self, now: u64) {
+        self.now.store(now, Ordering::Relaxed);
         let mut all = std::mem::take(&mut *self.lock());
         if all.is_empty() {
             return;
         }
         // Looked at, and the stale ones closed, outside the lock.
-        all.retain_mut(|kept| kept.usable(round));
+        all.retain_mut(|kept| kept.usable(now));
         // Whatever was put back meanwhile is newer: it goes after these.
         let mut kept = self.lock();
         all.append(&mut kept);
@@ -98,10 +97,13 @@ impl Drop for Reaper {
 pub fn reaper(idle: Vec<Arc<Idle>>) -> Option<Reaper> {
     let runtime = tokio::runtime::Handle::try_current().ok()?;
     Some(Reaper(runtime.spawn(async move {
+        // The time, not a count of looks: a busy runtime that looks late must not keep connections longer.
+        let start = Instant::now();
         loop {
             tokio::time::sleep(REAP_EVERY).await;
+            let now = start.elapsed().as_secs();
             for idle in &idle {
-                idle.reap();
+                idle.reap(now);
             }
         }
     })))
