@@ -262,15 +262,35 @@ fn mutual(pki: &Pki, clients: &Pki, upstream: std::net::SocketAddr, mode: Option
     )
 }
 
-/// What `X-Forwarded-Client-Cert` must say of the client certificate in `file`: its SHA-256, its subject
-/// as RFC 4514 writes it (the last RDN first), and its names.
-fn expected_xfcc(file: &str, subject: &str, uri: &str, dns: &str) -> String {
+/// The listener's CA with its `a.test` and `b.test` leaves, and a clients' CA with a certificate for each
+/// of `names` (`spiffe://weir.test/NAME` and `NAME.test`; serial numbers 1, 2, … in order).
+fn pkis(names: &[&str]) -> (Pki, Pki) {
+    let pki = Pki::new();
+    pki.leaf("a.test", "a");
+    pki.leaf("b.test", "b");
+    let clients = Pki::new();
+    for name in names {
+        clients.client(
+            name,
+            &format!("spiffe://weir.test/{name}"),
+            &format!("{name}.test"),
+        );
+    }
+    (pki, clients)
+}
+
+/// What `X-Forwarded-Client-Cert` must say of client `name` of `clients`: its certificate's SHA-256, its
+/// subject as RFC 4514 writes it (the last RDN first), and its names.
+fn expected_xfcc(clients: &Pki, name: &str) -> String {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    let der = CertificateDer::from_pem_file(file).expect("the client certificate");
+    let der = CertificateDer::from_pem_file(clients.path(&format!("{name}.pem")))
+        .expect("the client certificate");
     let digest = ring::digest::digest(&ring::digest::SHA256, &der);
     let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("Hash={hash};Subject=\"{subject}\";URI={uri};DNS={dns}")
+    format!(
+        "Hash={hash};Subject=\"CN={name},O=Weir tests\";URI=spiffe://weir.test/{name};DNS={name}.test"
+    )
 }
 
 /// curl's arguments to show the client certificate `cn` of `clients`, and to send a forged header beside it.
@@ -287,21 +307,12 @@ fn showing(clients: &Pki, cn: &str) -> [String; 6] {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_certificate_is_required_checked_and_forwarded() {
-    let pki = Pki::new();
-    pki.leaf("a.test", "a");
-    pki.leaf("b.test", "b");
-    let clients = Pki::new();
-    clients.client("client-1", "spiffe://weir.test/client-1", "client-1.test");
+    let (pki, clients) = pkis(&["client-1"]);
     // The same names from a CA the listener does not trust.
     pki.client("stranger", "spiffe://weir.test/client-1", "client-1.test");
     let echo = upstream("e").await;
     let weir = Weir::start(&mutual(&pki, &clients, echo, None));
-    let want = expected_xfcc(
-        &clients.path("client-1.pem"),
-        "CN=client-1,O=Weir tests",
-        "spiffe://weir.test/client-1",
-        "client-1.test",
-    );
+    let want = expected_xfcc(&clients, "client-1");
     let (pki, clients, weir) = (&pki, &clients, &weir);
     tokio::task::block_in_place(|| {
         let args = showing(clients, "client-1");
@@ -331,19 +342,10 @@ async fn a_client_certificate_is_required_checked_and_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_optional_client_certificate_is_forwarded_when_shown_and_a_forged_one_never() {
-    let pki = Pki::new();
-    pki.leaf("a.test", "a");
-    pki.leaf("b.test", "b");
-    let clients = Pki::new();
-    clients.client("client-2", "spiffe://weir.test/client-2", "client-2.test");
+    let (pki, clients) = pkis(&["client-2"]);
     let echo = upstream("e").await;
     let weir = Weir::start(&mutual(&pki, &clients, echo, Some("optional")));
-    let want = expected_xfcc(
-        &clients.path("client-2.pem"),
-        "CN=client-2,O=Weir tests",
-        "spiffe://weir.test/client-2",
-        "client-2.test",
-    );
+    let want = expected_xfcc(&clients, "client-2");
     let (pki, clients, weir) = (&pki, &clients, &weir);
     tokio::task::block_in_place(|| {
         let forged = ["-H", "X-Forwarded-Client-Cert: Hash=forged", "--http1.1"];
@@ -401,12 +403,9 @@ fn check_refuses_client_options_without_client_ca_and_names_bad_ca_and_crl_files
 /// its next update refuses every certificate, as nginx's `ssl_crl` does, and a reload reads the list again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_client_certificate_is_refused() {
-    let pki = Pki::new();
-    pki.leaf("a.test", "a");
-    pki.leaf("b.test", "b");
-    let clients = Pki::new();
-    clients.client("kept", "spiffe://weir.test/kept", "kept.test");
-    let revoked = clients.client("revoked", "spiffe://weir.test/revoked", "revoked.test");
+    let (pki, clients) = pkis(&["kept", "revoked"]);
+    // The second certificate made: serial number 2.
+    let revoked = 2;
     clients.crl(&[revoked], (2099, 1, 1));
     let echo = upstream("e").await;
     let text = mutual(&pki, &clients, echo, None).replacen(

@@ -39,38 +39,32 @@ pub fn read(file: &Path) -> Result<Vec<u8>, PemFileError> {
 
 /// The file's certificates in order; at least one.
 pub fn certificates(file: &Path) -> Result<Vec<CertificateDer<'static>>, PemFileError> {
-    let pem = read(file)?;
-    let certificates = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| PemFileError::Pem {
-            file: file.to_owned(),
-            source,
-        })?;
-    if certificates.is_empty() {
-        return Err(PemFileError::NoCertificate {
-            file: file.to_owned(),
-        });
-    }
-    Ok(certificates)
+    at_least_one(file, |file| PemFileError::NoCertificate { file })
 }
 
 /// The file's certificate revocation lists; at least one.
 pub fn revocation_lists(
     file: &Path,
 ) -> Result<Vec<CertificateRevocationListDer<'static>>, PemFileError> {
+    at_least_one(file, |file| PemFileError::NoRevocationList { file })
+}
+
+/// The file's PEM blocks of one kind, in order; `none` is the error for a file without any.
+fn at_least_one<T: PemObject>(
+    file: &Path,
+    none: fn(PathBuf) -> PemFileError,
+) -> Result<Vec<T>, PemFileError> {
     let pem = read(file)?;
-    let lists = CertificateRevocationListDer::pem_slice_iter(&pem)
+    let items = T::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| PemFileError::Pem {
             file: file.to_owned(),
             source,
         })?;
-    if lists.is_empty() {
-        return Err(PemFileError::NoRevocationList {
-            file: file.to_owned(),
-        });
+    if items.is_empty() {
+        return Err(none(file.to_owned()));
     }
-    Ok(lists)
+    Ok(items)
 }
 
 /// Adds the file's certificates to `roots` as trust anchors.
