@@ -755,10 +755,16 @@ fn append_hop(headers: &mut HeaderMap, name: HeaderName, hop: &[u8]) {
 /// client's port tells the upstream nothing it can use.
 fn forwarded_element(client_ip: IpAddr, host: Option<&HeaderValue>, scheme: &str) -> Vec<u8> {
     let mut element = b"for=".to_vec();
-    match client_ip {
-        IpAddr::V4(ip) => element.extend_from_slice(ip.to_string().as_bytes()),
+    let mut text = [0u8; 48];
+    let written = address_text(client_ip, &mut text);
+    let address = &text[..written];
+    if client_ip.is_ipv4() {
+        element.extend_from_slice(address);
+    } else {
         // §6: an IPv6 node is bracketed, and brackets and colons are not token characters.
-        IpAddr::V6(ip) => element.extend_from_slice(format!("\"[{ip}]\"").as_bytes()),
+        element.extend_from_slice(b"\"[");
+        element.extend_from_slice(address);
+        element.extend_from_slice(b"]\"");
     }
     if let Some(host) = host {
         element.extend_from_slice(b";host=");
