@@ -6,7 +6,6 @@
 //! body (from the header hook that started the body to the body's end), or for the whole request under
 //! `isolation = "request"`.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,7 +25,7 @@ use crate::fault::{self, Fault, error_response};
 use crate::outcome::Trace;
 use crate::plugin::bindings::{Action, LocalResponse, ResponseHook};
 use crate::plugin::{BodyKind, Lease, PluginError, PluginSlot};
-use crate::proxy::{Proxy, Route, from_upstream};
+use crate::proxy::{Client, Proxy, Route, from_upstream};
 use crate::stats::{Hook, PluginStats};
 use crate::upstream::Outgoing;
 
@@ -203,7 +202,7 @@ pub async fn run(
     parts: Parts,
     original_uri: Uri,
     body: ProxyBody,
-    client_ip: IpAddr,
+    client: Client,
     trace: &mut Trace,
 ) -> Response<ProxyBody> {
     let mut exchange = Box::new(Exchange {
@@ -213,7 +212,7 @@ pub async fn run(
         original_uri,
         headers: parts.headers,
         header_budget: proxy.plugin_bounds.headers(),
-        client_ip,
+        client_ip: client.ip,
         upstream: route.upstream.clone(),
         upstreams: proxy.upstreams.clone(),
         path_policy: proxy.inbound.path,
@@ -221,7 +220,7 @@ pub async fn run(
         response: None,
         skip_body: false,
         body: Some(body),
-        scheme: crate::tls::scheme(&parts.extensions),
+        scheme: client.scheme,
     });
 
     let mut stages: Vec<Stage> = Vec::with_capacity(route.chain.len());
@@ -284,7 +283,7 @@ pub async fn run(
                 path: &exchange.path,
                 query: exchange.query.as_deref(),
                 headers: exchange.headers.clone(),
-                client_ip,
+                client_ip: client.ip,
                 context: Some(&exchange.context),
                 scheme: exchange.scheme,
             };

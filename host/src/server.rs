@@ -123,9 +123,6 @@ pub async fn serve(
                     // polls that future, and a head still in the read buffer then makes that read
                     // allocate another.
                     head_bytes::detach(&mut request);
-                    if let Some(https) = &https {
-                        request.extensions_mut().insert(https.clone());
-                    }
                     let h2_websocket = websocket::from_extended_connect(&mut request);
                     if h2_websocket || request.headers().contains_key(header::UPGRADE) {
                         // A WebSocket tunnel counts as a request in flight for the clocks, and keeps the
@@ -140,8 +137,9 @@ pub async fn serve(
                     // HTTP/2 has no `Connection`; a drained h2 connection ends once idle
                     // (crate::client_clocks).
                     let http1 = request.version() < http::Version::HTTP_2;
+                    let https = https.clone();
                     async move {
-                        let mut response = proxy.handle(request, client).await;
+                        let mut response = proxy.handle(request, client, https.as_ref()).await;
                         if http1 && ended.draining() {
                             // The client is to take its next request elsewhere (after an upgrade, to the
                             // new process).

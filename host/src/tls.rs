@@ -21,21 +21,12 @@ use crate::config::tls::{ClientCert, ListenerTls};
 use crate::config::{ConfigErrors, Source, Step};
 use crate::pem_file::{self, PemFileError};
 
-/// Marks a request that came over TLS: `X-Forwarded-Proto` and the plugins' `request.scheme` say `https`.
+/// A connection over TLS: `X-Forwarded-Proto` and the plugins' `request.scheme` say `https` for its requests.
 /// It carries the client's certificate, verified, as `X-Forwarded-Client-Cert` tells of it
 /// ([`crate::client_cert`]), when the client showed one.
 #[derive(Debug, Clone)]
 pub struct Https {
     pub client_cert: Option<http::HeaderValue>,
-}
-
-/// The scheme the client used: `https` for a request the server marked [`Https`].
-pub fn scheme(extensions: &http::Extensions) -> &'static str {
-    if extensions.get::<Https>().is_some() {
-        "https"
-    } else {
-        "http"
-    }
 }
 
 /// Why a certificate or key cannot be used (`[server.tls]`'s, or one an upstream shows its endpoints);
