@@ -364,6 +364,37 @@ async fn an_optional_client_certificate_is_forwarded_when_shown_and_a_forged_one
     });
 }
 
+/// A listener that asks for certificates without requiring them, and a route that requires one: without a
+/// certificate that route answers 403 (HTTP/1.1 and HTTP/2) and the others serve; with one it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_requires_the_certificate_the_listener_leaves_optional() {
+    let (pki, clients) = pkis(&["client-3"]);
+    let echo = upstream("e").await;
+    let config = mutual(&pki, &clients, echo, Some("optional")).replacen(
+        "path_prefix = \"/chain\"\n",
+        "path_prefix = \"/chain\"\nclient_cert = \"required\"\n",
+        1,
+    );
+    let weir = Weir::start(&config);
+    let want = expected_xfcc(&clients, "client-3");
+    let (pki, clients, weir) = (&pki, &clients, &weir);
+    tokio::task::block_in_place(|| {
+        for http in ["--http1.1", "--http2"] {
+            let (status, body, verbose) = parts(&curl(pki, weir, "a.test", "/chain", &[http]));
+            assert!(status.starts_with("403"), "{http}: {verbose}");
+            assert_eq!(body, "a client certificate is required\n", "{http}");
+            let (status, _, verbose) = parts(&curl(pki, weir, "a.test", "/", &[http]));
+            assert!(status.starts_with("200"), "{http}: {verbose}");
+        }
+        let args = showing(clients, "client-3");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, body, verbose) = parts(&curl(pki, weir, "a.test", "/chain", &args));
+        assert!(status.starts_with("200"), "{verbose}");
+        assert_eq!(echoed(&body, "x-forwarded-client-cert"), [want]);
+        assert_eq!(echoed(&body, "x-chain"), ["1"]);
+    });
+}
+
 #[test]
 fn check_refuses_client_options_without_client_ca_and_names_bad_ca_and_crl_files() {
     let pki = Pki::new();
@@ -372,7 +403,8 @@ fn check_refuses_client_options_without_client_ca_and_names_bad_ca_and_crl_files
     let text = |tls: &str| {
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n{tls}\
-             [upstreams.e]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nupstream = \"e\"\n",
+             [upstreams.e]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nupstream = \"e\"\n\
+             client_cert = \"required\"\n",
             pki.path("a.pem"),
             pki.path("a.key"),
         )

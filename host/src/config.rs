@@ -211,6 +211,9 @@ pub struct RouteConfig {
     /// Requests with a larger body get 413; 0 allows no body at all. Any `u64`: the body is counted, never
     /// held whole.
     pub max_request_body: Option<ByteSize>,
+    /// `required`: a request that came without a client certificate the listener verified gets 403, so that
+    /// one listener may ask for certificates (`client_cert = "optional"`) and require them on some routes.
+    pub client_cert: Option<tls::ClientCert>,
     #[serde(default)]
     pub plugins: Vec<Spanned<PluginEntry>>,
 }
@@ -653,6 +656,14 @@ impl Source {
                     ),
                     Ok(_) => {}
                 }
+            }
+            let asks = server.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+            if r.client_cert == Some(tls::ClientCert::Required) && !asks {
+                found.refuse(
+                    &[Key("routes"), Index(index), Key("client_cert")],
+                    "no client could ever pass: the listener asks for no certificate (set `client_ca` \
+                     in `[server.tls]`)",
+                );
             }
             if !c.upstreams.contains_key(r.upstream.get_ref()) {
                 found.at(

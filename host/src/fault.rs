@@ -20,6 +20,8 @@ use crate::websocket;
 pub enum Fault<'a> {
     NoRoute,
     BodyTooLarge,
+    /// The route serves only clients that showed a verified certificate, and this one showed none.
+    NoClientCert,
     /// The request head broke the protocol's rules.
     Client(&'a Refusal),
     Upstream(&'a UpstreamError),
@@ -73,6 +75,12 @@ pub fn report(fault: &Fault<'_>) -> (StatusCode, Cow<'static, str>) {
         Fault::BodyTooLarge | Fault::Upstream(UpstreamError::BodyTooLarge) => (
             StatusCode::PAYLOAD_TOO_LARGE,
             "request body too large\n".into(),
+        ),
+        // No HTTP challenge can ask for a certificate, so not 401; nginx's `ssl_verify_client optional` with
+        // a check of `$ssl_client_verify` answers the same.
+        Fault::NoClientCert => (
+            StatusCode::FORBIDDEN,
+            "a client certificate is required\n".into(),
         ),
         Fault::Client(refusal) => {
             // A client's mistake is not the proxy's trouble: debug, so a noisy client cannot flood the log.

@@ -50,6 +50,8 @@ pub struct Route {
     pub upstream: Arc<Upstream>,
     pub chain: Vec<Arc<PluginSlot>>,
     pub max_request_body: Option<u64>,
+    /// Only a client that showed a verified certificate is served.
+    pub client_cert_required: bool,
     /// Its counters, which outlive this generation.
     pub stats: Arc<RouteStats>,
 }
@@ -97,6 +99,10 @@ impl Proxy {
             return error_response(&Fault::NoRoute);
         };
         trace.routed(route);
+        let verified = tls.and_then(|https| https.client_cert.as_ref());
+        if route.client_cert_required && verified.is_none() {
+            return error_response(&Fault::NoClientCert);
+        }
         if let Some(limit) = route.max_request_body
             && declared_length(&parts.headers).is_some_and(|len| len > limit)
         {
@@ -115,10 +121,7 @@ impl Proxy {
         // `te: trailers` among the client's `te` values (the others stay hop-by-hop and go).
         let te_trailers = has_token(&parts.headers, header::TE, "trailers");
         strip_hop_by_hop(&mut parts.headers);
-        client_cert::apply(
-            &mut parts.headers,
-            tls.and_then(|https| https.client_cert.as_ref()),
-        );
+        client_cert::apply(&mut parts.headers, verified);
         if te_trailers {
             // The one `te` HTTP/2 allows (RFC 9113 §8.2.2), which gRPC requires: the client takes trailers.
             parts
