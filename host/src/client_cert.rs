@@ -12,6 +12,8 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::objects::{oid_registry, oid2abbrev};
 use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 
+use crate::hex;
+
 pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 /// The header's value for the client's leaf certificate, which rustls has verified against `client_ca`.
@@ -20,7 +22,7 @@ pub fn forwarded(leaf: &CertificateDer<'_>) -> Option<HeaderValue> {
     let (_, cert) = X509Certificate::from_der(leaf).ok()?;
     let digest = ring::digest::digest(&ring::digest::SHA256, leaf);
     let mut value = String::from("Hash=");
-    push_hex(&mut value, digest.as_ref());
+    hex::push(&mut value, digest.as_ref());
     value.push_str(";Subject=\"");
     rfc4514(cert.subject(), &mut value);
     value.push('"');
@@ -94,16 +96,10 @@ fn rfc4514(name: &X509Name<'_>, out: &mut String) {
                 // §2.4: a value of no string type is `#` and the hex of its whole encoding.
                 None => {
                     out.push('#');
-                    push_hex(out, &attr.attr_value().to_der_vec().unwrap_or_default());
+                    hex::push(out, &attr.attr_value().to_der_vec().unwrap_or_default());
                 }
             }
         }
-    }
-}
-
-fn push_hex(out: &mut String, bytes: &[u8]) {
-    for byte in bytes {
-        let _ = write!(out, "{byte:02x}");
     }
 }
 

@@ -168,7 +168,8 @@ impl CompileCache {
             .hash(&mut engine_hash);
         let engine_hash = engine_hash.finish();
         let digest = Sha256::digest(wasm);
-        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        let mut hex = String::new();
+        crate::hex::push(&mut hex, &digest[..16]);
         let mut header = [0; HEADER_LEN];
         header[..DOMAIN.len()].copy_from_slice(DOMAIN);
         header[DOMAIN.len()..DOMAIN.len() + 32].copy_from_slice(&digest);

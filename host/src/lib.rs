@@ -24,6 +24,7 @@ pub mod exchange;
 pub mod fault;
 pub mod guest_output;
 pub mod head_bytes;
+pub mod hex;
 pub mod http_client;
 pub mod inbound;
 pub mod inspect;
