@@ -372,7 +372,7 @@ async fn a_route_requires_the_certificate_the_listener_leaves_optional() {
     let echo = upstream("e").await;
     let config = mutual(&pki, &clients, echo, Some("optional")).replacen(
         "path_prefix = \"/chain\"\n",
-        "path_prefix = \"/chain\"\nclient_cert = \"required\"\n",
+        "path_prefix = \"/chain\"\nrequire_client_cert = true\n",
         1,
     );
     let weir = Weir::start(&config);
@@ -404,7 +404,7 @@ fn check_refuses_client_options_without_client_ca_and_names_bad_ca_and_crl_files
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n{tls}\
              [upstreams.e]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nupstream = \"e\"\n\
-             client_cert = \"required\"\n",
+             require_client_cert = true\n",
             pki.path("a.pem"),
             pki.path("a.key"),
         )
@@ -428,6 +428,12 @@ fn check_refuses_client_options_without_client_ca_and_names_bad_ca_and_crl_files
         // The file's directory is a temporary one: taken out.
         seen.push_str(&report(&out).replace(&pki.dir.path().display().to_string(), "DIR"));
     }
+    // No TLS at all: no client could show a certificate.
+    let clear = "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.e]\nurl = \"http://127.0.0.1:1\"\n\
+                 [[routes]]\nupstream = \"e\"\nrequire_client_cert = true\n";
+    let out = check(clear);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    seen.push_str(&report(&out));
     golden("check-client-ca.txt", &seen);
 }
 

@@ -168,8 +168,8 @@ impl CompileCache {
             .hash(&mut engine_hash);
         let engine_hash = engine_hash.finish();
         let digest = Sha256::digest(wasm);
-        let mut hex = String::new();
-        crate::hex::push(&mut hex, &digest[..16]);
+        let mut name = String::with_capacity(32);
+        crate::hex::push(&mut name, &digest[..16]);
         let mut header = [0; HEADER_LEN];
         header[..DOMAIN.len()].copy_from_slice(DOMAIN);
         header[DOMAIN.len()..DOMAIN.len() + 32].copy_from_slice(&digest);
@@ -179,7 +179,7 @@ impl CompileCache {
             // never refused with a warning, by a newer Weir.
             file: self
                 .dir
-                .join(format!("{hex}-{engine_hash:016x}.{LAYOUT}.cwasm")),
+                .join(format!("{name}-{engine_hash:016x}.{LAYOUT}.cwasm")),
             header,
         }
     }

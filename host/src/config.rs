@@ -211,9 +211,10 @@ pub struct RouteConfig {
     /// Requests with a larger body get 413; 0 allows no body at all. Any `u64`: the body is counted, never
     /// held whole.
     pub max_request_body: Option<ByteSize>,
-    /// `required`: a request that came without a client certificate the listener verified gets 403, so that
-    /// one listener may ask for certificates (`client_cert = "optional"`) and require them on some routes.
-    pub client_cert: Option<tls::ClientCert>,
+    /// A request that came without a client certificate the listener verified gets 403: one listener may ask
+    /// for certificates (`[server.tls] client_cert = "optional"`) and some of its routes require them.
+    #[serde(default)]
+    pub require_client_cert: bool,
     #[serde(default)]
     pub plugins: Vec<Spanned<PluginEntry>>,
 }
@@ -658,9 +659,9 @@ impl Source {
                 }
             }
             let asks = server.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
-            if r.client_cert == Some(tls::ClientCert::Required) && !asks {
+            if r.require_client_cert && !asks {
                 found.refuse(
-                    &[Key("routes"), Index(index), Key("client_cert")],
+                    &[Key("routes"), Index(index), Key("require_client_cert")],
                     "no client could ever pass: the listener asks for no certificate (set `client_ca` \
                      in `[server.tls]`)",
                 );

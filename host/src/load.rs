@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::store::{Backend, StoreGrant};
-use crate::config::tls::ClientCert;
 use crate::config::upstream::SKIP_VERIFY;
 use crate::config::{
     ByteSize, ConfigError, ConfigErrors, OnError, PluginEntry, ServerConfig, Source, Step,
@@ -243,7 +242,7 @@ pub async fn load(
             upstream: upstream.clone(),
             chain,
             max_request_body: route.max_request_body.map(|b| b.0),
-            client_cert_required: route.client_cert == Some(ClientCert::Required),
+            require_client_cert: route.require_client_cert,
         });
     }
     if !errors.is_empty() {

@@ -51,7 +51,7 @@ pub struct Route {
     pub chain: Vec<Arc<PluginSlot>>,
     pub max_request_body: Option<u64>,
     /// Only a client that showed a verified certificate is served.
-    pub client_cert_required: bool,
+    pub require_client_cert: bool,
     /// Its counters, which outlive this generation.
     pub stats: Arc<RouteStats>,
 }
@@ -100,7 +100,7 @@ impl Proxy {
         };
         trace.routed(route);
         let verified = tls.and_then(|https| https.client_cert.as_ref());
-        if route.client_cert_required && verified.is_none() {
+        if route.require_client_cert && verified.is_none() {
             return error_response(&Fault::NoClientCert);
         }
         if let Some(limit) = route.max_request_body
@@ -161,7 +161,7 @@ impl Proxy {
             running.await
         };
         match upgrade {
-            Some(client) => websocket::splice(client, response, route.upstream.read_timeout()),
+            Some(tunnel) => websocket::splice(tunnel, response, route.upstream.read_timeout()),
             None => websocket::unasked(response),
         }
     }

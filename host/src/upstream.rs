@@ -689,7 +689,7 @@ fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, scheme: &'static st
     let written = address_text(client_ip, &mut text);
     append_hop(headers, X_FORWARDED_FOR, &text[..written]);
     if rfc7239 {
-        let element = forwarded_element(client_ip, headers.get(header::HOST), scheme);
+        let element = forwarded_element(&text[..written], headers.get(header::HOST), scheme);
         append_hop(headers, header::FORWARDED, &element);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
@@ -752,13 +752,10 @@ fn append_hop(headers: &mut HeaderMap, name: HeaderName, hop: &[u8]) {
 }
 
 /// RFC 7239 §4's `for=…;host=…;proto=…`. The node is the address alone, as in `X-Forwarded-For`: a
-/// client's port tells the upstream nothing it can use.
-fn forwarded_element(client_ip: IpAddr, host: Option<&HeaderValue>, scheme: &str) -> Vec<u8> {
+/// client's port tells the upstream nothing it can use. `address` is [`address_text`]'s.
+fn forwarded_element(address: &[u8], host: Option<&HeaderValue>, scheme: &str) -> Vec<u8> {
     let mut element = b"for=".to_vec();
-    let mut text = [0u8; 48];
-    let written = address_text(client_ip, &mut text);
-    let address = &text[..written];
-    if client_ip.is_ipv4() {
+    if !address.contains(&b':') {
         element.extend_from_slice(address);
     } else {
         // §6: an IPv6 node is bracketed, and brackets and colons are not token characters.
@@ -829,8 +826,9 @@ mod tests {
 
     fn element(ip: &str, host: &str) -> String {
         let host = HeaderValue::from_str(host).expect("a header value");
-        let ip = ip.parse().expect("an address");
-        String::from_utf8(forwarded_element(ip, Some(&host), "https")).expect("ASCII")
+        let mut text = [0u8; 48];
+        let written = address_text(ip.parse().expect("an address"), &mut text);
+        String::from_utf8(forwarded_element(&text[..written], Some(&host), "https")).expect("ASCII")
     }
 
     #[test]
