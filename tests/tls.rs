@@ -3,13 +3,14 @@
 //! `X-Forwarded-Proto: https` on both forwarding paths, a reload that swaps the certificates, a stalled
 //! handshake closed within `header_read_timeout`, and `weir check` on a certificate that is missing and on
 //! wildcards no name can match; client certificates (mutual TLS), required or optional, checked against
-//! `client_ca` and forwarded as `X-Forwarded-Client-Cert`, and a client's own such header never.
+//! `client_ca` and forwarded as `X-Forwarded-Client-Cert`, and a client's own such header never; a reload
+//! that changes that check drains the connections the old one let in.
 
 #[path = "support/pki.rs"]
 mod pki;
 mod support;
 
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use pki::Pki;
 use support::{Weir, check, golden, report, upstream};
@@ -473,5 +474,96 @@ async fn a_revoked_client_certificate_is_refused() {
             !served("kept"),
             "a list past its next update let a client in"
         );
+    });
+}
+
+/// Two requests by one curl, five seconds apart, with `clients`' certificate `cn` over `http`; each path
+/// is `/NAME/1` and `/NAME/2`. `--rate` leaves the connection to be reused between them.
+fn two_requests(pki: &Pki, clients: &Pki, weir: &Weir, name: &str, cn: &str, http: &str) -> Child {
+    let port = weir.addr.port();
+    let url = |n: u8| format!("https://a.test:{port}/{name}/{n}");
+    Command::new("curl")
+        .args(["-sS", "--cacert", &pki.path("ca.pem"), http])
+        .args(["--rate", "12/m"])
+        .args(["--resolve", &format!("a.test:{port}:127.0.0.1")])
+        .args(["--cert", &clients.path(&format!("{cn}.pem"))])
+        .args(["--key", &clients.path(&format!("{cn}.key"))])
+        // One -o for each URL.
+        .args(["-o", "/dev/null", "-o", "/dev/null"])
+        .args(["-w", "%{http_code} %{num_connects}\n"])
+        .args([url(1), url(2)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run curl")
+}
+
+/// Each transfer's status and the connections it opened, as `two_requests` has curl write them.
+fn transfers(curl: Child) -> Vec<String> {
+    let out = curl.wait_with_output().expect("curl's output");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A reload that changes what clients' certificates are checked against ends the connections the old check
+/// let in, after the request they are on, over HTTP/1.1 and HTTP/2 alike: a client whose certificate the
+/// new list revokes gets no further request through, one whose certificate still passes goes on over a new
+/// connection. A reload that leaves the check as it was leaves the connections be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_the_client_check_ends_the_connections_it_let_in() {
+    let (pki, clients) = pkis(&["kept", "revoked"]);
+    clients.crl(&[], (2099, 1, 1));
+    let echo = upstream("e").await;
+    let text = mutual(&pki, &clients, echo, None).replacen(
+        "client_ca = ",
+        &format!("client_crl = \"{}\"\nclient_ca = ", clients.path("crl.pem")),
+        1,
+    );
+    let weir = Weir::start(&text);
+    let https = [("h1", "--http1.1"), ("h2", "--http2")];
+    let run = |phase: &str, cns: &[&str]| -> Vec<(String, Child)> {
+        let mut running = Vec::new();
+        for cn in cns {
+            for (version, http) in https {
+                let name = format!("{phase}-{cn}-{version}");
+                let curl = two_requests(&pki, &clients, &weir, &name, cn, http);
+                running.push((name, curl));
+            }
+        }
+        // Each has made its first request, and waits for its second.
+        for (name, _) in &running {
+            assert!(weir.wait_for_log(&format!("/{name}/1")), "{}", weir.log());
+        }
+        running
+    };
+    tokio::task::block_in_place(|| {
+        let same = run("same", &["kept"]);
+        weir.signal(libc::SIGHUP);
+        assert!(weir.wait_for_log("config reloaded"), "{}", weir.log());
+        for (name, curl) in same {
+            // The second request rode the first's connection.
+            assert_eq!(transfers(curl), ["200 1", "200 0"], "{name}");
+        }
+
+        clients.crl(&[2], (2099, 1, 1));
+        let revoking = run("revoking", &["kept", "revoked"]);
+        weir.signal(libc::SIGHUP);
+        assert!(
+            weir.wait_for_log("clients' certificates are checked anew"),
+            "{}",
+            weir.log()
+        );
+        for (name, curl) in revoking {
+            let seen = transfers(curl);
+            if name.contains("-kept-") {
+                assert_eq!(seen, ["200 1", "200 1"], "{name}: not a new connection");
+            } else {
+                assert_eq!(seen.len(), 2, "{name}: {seen:?}");
+                assert_eq!(seen[0], "200 1", "{name}");
+                assert!(seen[1].starts_with("000 "), "{name} was let in: {seen:?}");
+            }
+        }
     });
 }

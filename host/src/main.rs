@@ -199,7 +199,7 @@ fn run(config: &Path) -> anyhow::Result<ExitCode> {
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
         let control = Arc::new(Control::new(loaded, source, plugin_dir));
-        control.tls.store(tls);
+        control.tls.send_replace(tls);
         // Ready before the lines below: whoever reads them may ask /readyz at once.
         control.set_ready(true);
         let admin =
@@ -233,7 +233,7 @@ fn run(config: &Path) -> anyhow::Result<ExitCode> {
             }
         };
         let connections = server::connection_limit(server.max_connections, open_files);
-        let (proxy, tls) = (control.proxy.clone(), control.tls.clone());
+        let (proxy, tls) = (control.proxy.clone(), control.tls.subscribe());
         server::serve(listener, proxy, tls, stop, &server, connections).await;
         drop(pid_file);
         Ok(ExitCode::SUCCESS)

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
 
 use crate::config::{ConfigErrors, ConfigFile, ServerConfig, Source};
 use crate::load;
@@ -22,9 +23,9 @@ use crate::stats::Stats;
 /// The running generation, and what the admin listener and the metrics read of it.
 pub struct Control {
     pub proxy: Arc<ArcSwap<Proxy>>,
-    /// The listener's certificates (`[server.tls]`), read by each handshake: a reload swaps them with the
-    /// proxy. None on a clear-text listener.
-    pub tls: Arc<ArcSwapOption<rustls::ServerConfig>>,
+    /// The listener's TLS (`[server.tls]`), read by each handshake and watched by each TLS connection: a
+    /// reload swaps it with the proxy. None on a clear-text listener.
+    pub tls: watch::Sender<Option<Arc<crate::tls::Listener>>>,
     /// The counters every generation counts in, so that a reload carries them on.
     pub stats: Arc<Stats>,
     sandbox: Arc<Sandbox>,
@@ -78,7 +79,7 @@ impl Control {
     pub fn new(loaded: load::Loaded, source: Source, plugin_dir: PathBuf) -> Control {
         Control {
             proxy: Arc::new(ArcSwap::from_pointee(loaded.proxy)),
-            tls: Arc::new(ArcSwapOption::empty()),
+            tls: watch::Sender::new(None),
             stats: loaded.stats,
             sandbox: loaded.sandbox,
             file: source.file.clone(),
@@ -99,8 +100,17 @@ impl Control {
         match result {
             Ok((proxy, tls, source)) => {
                 self.proxy.store(Arc::new(proxy));
-                if tls.is_some() {
-                    self.tls.store(tls);
+                if let Some(next) = tls {
+                    let recheck = (self.tls.borrow().as_ref())
+                        .is_some_and(|running| running.clients != next.clients);
+                    if recheck {
+                        // crate::server drains each connection the running check let in.
+                        tracing::info!(
+                            "clients' certificates are checked anew: TLS connections made before \
+                             this reload close after the request they are serving"
+                        );
+                    }
+                    self.tls.send_replace(Some(next));
                 }
                 *running = source;
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
@@ -119,7 +129,7 @@ impl Control {
     async fn load_next(
         &self,
         running: &ConfigFile,
-    ) -> Result<(Proxy, Option<Arc<rustls::ServerConfig>>, Source), ReloadError> {
+    ) -> Result<(Proxy, Option<Arc<crate::tls::Listener>>, Source), ReloadError> {
         let source = Source::read(&self.file).map_err(ReloadError::Config)?;
         let errors = source.validate();
         if !errors.is_empty() {

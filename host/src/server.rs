@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use hyper::server::conn::{http1, http2};
 use hyper::service::{Service, service_fn};
@@ -28,7 +28,7 @@ use crate::outcome::ServedBody;
 use crate::proxy::Proxy;
 use crate::sniff::Sniffed;
 use crate::stats::RouteStats;
-use crate::tls::Https;
+use crate::tls::{self, Https};
 use crate::websocket::{self, Tunnel};
 
 /// Files the process needs besides its connections' sockets: the standard streams, the runtime's, the
@@ -65,11 +65,12 @@ pub fn connection_limit(configured: Option<u32>, open_files: Option<u64>) -> usi
 /// their last stream, WebSocket tunnels when they end.
 ///
 /// With certificates in `tls` the listener speaks TLS: each connection shakes hands with the certificates
-/// the swap holds when it is accepted (a reload swaps them), within `header_read_timeout`.
+/// the channel holds when it is accepted (a reload sends new ones), within `header_read_timeout`, and
+/// drains as at shutdown once a reload changes what clients' certificates are checked against.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<ArcSwap<Proxy>>,
-    tls: Arc<ArcSwapOption<rustls::ServerConfig>>,
+    tls: watch::Receiver<Option<Arc<tls::Listener>>>,
     stop: impl Future<Output = ()>,
     settings: &ServerConfig,
     max_connections: usize,
@@ -112,7 +113,7 @@ pub async fn serve(
             _draining: draining.clone(),
         });
         let activity = Arc::new(Activity::default());
-        let tls = tls.load_full();
+        let listener_tls = tls.borrow().clone();
         // The connection's service, made once it is known whether the connection is TLS and which
         // certificate, if any, its client showed.
         let service = {
@@ -157,20 +158,22 @@ pub async fn serve(
         let unrouted = proxy.load().unrouted.clone();
         // A task apiece, not one with a branch: a task's memory is its largest state, and a connection in
         // clear would otherwise carry room for a TLS handshake and session it never has.
-        let Some(tls) = tls else {
+        let Some(listener_tls) = listener_tls else {
             let io = Clocked::new(stream, activity.clone(), clocks);
             tokio::spawn(async move {
                 let service = service(None);
+                let draining = (draining, std::future::pending());
                 serve_connection(&http, io, service, activity, draining, (client, unrouted)).await;
                 drop(held);
             });
             continue;
         };
+        let checked_anew = checked_anew(tls.clone(), listener_tls.clients.clone());
         tokio::spawn(async move {
             // The handshake comes before the clocks: they time requests, which start once it is done. It
             // is bounded by the head's timeout, so a client that never finishes it holds a slot no longer
             // than one that never finishes a head.
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            let acceptor = tokio_rustls::TlsAcceptor::from(listener_tls.config.clone());
             match tokio::time::timeout(clocks.header_read, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     let (_, session) = stream.get_ref();
@@ -194,6 +197,7 @@ pub async fn serve(
                     // A 408 written in clear into the TLS stream would be garbage to the client: a timeout
                     // only closes, as on HTTP/2.
                     let io = Clocked::new(stream, activity.clone(), clocks).without_408();
+                    let draining = (draining, checked_anew);
                     serve_connection(&http, io, service, activity, draining, (client, unrouted))
                         .await;
                 }
@@ -217,13 +221,33 @@ pub async fn serve(
     }
 }
 
-/// Serves one connection until it ends, closing it after what it is busy with once the server drains.
+/// Resolves once a reload changes what the listener checks clients' certificates against from `clients`,
+/// the check a connection's client passed (or was let in without): that connection is to drain, so that
+/// its next request comes on a connection the new check has seen. A client let in by a CA since dropped,
+/// or with a certificate since revoked, or without one where one is now required, thus keeps no
+/// connection past the request it is on, as nginx's reload ends the old workers' connections.
+async fn checked_anew(
+    mut tls: watch::Receiver<Option<Arc<tls::Listener>>>,
+    clients: Arc<tls::ClientCheck>,
+) {
+    let gone = tls
+        .wait_for(|now| now.as_ref().is_none_or(|now| now.clients != clients))
+        .await
+        .is_err();
+    if gone {
+        // The sender is gone only as the process ends: the server's own drain comes instead.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Serves one connection until it ends, closing it after what it is busy with once the server drains or
+/// `stale` resolves.
 async fn serve_connection<I, S>(
     http: &Http,
     io: Clocked<I>,
     service: S,
     activity: Arc<Activity>,
-    mut draining: watch::Receiver<bool>,
+    (mut draining, stale): (watch::Receiver<bool>, impl Future<Output = ()>),
     (client, unrouted): (std::net::SocketAddr, Arc<RouteStats>),
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -236,8 +260,11 @@ async fn serve_connection<I, S>(
     S::Future: Send + 'static,
 {
     let mut drained = std::pin::pin!(async {
-        // The guard it returns is not to be held across the connection's end.
-        let _ = draining.wait_for(|drain| *drain).await;
+        tokio::select! {
+            // The guard it returns is not to be held across the connection's end.
+            _ = draining.wait_for(|drain| *drain) => {}
+            () = stale => {}
+        }
     });
     // A drain while the first bytes are awaited leaves them to the clocks, as it does a wait between
     // requests (crate::client_clocks).

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateRevocationListDer, PrivateKeyDer, TrustAnchor};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, VerifierBuilderError, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -64,9 +64,27 @@ pub struct FieldError {
     pub error: CertError,
 }
 
-/// The rustls config of `[server.tls]`, if the config has one; a file that does not load is an error on
-/// its field, as `weir check` reports it.
-pub fn listener_config(source: &Source) -> Result<Option<rustls::ServerConfig>, ConfigErrors> {
+/// The listener's TLS as a handshake takes it: the rustls config, and what that config checks clients'
+/// certificates against. A connection keeps the second, so that a reload which changes it can end the
+/// connections whose client was let in by the check before.
+pub struct Listener {
+    pub config: Arc<rustls::ServerConfig>,
+    pub clients: Arc<ClientCheck>,
+}
+
+/// What a client's certificate was checked against: the CA's anchors, the revocation lists, and whether a
+/// client may show none. Two equal checks let in and keep out the same clients, whichever files they came
+/// from; a listener that asks for no certificate has the empty check.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ClientCheck {
+    anchors: Vec<TrustAnchor<'static>>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+    optional: bool,
+}
+
+/// The TLS of `[server.tls]`, if the config has one; a file that does not load is an error on its field,
+/// as `weir check` reports it.
+pub fn listener_config(source: &Source) -> Result<Option<Listener>, ConfigErrors> {
     let Some(tls) = &source.config.server.tls else {
         return Ok(None);
     };
@@ -88,7 +106,7 @@ pub fn listener_config(source: &Source) -> Result<Option<rustls::ServerConfig>, 
 pub fn server_config(
     tls: &ListenerTls,
     resolve: impl Fn(&Path) -> PathBuf,
-) -> Result<rustls::ServerConfig, Vec<FieldError>> {
+) -> Result<Listener, Vec<FieldError>> {
     let provider = crate::upstream::tls::provider();
     let mut errors = Vec::new();
     let mut load = |cert: &Path, key: &Path, at: &[Step<'static>]| {
@@ -122,6 +140,7 @@ pub fn server_config(
         errors.push(FieldError { field, error });
         None
     });
+    let (client_auth, clients) = client_auth.unzip();
     let Some(default) = default else {
         return Err(errors);
     };
@@ -156,8 +175,14 @@ pub fn server_config(
     }
     // h2 first: a client offering both gets HTTP/2, one connection for its concurrent requests.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    Ok(Listener {
+        config: Arc::new(config),
+        clients: Arc::new(clients.unwrap_or_default()),
+    })
 }
+
+/// rustls's check of clients' certificates, and what it checks them against.
+type ClientVerifier = (Arc<dyn ClientCertVerifier>, ClientCheck);
 
 /// The check of clients' certificates against `client_ca`, when there is one: rustls's verifier of the
 /// chain, the validity dates and the client-auth usage, with a client that shows none refused unless
@@ -168,26 +193,33 @@ fn client_verifier(
     tls: &ListenerTls,
     resolve: impl Fn(&Path) -> PathBuf,
     provider: &Arc<CryptoProvider>,
-) -> Result<Option<Arc<dyn ClientCertVerifier>>, (&'static str, CertError)> {
+) -> Result<Option<ClientVerifier>, (&'static str, CertError)> {
     let Some(ca) = &tls.client_ca else {
         return Ok(None);
     };
     let ca = resolve(ca);
     let mut roots = RootCertStore::empty();
     pem_file::add_anchors(&mut roots, &ca).map_err(|e| ("client_ca", e.into()))?;
+    let mut check = ClientCheck {
+        anchors: roots.roots.clone(),
+        optional: tls.client_cert == Some(ClientCert::Optional),
+        crls: Vec::new(),
+    };
     let mut builder =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-    if tls.client_cert == Some(ClientCert::Optional) {
+    if check.optional {
         builder = builder.allow_unauthenticated();
     }
     let crl = tls.client_crl.as_deref().map(&resolve);
     if let Some(file) = &crl {
-        let lists = pem_file::revocation_lists(file).map_err(|e| ("client_crl", e.into()))?;
-        builder = builder.with_crls(lists).enforce_revocation_expiration();
+        check.crls = pem_file::revocation_lists(file).map_err(|e| ("client_crl", e.into()))?;
+        builder = builder
+            .with_crls(check.crls.iter().cloned())
+            .enforce_revocation_expiration();
     }
     builder
         .build()
-        .map(Some)
+        .map(|verifier| Some((verifier, check)))
         .map_err(|source| match (source, crl) {
             // A list that does not parse is the CRL file's fault; anything else, the CA file's.
             (source @ VerifierBuilderError::InvalidCrl(_), Some(file)) => {
