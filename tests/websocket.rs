@@ -1,9 +1,12 @@
 //! WebSocket through the real `weir` binary: a Python `websockets` echo server behind it, a Python
 //! `websockets` client in front, text and binary messages both ways; token-auth deciding the handshake; a
 //! route with a body-transforming plugin refusing the upgrade with 501; a tunnel holding its connection's
-//! `max_connections` slot, and holding the SIGTERM drain until it closes or `shutdown_timeout` ends. And
+//! `max_connections` slot, and holding the SIGTERM drain until it closes or `shutdown_timeout` ends; over
+//! TLS, a tunnel cut by a reload that revokes its client's certificate. And
 //! over HTTP/2: hyper's h2 client opening a WebSocket with extended CONNECT (RFC 8441), frames by hand.
 
+#[path = "support/pki.rs"]
+mod pki;
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
@@ -668,4 +671,93 @@ async fn a_tunnel_keeps_its_place_among_the_upstreams_max_requests() {
             "the place never came back"
         );
     }
+}
+
+/// Opens a WebSocket over TLS to `argv[1]` (an `https` address) as `a.test`, trusting CA `argv[2]` and
+/// showing certificate `argv[3]` with key `argv[4]`; prints `open` after the greeting, then for each line
+/// on stdin sends a message and prints `echoed`, or `closed` once the tunnel is gone.
+const CLIENT_TLS: &str = r#"
+import asyncio, ssl, sys
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+async def main():
+    addr, ca, cert, key = sys.argv[1:5]
+    context = ssl.create_default_context(cafile=ca)
+    context.load_cert_chain(cert, key)
+    async with connect(f"wss://{addr}/chat", ssl=context, server_hostname="a.test") as ws:
+        await ws.recv()
+        print("open", flush=True)
+        for _ in sys.stdin:
+            try:
+                await ws.send("again")
+                await asyncio.wait_for(ws.recv(), 5)
+                print("echoed", flush=True)
+            except ConnectionClosed:
+                print("closed", flush=True)
+                return
+
+asyncio.run(main())
+"#;
+
+/// A tunnel made over TLS carries its client's certificate check: a reload that leaves the check as it
+/// was leaves the tunnel open, and one that revokes the certificate cuts it, as it drains the connections
+/// the old check let in (tests/tls.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_revokes_the_client_certificate_cuts_its_tunnel() {
+    let echo = EchoServer::start();
+    let pki = pki::Pki::new();
+    pki.leaf("a.test", "a");
+    let clients = pki::Pki::new();
+    let serial = clients.client("ws", "spiffe://weir.test/ws", "ws.test");
+    clients.crl(&[], (2099, 1, 1));
+    let weir = Weir::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n\
+         client_ca = \"{}\"\nclient_crl = \"{}\"\n\
+         [upstreams.a]\nurl = \"http://{}\"\n[[routes]]\nupstream = \"a\"\n",
+        pki.path("a.pem"),
+        pki.path("a.key"),
+        clients.path("ca.pem"),
+        clients.path("crl.pem"),
+        echo.addr
+    ));
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            CLIENT_TLS,
+            &weir.addr.to_string(),
+            &pki.path("ca.pem"),
+        ])
+        .args([clients.path("ws.pem"), clients.path("ws.key")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run python3");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut next = || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read the client");
+        line.trim().to_owned()
+    };
+    tokio::task::block_in_place(|| {
+        assert_eq!(next(), "open", "{}", weir.log());
+        weir.signal(libc::SIGHUP);
+        assert!(weir.wait_for_log("config reloaded"), "{}", weir.log());
+        stdin.write_all(b"send\n").expect("write to the client");
+        assert_eq!(next(), "echoed", "{}", weir.log());
+
+        clients.crl(&[serial], (2099, 1, 1));
+        weir.signal(libc::SIGHUP);
+        assert!(
+            weir.wait_for_log("clients' certificates are checked anew"),
+            "{}",
+            weir.log()
+        );
+        stdin.write_all(b"send\n").expect("write to the client");
+        assert_eq!(next(), "closed", "{}", weir.log());
+    });
+    drop(stdin);
+    assert!(child.wait().expect("wait").success(), "the client failed");
 }

@@ -28,7 +28,7 @@ use crate::outcome::ServedBody;
 use crate::proxy::Proxy;
 use crate::sniff::Sniffed;
 use crate::stats::RouteStats;
-use crate::tls::{self, Https};
+use crate::tls::{self, Admitted, Https};
 use crate::websocket::{self, Tunnel};
 
 /// Files the process needs besides its connections' sockets: the standard streams, the runtime's, the
@@ -118,7 +118,7 @@ pub async fn serve(
         // certificate, if any, its client showed.
         let service = {
             let (proxy, activity, held) = (proxy.clone(), activity.clone(), held.clone());
-            move |https: Option<Https>| {
+            move |https: Option<Https>, admitted: Option<Admitted>| {
                 service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                     // Here, not in the handler's future: hyper reads ahead on the connection before it
                     // polls that future, and a head still in the read buffer then makes that read
@@ -131,6 +131,7 @@ pub async fn serve(
                         request.extensions_mut().insert(Tunnel {
                             activity: activity.clone(),
                             connection: held.clone(),
+                            admitted: admitted.clone(),
                         });
                     }
                     let proxy = proxy.load_full();
@@ -161,14 +162,14 @@ pub async fn serve(
         let Some(listener_tls) = listener_tls else {
             let io = Clocked::new(stream, activity.clone(), clocks);
             tokio::spawn(async move {
-                let service = service(None);
+                let service = service(None, None);
                 let draining = (draining, std::future::pending());
                 serve_connection(&http, io, service, activity, draining, (client, unrouted)).await;
                 drop(held);
             });
             continue;
         };
-        let checked_anew = checked_anew(tls.clone(), listener_tls.clients.clone());
+        let admitted = Admitted::now(&tls, &listener_tls);
         tokio::spawn(async move {
             // The handshake comes before the clocks: they time requests, which start once it is done. It
             // is bounded by the head's timeout, so a client that never finishes it holds a slot no longer
@@ -193,11 +194,11 @@ pub async fn serve(
                             }
                         },
                     };
-                    let service = service(Some(Https { client_cert }));
+                    let service = service(Some(Https { client_cert }), Some(admitted.clone()));
                     // A 408 written in clear into the TLS stream would be garbage to the client: a timeout
                     // only closes, as on HTTP/2.
                     let io = Clocked::new(stream, activity.clone(), clocks).without_408();
-                    let draining = (draining, checked_anew);
+                    let draining = (draining, admitted.checked_anew());
                     serve_connection(&http, io, service, activity, draining, (client, unrouted))
                         .await;
                 }
@@ -218,25 +219,6 @@ pub async fn serve(
         () = drain.closed() => {}
         // What is still open closes with the process: a tunnel's peers see their TCP connections end.
         () = tokio::time::sleep(grace) => tracing::warn!("requests or WebSocket tunnels still open at the end of the grace period"),
-    }
-}
-
-/// Resolves once a reload changes what the listener checks clients' certificates against from `clients`,
-/// the check a connection's client passed (or was let in without): that connection is to drain, so that
-/// its next request comes on a connection the new check has seen. A client let in by a CA since dropped,
-/// or with a certificate since revoked, or without one where one is now required, thus keeps no
-/// connection past the request it is on, as nginx's reload ends the old workers' connections.
-async fn checked_anew(
-    mut tls: watch::Receiver<Option<Arc<tls::Listener>>>,
-    clients: Arc<tls::ClientCheck>,
-) {
-    let gone = tls
-        .wait_for(|now| now.as_ref().is_none_or(|now| now.clients != clients))
-        .await
-        .is_err();
-    if gone {
-        // The sender is gone only as the process ends: the server's own drain comes instead.
-        std::future::pending::<()>().await;
     }
 }
 

@@ -16,6 +16,7 @@ use rustls::pki_types::{CertificateRevocationListDer, PrivateKeyDer, TrustAnchor
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, VerifierBuilderError, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use tokio::sync::watch;
 
 use crate::config::tls::{ClientCert, ListenerTls};
 use crate::config::{ConfigErrors, Source, Step};
@@ -80,6 +81,41 @@ pub struct ClientCheck {
     anchors: Vec<TrustAnchor<'static>>,
     crls: Vec<CertificateRevocationListDer<'static>>,
     optional: bool,
+}
+
+/// The check a TLS connection's client passed (or was let in without, where a certificate is optional or
+/// not asked for), and the channel a reload sends the listener's next TLS on: what tells the connection,
+/// and a WebSocket tunnel made on it, that the client is to be checked anew.
+#[derive(Clone)]
+pub struct Admitted {
+    tls: watch::Receiver<Option<Arc<Listener>>>,
+    clients: Arc<ClientCheck>,
+}
+
+impl Admitted {
+    /// A connection accepted now, under the listener's TLS the channel holds.
+    pub fn now(tls: &watch::Receiver<Option<Arc<Listener>>>, listener: &Listener) -> Admitted {
+        Admitted {
+            tls: tls.clone(),
+            clients: listener.clients.clone(),
+        }
+    }
+
+    /// Resolves once a reload changes what clients' certificates are checked against: what this client
+    /// was let in by is then the old check's word, and the connection is to end after the request it is
+    /// on. A client let in by a CA since dropped, with a certificate since revoked, or without one where
+    /// one is now required thus keeps no connection past it, as nginx's reload ends the old workers'.
+    pub async fn checked_anew(mut self) {
+        let clients = self.clients;
+        let gone = (self.tls)
+            .wait_for(|now| now.as_ref().is_none_or(|now| now.clients != clients))
+            .await
+            .is_err();
+        if gone {
+            // The sender is dropped only as the process ends: the server's own drain comes instead.
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// The TLS of `[server.tls]`, if the config has one; a file that does not load is an error on its field,

@@ -38,6 +38,7 @@ use crate::exchange::has_token;
 use crate::plugin::BodyKind;
 use crate::proxy::Route;
 use crate::server::Held;
+use crate::tls::Admitted;
 use crate::upstream::{Switched, Upgraded};
 
 /// Why a route does not take a WebSocket upgrade.
@@ -112,6 +113,9 @@ pub struct Tunnel {
     /// hyper is done with an HTTP/1.1 connection once it hands the socket over: without this its
     /// `max_connections` slot would go to the next client and the drain would not wait for the tunnel.
     pub connection: Arc<Held>,
+    /// On TLS, what the client was let in by: a reload that checks clients anew cuts the tunnel, which
+    /// would otherwise carry the old check's word for as long as it is open.
+    pub admitted: Option<Admitted>,
 }
 
 /// The client's side of an accepted upgrade.
@@ -211,8 +215,9 @@ pub fn splice(
     }
     // Begun before the 101 is sent, so the clocks never see the connection between requests.
     let in_flight: Option<Ended> = connection.as_ref().map(|c| c.activity.begin());
+    let admitted = connection.as_ref().and_then(|c| c.admitted.clone());
     tokio::spawn(async move {
-        if let Err(e) = tunnel(upgrade, upstream, idle).await {
+        if let Err(e) = tunnel(upgrade, upstream, idle, admitted).await {
             tracing::debug!("websocket tunnel ended: {e}");
         }
         // Only now may the slot go to another client, the drain stop waiting for this connection, and the
@@ -261,9 +266,16 @@ enum TunnelError {
     Io(#[from] io::Error),
     #[error("idle for {0:?}")]
     Idle(Duration),
+    #[error("cut: a reload changed the check its client's certificate passed")]
+    CheckedAnew,
 }
 
-async fn tunnel(client: OnUpgrade, upstream: Upgraded, idle: Duration) -> Result<(), TunnelError> {
+async fn tunnel(
+    client: OnUpgrade,
+    upstream: Upgraded,
+    idle: Duration,
+    admitted: Option<Admitted>,
+) -> Result<(), TunnelError> {
     let client = client.await?;
     let started = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
@@ -271,12 +283,19 @@ async fn tunnel(client: OnUpgrade, upstream: Upgraded, idle: Duration) -> Result
     let mut upstream = Watched::new(upstream, started, last.clone());
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
     let mut copy = std::pin::pin!(copy);
+    let mut checked_anew = std::pin::pin!(async {
+        match admitted {
+            Some(admitted) => admitted.checked_anew().await,
+            None => std::future::pending().await,
+        }
+    });
     loop {
         let seen = last.load(Ordering::Relaxed);
         // The config holds `read_timeout` to a year, which no clock overflows.
         let deadline = started + Duration::from_millis(seen) + idle;
         tokio::select! {
             copied = &mut copy => return copied.map(|_| ()).map_err(TunnelError::from),
+            () = &mut checked_anew => return Err(TunnelError::CheckedAnew),
             () = tokio::time::sleep_until(deadline) => {
                 if last.load(Ordering::Relaxed) == seen {
                     return Err(TunnelError::Idle(idle));
