@@ -4,7 +4,8 @@
 //! handshake closed within `header_read_timeout`, and `weir check` on a certificate that is missing and on
 //! wildcards no name can match; client certificates (mutual TLS), required or optional, checked against
 //! `client_ca` and forwarded as `X-Forwarded-Client-Cert`, and a client's own such header never; a reload
-//! that changes that check drains the connections the old one let in.
+//! that changes that check drains the connections the old one let in; each file's expiry in `/metrics`, and
+//! a stale revocation list warned of.
 
 #[path = "support/pki.rs"]
 mod pki;
@@ -566,4 +567,80 @@ async fn a_reload_that_changes_the_client_check_ends_the_connections_it_let_in()
             }
         }
     });
+}
+
+/// When the certificates in `file` stop serving, as Python's `cryptography` reads them (nobody here wrote
+/// it): `first`, the first certificate's `notAfter`; `earliest`, the earliest of them; `crl`, the list's
+/// next update. In seconds since the Unix epoch.
+fn expiry_by_python(kind: &str, file: &str) -> f64 {
+    const READ: &str = r#"
+import sys
+from cryptography import x509
+kind, data = sys.argv[1], open(sys.argv[2], "rb").read()
+if kind == "crl":
+    print(x509.load_pem_x509_crl(data).next_update_utc.timestamp())
+else:
+    certs = x509.load_pem_x509_certificates(data)
+    dates = [c.not_valid_after_utc.timestamp() for c in certs]
+    print(dates[0] if kind == "first" else min(dates))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", READ, kind, file])
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().parse().unwrap_or_else(|_| panic!("{text:?}"))
+}
+
+/// `/metrics` says when each file of `[server.tls]` stops letting clients in, by its field, as an
+/// independent reader of the files finds it; `weir check` warns of a revocation list already past its next
+/// update, and a reload of one logs the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_tell_when_each_tls_file_expires_and_a_stale_list_is_warned_of() {
+    let (pki, clients) = pkis(&["c"]);
+    clients.crl(&[], (2099, 1, 1));
+    let echo = upstream("e").await;
+    let text = mutual(&pki, &clients, echo, None).replacen(
+        "client_ca = ",
+        &format!("client_crl = \"{}\"\nclient_ca = ", clients.path("crl.pem")),
+        1,
+    ) + "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let weir = Weir::start(&text);
+    for (field, kind, file) in [
+        ("server.tls.cert", "first", pki.path("a.pem")),
+        ("server.tls.sni.0.cert", "first", pki.path("b.pem")),
+        ("server.tls.client_ca", "earliest", clients.path("ca.pem")),
+        ("server.tls.client_crl", "crl", clients.path("crl.pem")),
+    ] {
+        let metric = weir
+            .metric("weir_tls_expiry_timestamp_seconds", &[("field", field)])
+            .await;
+        assert_eq!(metric, Some(expiry_by_python(kind, &file)), "{field}");
+    }
+
+    clients.crl(&[], (2026, 1, 2));
+    let out = check(&text);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    golden("check-stale-crl.txt", &report(&out));
+    weir.signal(libc::SIGHUP);
+    assert!(
+        weir.wait_for_record(&["WARN", "tls.client_crl", "due for its next update"]),
+        "{}",
+        weir.log()
+    );
+    let metric = weir
+        .metric(
+            "weir_tls_expiry_timestamp_seconds",
+            &[("field", "server.tls.client_crl")],
+        )
+        .await;
+    assert_eq!(
+        metric,
+        Some(expiry_by_python("crl", &clients.path("crl.pem")))
+    );
 }

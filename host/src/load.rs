@@ -107,8 +107,17 @@ pub async fn load(
     let upstreams = Arc::new(upstreams(source, stats, &mut errors, &mut warnings));
     // The listener's certificates are loaded by the server when it starts; here they are checked, so that
     // `weir check` and a reload refuse a file that would not serve.
-    if let Err(failures) = crate::tls::listener_config(source) {
-        errors.extend(failures.0);
+    match crate::tls::listener_config(source) {
+        Err(failures) => errors.extend(failures.0),
+        Ok(listener) => {
+            // Past it, the file refuses clients: served all the same, as nginx does, and said.
+            let now = std::time::SystemTime::now();
+            for deadline in listener.iter().flat_map(|l| &l.deadlines) {
+                if let Some(why) = deadline.passed(now) {
+                    warnings.push(source.field_error(&deadline.field, why));
+                }
+            }
+        }
     }
     let mut compiled: HashMap<PathBuf, Result<Arc<PluginPre<HostState>>, String>> = HashMap::new();
     let mut routes = Vec::new();

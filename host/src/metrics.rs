@@ -21,6 +21,7 @@
 //! | `weir_upstream_endpoint_up` | `upstream`, `endpoint` | 1 while the running generation's endpoint takes requests |
 //! | `weir_rate_limit_decisions_total` | `route`, `plugin`, `limit`, `outcome` | throttle calls by limit: `allowed`, `refused`, `store_error` |
 //! | `weir_store_breaker_open` | | 1 while the Redis breaker fails store calls at once |
+//! | `weir_tls_expiry_timestamp_seconds` | `field` | when each file of `[server.tls]` stops letting clients in (Unix time) |
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -61,6 +62,7 @@ impl Collector for Metrics {
         self.instances(&mut encoder)?;
         self.upstreams(&mut encoder)?;
         self.rate_limits(&mut encoder)?;
+        self.tls(&mut encoder)?;
         self.process(&mut encoder)
     }
 }
@@ -369,6 +371,25 @@ impl Metrics {
                 MetricType::Gauge,
             )?;
             ConstGauge::new(i64::from(open)).encode(breaker)?;
+        }
+        Ok(())
+    }
+
+    fn tls(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        // Cloned, so that the channel's lock is not held while the text is written.
+        let Some(listener) = self.control.tls.borrow().clone() else {
+            return Ok(());
+        };
+        let mut expiry = encoder.encode_descriptor(
+            "weir_tls_expiry_timestamp_seconds",
+            "When each file of [server.tls] stops letting clients in, by the field that names it: a \
+             certificate's notAfter, the earliest of client_ca's, client_crl's next update",
+            None,
+            MetricType::Gauge,
+        )?;
+        for deadline in &listener.deadlines {
+            let labels = [("field", deadline.label())];
+            ConstGauge::new(deadline.at).encode(expiry.encode_family(&labels)?)?;
         }
         Ok(())
     }

@@ -67,14 +67,20 @@ fn at_least_one<T: PemObject>(
     Ok(items)
 }
 
-/// Adds the file's certificates to `roots` as trust anchors.
-pub fn add_anchors(roots: &mut RootCertStore, file: &Path) -> Result<(), PemFileError> {
-    for (index, cert) in certificates(file)?.into_iter().enumerate() {
-        roots.add(cert).map_err(|source| PemFileError::Anchor {
-            file: file.to_owned(),
-            index: index + 1,
-            source,
-        })?;
+/// Adds the file's certificates to `roots` as trust anchors; they are returned, for their dates.
+pub fn add_anchors(
+    roots: &mut RootCertStore,
+    file: &Path,
+) -> Result<Vec<CertificateDer<'static>>, PemFileError> {
+    let certs = certificates(file)?;
+    for (index, cert) in certs.iter().enumerate() {
+        roots
+            .add(cert.clone())
+            .map_err(|source| PemFileError::Anchor {
+                file: file.to_owned(),
+                index: index + 1,
+                source,
+            })?;
     }
-    Ok(())
+    Ok(certs)
 }

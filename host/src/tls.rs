@@ -22,6 +22,9 @@ use crate::config::tls::{ClientCert, ListenerTls};
 use crate::config::{ConfigErrors, Source, Step};
 use crate::pem_file::{self, PemFileError};
 
+mod expiry;
+pub use expiry::Deadline;
+
 /// A connection over TLS: `X-Forwarded-Proto` and the plugins' `request.scheme` say `https` for its requests.
 /// It carries the client's certificate, verified, as `X-Forwarded-Client-Cert` tells of it
 /// ([`crate::client_cert`]), when the client showed one.
@@ -71,6 +74,8 @@ pub struct FieldError {
 pub struct Listener {
     pub config: Arc<rustls::ServerConfig>,
     pub clients: Arc<ClientCheck>,
+    /// When each of its files stops letting clients in, for `/metrics` and a load's warnings.
+    pub deadlines: Vec<Deadline>,
 }
 
 /// What a client's certificate was checked against: the CA's anchors, the revocation lists, and whether a
@@ -145,6 +150,7 @@ pub fn server_config(
 ) -> Result<Listener, Vec<FieldError>> {
     let provider = crate::upstream::tls::provider();
     let mut errors = Vec::new();
+    let mut deadlines = Vec::new();
     let mut load = |cert: &Path, key: &Path, at: &[Step<'static>]| {
         let field = |name| {
             let mut field = vec![Step::Key("server"), Step::Key("tls")];
@@ -152,14 +158,17 @@ pub fn server_config(
             field.push(Step::Key(name));
             field
         };
-        certified_key(&resolve(cert), &resolve(key), &provider)
+        let loaded = certified_key(&resolve(cert), &resolve(key), &provider)
             .map_err(|(which, error)| {
                 errors.push(FieldError {
                     field: field(which),
                     error,
                 });
             })
-            .ok()
+            .ok()?;
+        let leaf = loaded.cert.first()?;
+        deadlines.extend(Deadline::certificate(field("cert"), leaf));
+        Some(loaded)
     };
     let default = load(&tls.cert, &tls.key, &[]);
     let mut by_name = HashMap::new();
@@ -176,7 +185,13 @@ pub fn server_config(
         errors.push(FieldError { field, error });
         None
     });
-    let (client_auth, clients) = client_auth.unzip();
+    let (client_auth, clients) = match client_auth {
+        Some(client) => {
+            deadlines.extend(client.deadlines);
+            (Some(client.verifier), Some(client.check))
+        }
+        None => (None, None),
+    };
     let Some(default) = default else {
         return Err(errors);
     };
@@ -214,11 +229,16 @@ pub fn server_config(
     Ok(Listener {
         config: Arc::new(config),
         clients: Arc::new(clients.unwrap_or_default()),
+        deadlines,
     })
 }
 
-/// rustls's check of clients' certificates, and what it checks them against.
-type ClientVerifier = (Arc<dyn ClientCertVerifier>, ClientCheck);
+/// rustls's check of clients' certificates, what it checks them against, and when its files go stale.
+struct ClientVerifier {
+    verifier: Arc<dyn ClientCertVerifier>,
+    check: ClientCheck,
+    deadlines: Vec<Deadline>,
+}
 
 /// The check of clients' certificates against `client_ca`, when there is one: rustls's verifier of the
 /// chain, the validity dates and the client-auth usage, with a client that shows none refused unless
@@ -235,7 +255,11 @@ fn client_verifier(
     };
     let ca = resolve(ca);
     let mut roots = RootCertStore::empty();
-    pem_file::add_anchors(&mut roots, &ca).map_err(|e| ("client_ca", e.into()))?;
+    let anchors = pem_file::add_anchors(&mut roots, &ca).map_err(|e| ("client_ca", e.into()))?;
+    let field = |name| vec![Step::Key("server"), Step::Key("tls"), Step::Key(name)];
+    let mut deadlines: Vec<Deadline> = Deadline::anchors(field("client_ca"), &anchors)
+        .into_iter()
+        .collect();
     let mut check = ClientCheck {
         anchors: roots.roots.clone(),
         optional: tls.client_cert == Some(ClientCert::Optional),
@@ -249,13 +273,20 @@ fn client_verifier(
     let crl = tls.client_crl.as_deref().map(&resolve);
     if let Some(file) = &crl {
         check.crls = pem_file::revocation_lists(file).map_err(|e| ("client_crl", e.into()))?;
+        deadlines.extend(Deadline::revocation_lists(field("client_crl"), &check.crls));
         builder = builder
             .with_crls(check.crls.iter().cloned())
             .enforce_revocation_expiration();
     }
     builder
         .build()
-        .map(|verifier| Some((verifier, check)))
+        .map(|verifier| {
+            Some(ClientVerifier {
+                verifier,
+                check,
+                deadlines,
+            })
+        })
         .map_err(|source| match (source, crl) {
             // A list that does not parse is the CRL file's fault; anything else, the CA file's.
             (source @ VerifierBuilderError::InvalidCrl(_), Some(file)) => {

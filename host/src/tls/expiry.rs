@@ -1,0 +1,109 @@
+//! When the listener's TLS files stop letting clients in: a certificate past its `notAfter` fails every
+//! handshake that gets it, a `client_ca` certificate past its own fails every client that chains to it,
+//! and a `client_crl` list past its next update refuses every certificate it covers. `/metrics` reports
+//! each of these times, so that an alert can fire before a renewal is missed (nginx reports none, and
+//! Traefik's `tls_certs_not_after` only certificates); a load or a reload warns of one already past.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
+use x509_parser::prelude::FromDer;
+use x509_parser::revocation_list::CertificateRevocationList;
+use x509_parser::time::ASN1Time;
+
+use crate::config::Step;
+
+/// The time past which the file `field` names stops letting clients in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deadline {
+    /// The field of the config file: `server.tls.cert`, `server.tls.sni.0.cert`, `server.tls.client_ca`…
+    pub field: Vec<Step<'static>>,
+    /// Seconds since the Unix epoch.
+    pub at: i64,
+    what: What,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum What {
+    Certificate,
+    Anchor,
+    RevocationList,
+}
+
+impl Deadline {
+    /// The certificate's `notAfter` (the leaf's, for a chain).
+    pub fn certificate(field: Vec<Step<'static>>, leaf: &CertificateDer<'_>) -> Option<Deadline> {
+        Deadline::new(field, not_after(leaf)?, What::Certificate)
+    }
+
+    /// The earliest `notAfter` of the trust anchors.
+    pub fn anchors(field: Vec<Step<'static>>, certs: &[CertificateDer<'_>]) -> Option<Deadline> {
+        let first = certs
+            .iter()
+            .filter_map(not_after)
+            .min_by_key(ASN1Time::timestamp)?;
+        Deadline::new(field, first, What::Anchor)
+    }
+
+    /// The earliest next update of the lists; a list without one is never stale.
+    pub fn revocation_lists(
+        field: Vec<Step<'static>>,
+        lists: &[CertificateRevocationListDer<'_>],
+    ) -> Option<Deadline> {
+        let first = lists
+            .iter()
+            .filter_map(|list| {
+                CertificateRevocationList::from_der(list)
+                    .ok()?
+                    .1
+                    .next_update()
+            })
+            .min_by_key(ASN1Time::timestamp)?;
+        Deadline::new(field, first, What::RevocationList)
+    }
+
+    fn new(field: Vec<Step<'static>>, at: ASN1Time, what: What) -> Option<Deadline> {
+        Some(Deadline {
+            field,
+            at: at.timestamp(),
+            what,
+        })
+    }
+
+    /// The field as `/metrics` labels it, dotted: `server.tls.sni.0.cert`.
+    pub fn label(&self) -> String {
+        let steps: Vec<String> = (self.field.iter())
+            .map(|step| match step {
+                Step::Key(key) => (*key).to_owned(),
+                Step::Index(index) => index.to_string(),
+            })
+            .collect();
+        steps.join(".")
+    }
+
+    /// What a load says of a deadline already past at `now`.
+    pub fn passed(&self, now: SystemTime) -> Option<String> {
+        let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(self.at).unwrap_or(0));
+        if at > now {
+            return None;
+        }
+        let shown = humantime::format_rfc3339_seconds(at);
+        Some(match self.what {
+            What::Certificate => {
+                format!("the certificate expired on {shown}: clients refuse the handshake")
+            }
+            What::Anchor => format!(
+                "a CA certificate expired on {shown}: client certificates that chain to it are refused"
+            ),
+            What::RevocationList => format!(
+                "a revocation list was due for its next update on {shown}: every client certificate \
+                 it covers is refused until a fresh list is loaded"
+            ),
+        })
+    }
+}
+
+fn not_after(cert: &CertificateDer<'_>) -> Option<ASN1Time> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    Some(parsed.validity().not_after)
+}
