@@ -4,13 +4,15 @@
 //! handshake closed within `header_read_timeout`, and `weir check` on a certificate that is missing and on
 //! wildcards no name can match; client certificates (mutual TLS), required or optional, checked against
 //! `client_ca` and forwarded as `X-Forwarded-Client-Cert`, and a client's own such header never; a reload
-//! that changes that check drains the connections the old one let in; each file's expiry in `/metrics`, and
+//! that changes that check checks each connection's client again and ends the connections of those it
+//! refuses; each file's expiry in `/metrics`, and
 //! a stale revocation list warned of.
 
 #[path = "support/pki.rs"]
 mod pki;
 mod support;
 
+use std::io::{BufRead, Write};
 use std::process::{Child, Command, Output, Stdio};
 
 use pki::Pki;
@@ -478,14 +480,14 @@ async fn a_revoked_client_certificate_is_refused() {
     });
 }
 
-/// Two requests by one curl, five seconds apart, with `clients`' certificate `cn` over `http`; each path
-/// is `/NAME/1` and `/NAME/2`. `--rate` leaves the connection to be reused between them.
+/// Two requests by one curl, ten seconds apart, with `clients`' certificate `cn` over `http`; each path is
+/// `/NAME/1` and `/NAME/2`. `--rate` leaves the connection to be reused between them.
 fn two_requests(pki: &Pki, clients: &Pki, weir: &Weir, name: &str, cn: &str, http: &str) -> Child {
     let port = weir.addr.port();
     let url = |n: u8| format!("https://a.test:{port}/{name}/{n}");
     Command::new("curl")
         .args(["-sS", "--cacert", &pki.path("ca.pem"), http])
-        .args(["--rate", "12/m"])
+        .args(["--rate", "6/m"])
         .args(["--resolve", &format!("a.test:{port}:127.0.0.1")])
         .args(["--cert", &clients.path(&format!("{cn}.pem"))])
         .args(["--key", &clients.path(&format!("{cn}.key"))])
@@ -508,20 +510,44 @@ fn transfers(curl: Child) -> Vec<String> {
         .collect()
 }
 
-/// A reload that changes what clients' certificates are checked against ends the connections the old check
-/// let in, after the request they are on, over HTTP/1.1 and HTTP/2 alike: a client whose certificate the
-/// new list revokes gets no further request through, one whose certificate still passes goes on over a new
-/// connection. A reload that leaves the check as it was leaves the connections be.
+/// An HTTP/1.1 client over one TLS connection to `a.test` (`argv[1]` the port, trusting CA `argv[2]`,
+/// showing certificate `argv[3]` with key `argv[4]`): a request at once, another once a line comes on
+/// stdin; for each, the status, the `Connection` header and the body's first line.
+const ONE_CONNECTION: &str = r#"
+import http.client, socket, ssl, sys
+port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+context = ssl.create_default_context(cafile=ca)
+context.load_cert_chain(cert, key)
+conn = http.client.HTTPConnection("a.test", port)
+conn.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="a.test")
+def get(path):
+    conn.request("GET", path)
+    response = conn.getresponse()
+    body = response.read().decode().split("\n")[0]
+    print(response.status, response.getheader("connection", "-"), body[:120], flush=True)
+get("/one-connection/1")
+sys.stdin.readline()
+get("/one-connection/2")
+"#;
+
+/// A reload that changes what clients' certificates are checked against checks each TLS connection's
+/// client again, over HTTP/1.1 and HTTP/2 alike: one whose certificate the new list revokes gets no further
+/// request through (the connection drains, a request that comes on it meanwhile is answered 421, and a
+/// request still in flight is cut at `shutdown_timeout`), while one whose certificate still passes keeps
+/// its connection. A reload that leaves the check as it was leaves every connection be.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_that_changes_the_client_check_ends_the_connections_it_let_in() {
+async fn a_reload_that_changes_the_client_check_ends_the_connections_it_refuses() {
     let (pki, clients) = pkis(&["kept", "revoked"]);
+    let revoked = 2;
     clients.crl(&[], (2099, 1, 1));
     let echo = upstream("e").await;
-    let text = mutual(&pki, &clients, echo, None).replacen(
-        "client_ca = ",
-        &format!("client_crl = \"{}\"\nclient_ca = ", clients.path("crl.pem")),
-        1,
-    );
+    let text = mutual(&pki, &clients, echo, None)
+        .replacen(
+            "client_ca = ",
+            &format!("client_crl = \"{}\"\nclient_ca = ", clients.path("crl.pem")),
+            1,
+        )
+        .replacen("[server]\n", "[server]\nshutdown_timeout = \"2s\"\n", 1);
     let weir = Weir::start(&text);
     let https = [("h1", "--http1.1"), ("h2", "--http2")];
     let run = |phase: &str, cns: &[&str]| -> Vec<(String, Child)> {
@@ -548,24 +574,76 @@ async fn a_reload_that_changes_the_client_check_ends_the_connections_it_let_in()
             assert_eq!(transfers(curl), ["200 1", "200 0"], "{name}");
         }
 
-        clients.crl(&[2], (2099, 1, 1));
+        clients.crl(&[revoked], (2099, 1, 1));
         let revoking = run("revoking", &["kept", "revoked"]);
+        let mut one = Command::new("python3")
+            .args(["-c", ONE_CONNECTION, &weir.addr.port().to_string()])
+            .args([pki.path("ca.pem"), clients.path("revoked.pem")])
+            .arg(clients.path("revoked.key"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run python3");
+        let mut lines = std::io::BufReader::new(one.stdout.take().expect("stdout")).lines();
+        let mut line = move || lines.next().expect("a line").expect("the client's line");
+        assert!(line().starts_with("200 "), "{}", weir.log());
+        let port = weir.addr.port();
+        let in_flight = Command::new("curl")
+            .args(["-sS", "--cacert", &pki.path("ca.pem"), "--http1.1"])
+            .args(["--resolve", &format!("a.test:{port}:127.0.0.1")])
+            .args(["--cert", &clients.path("revoked.pem")])
+            .args(["--key", &clients.path("revoked.key")])
+            .args(["-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("https://a.test:{port}/sleep/8000"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run curl");
+        // Its handshake done and its request at the upstream, which answers after 8 s.
+        std::thread::sleep(std::time::Duration::from_millis(700));
         weir.signal(libc::SIGHUP);
         assert!(
             weir.wait_for_log("clients' certificates are checked anew"),
             "{}",
             weir.log()
         );
+        let reloaded = std::time::Instant::now();
+        // Within the second an idle connection is given to drain.
+        let mut stdin = one.stdin.take().expect("stdin");
+        stdin.write_all(b"go\n").expect("write to the client");
+        assert_eq!(
+            line(),
+            "421 close this connection's client certificate no longer passes the listener's check: connect again",
+        );
+        // Cut at shutdown_timeout, where the upstream would have answered 8 s after it was asked.
+        let out = in_flight.wait_with_output().expect("curl's output");
+        let cut = reloaded.elapsed();
+        assert!(
+            !out.status.success() && out.stdout.starts_with(b"000"),
+            "the request in flight was answered: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(cut < std::time::Duration::from_secs(6), "cut after {cut:?}");
+        assert!(
+            weir.wait_for_log("closed: still busy 2s after a reload's check refused"),
+            "{}",
+            weir.log()
+        );
         for (name, curl) in revoking {
             let seen = transfers(curl);
             if name.contains("-kept-") {
-                assert_eq!(seen, ["200 1", "200 1"], "{name}: not a new connection");
+                // Still passes: the same connection.
+                assert_eq!(seen, ["200 1", "200 0"], "{name}");
             } else {
                 assert_eq!(seen.len(), 2, "{name}: {seen:?}");
                 assert_eq!(seen[0], "200 1", "{name}");
                 assert!(seen[1].starts_with("000 "), "{name} was let in: {seen:?}");
             }
         }
+        assert!(
+            one.wait().expect("wait").success(),
+            "the Python client failed"
+        );
     });
 }
 

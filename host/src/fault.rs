@@ -22,6 +22,9 @@ pub enum Fault<'a> {
     BodyTooLarge,
     /// The route serves only clients that showed a verified certificate, and this one showed none.
     NoClientCert,
+    /// A reload changed the listener's check of clients' certificates, and the connection's client no
+    /// longer passes it.
+    CheckedAnew,
     /// The request head broke the protocol's rules.
     Client(&'a Refusal),
     Upstream(&'a UpstreamError),
@@ -81,6 +84,13 @@ pub fn report(fault: &Fault<'_>) -> (StatusCode, Cow<'static, str>) {
         Fault::NoClientCert => (
             StatusCode::FORBIDDEN,
             "a client certificate is required\n".into(),
+        ),
+        // RFC 9110 §15.5.20: a client may send the request again over another connection, whose handshake
+        // the new check makes.
+        Fault::CheckedAnew => (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this connection's client certificate no longer passes the listener's check: connect again\n"
+                .into(),
         ),
         Fault::Client(refusal) => {
             // A client's mistake is not the proxy's trouble: debug, so a noisy client cannot flood the log.

@@ -80,6 +80,9 @@ impl Proxy {
         tls: Option<&Https>,
         trace: &mut Trace,
     ) -> Response<ProxyBody> {
+        if tls.is_some_and(|https| https.verdict.refused()) {
+            return error_response(&Fault::CheckedAnew);
+        }
         let (mut parts, body) = request.into_parts();
         let original_uri = match inbound::admit(&mut parts, self.inbound) {
             Ok(Admitted::Forward { original }) => original,

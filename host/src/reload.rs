@@ -100,17 +100,25 @@ impl Control {
         match result {
             Ok((proxy, tls, source)) => {
                 self.proxy.store(Arc::new(proxy));
-                if let Some(next) = tls {
-                    let recheck = (self.tls.borrow().as_ref())
-                        .is_some_and(|running| running.clients != next.clients);
+                if let Some(mut next) = tls {
+                    let running = self.tls.borrow().clone();
+                    let recheck = match running {
+                        // The running allocation, so that each connection's Peer finds it unchanged by
+                        // pointer, not by comparing every anchor and list.
+                        Some(running) if running.clients == next.clients => {
+                            next.clients = running.clients.clone();
+                            false
+                        }
+                        running => running.is_some(),
+                    };
+                    self.tls.send_replace(Some(Arc::new(next)));
                     if recheck {
-                        // crate::server drains each connection the running check let in.
+                        // Logged once the connections can see it: crate::tls::Peer.
                         tracing::info!(
-                            "clients' certificates are checked anew: TLS connections made before \
-                             this reload close after the request they are serving"
+                            "clients' certificates are checked anew: TLS connections and WebSocket \
+                             tunnels whose client the new check refuses are drained"
                         );
                     }
-                    self.tls.send_replace(Some(next));
                 }
                 *running = source;
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
@@ -129,7 +137,7 @@ impl Control {
     async fn load_next(
         &self,
         running: &ConfigFile,
-    ) -> Result<(Proxy, Option<Arc<crate::tls::Listener>>, Source), ReloadError> {
+    ) -> Result<(Proxy, Option<crate::tls::Listener>, Source), ReloadError> {
         let source = Source::read(&self.file).map_err(ReloadError::Config)?;
         let errors = source.validate();
         if !errors.is_empty() {
@@ -152,9 +160,7 @@ impl Control {
             tracing::warn!("{warning}");
         }
         // `load` checked the certificate files; read again here, one that changed since is refused.
-        let tls = crate::tls::listener_config(&source)
-            .map_err(ReloadError::Config)?
-            .map(Arc::new);
+        let tls = crate::tls::listener_config(&source).map_err(ReloadError::Config)?;
         Ok((proxy, tls, source))
     }
 

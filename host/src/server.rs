@@ -17,7 +17,7 @@ use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::client_cert;
 use crate::client_clocks::{Activity, Clocked, Clocks, Expired, Tracked};
@@ -28,7 +28,7 @@ use crate::outcome::ServedBody;
 use crate::proxy::Proxy;
 use crate::sniff::Sniffed;
 use crate::stats::RouteStats;
-use crate::tls::{self, Admitted, Https};
+use crate::tls::{self, Https, Peer};
 use crate::websocket::{self, Tunnel};
 
 /// Files the process needs besides its connections' sockets: the standard streams, the runtime's, the
@@ -65,12 +65,12 @@ pub fn connection_limit(configured: Option<u32>, open_files: Option<u64>) -> usi
 /// their last stream, WebSocket tunnels when they end.
 ///
 /// With certificates in `tls` the listener speaks TLS: each connection shakes hands with the certificates
-/// the channel holds when it is accepted (a reload sends new ones), within `header_read_timeout`, and
-/// drains as at shutdown once a reload changes what clients' certificates are checked against.
+/// the channel holds when it is accepted (a reload sends new ones), within `header_read_timeout`; one whose
+/// client a reload's check refuses ([`Peer`]) drains as at shutdown, and is cut after `shutdown_timeout`.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<ArcSwap<Proxy>>,
-    tls: watch::Receiver<Option<Arc<tls::Listener>>>,
+    mut tls: watch::Receiver<Option<Arc<tls::Listener>>>,
     stop: impl Future<Output = ()>,
     settings: &ServerConfig,
     max_connections: usize,
@@ -113,12 +113,13 @@ pub async fn serve(
             _draining: draining.clone(),
         });
         let activity = Arc::new(Activity::default());
-        let listener_tls = tls.borrow().clone();
+        // Marked seen: a reload from here on reaches the connection's Peer as a change.
+        let listener_tls = tls.borrow_and_update().clone();
         // The connection's service, made once it is known whether the connection is TLS and which
         // certificate, if any, its client showed.
         let service = {
             let (proxy, activity, held) = (proxy.clone(), activity.clone(), held.clone());
-            move |https: Option<Https>, admitted: Option<Admitted>| {
+            move |https: Option<Https>, peer: Option<Peer>| {
                 service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                     // Here, not in the handler's future: hyper reads ahead on the connection before it
                     // polls that future, and a head still in the read buffer then makes that read
@@ -131,7 +132,7 @@ pub async fn serve(
                         request.extensions_mut().insert(Tunnel {
                             activity: activity.clone(),
                             connection: held.clone(),
-                            admitted: admitted.clone(),
+                            peer: peer.clone(),
                         });
                     }
                     let proxy = proxy.load_full();
@@ -163,13 +164,13 @@ pub async fn serve(
             let io = Clocked::new(stream, activity.clone(), clocks);
             tokio::spawn(async move {
                 let service = service(None, None);
-                let draining = (draining, std::future::pending());
-                serve_connection(&http, io, service, activity, draining, (client, unrouted)).await;
+                let client = (client, unrouted, grace);
+                serve_connection(&http, io, service, activity, (draining, None), client).await;
                 drop(held);
             });
             continue;
         };
-        let admitted = Admitted::now(&tls, &listener_tls);
+        let channel = tls.clone();
         tokio::spawn(async move {
             // The handshake comes before the clocks: they time requests, which start once it is done. It
             // is bounded by the head's timeout, so a client that never finishes it holds a slot no longer
@@ -194,12 +195,20 @@ pub async fn serve(
                             }
                         },
                     };
-                    let service = service(Some(Https { client_cert }), Some(admitted.clone()));
+                    let peer = Peer::new(channel, &listener_tls, session.peer_certificates());
+                    let verdict = peer.verdict();
+                    let service = service(
+                        Some(Https {
+                            client_cert,
+                            verdict,
+                        }),
+                        Some(peer.clone()),
+                    );
                     // A 408 written in clear into the TLS stream would be garbage to the client: a timeout
                     // only closes, as on HTTP/2.
                     let io = Clocked::new(stream, activity.clone(), clocks).without_408();
-                    let draining = (draining, admitted.checked_anew());
-                    serve_connection(&http, io, service, activity, draining, (client, unrouted))
+                    let client = (client, unrouted, grace);
+                    serve_connection(&http, io, service, activity, (draining, Some(peer)), client)
                         .await;
                 }
                 Ok(Err(e)) => tracing::debug!(%client, "TLS handshake failed: {e}"),
@@ -222,15 +231,17 @@ pub async fn serve(
     }
 }
 
-/// Serves one connection until it ends, closing it after what it is busy with once the server drains or
-/// `stale` resolves.
+/// Serves one connection until it ends, closing it after what it is busy with once the server drains or a
+/// reload's check refuses its TLS client (`peer`); in the second case what is still busy `grace` later
+/// (`shutdown_timeout`) is cut, as a shutdown cuts it, so that no long request or stream goes on under a
+/// refused identity.
 async fn serve_connection<I, S>(
     http: &Http,
     io: Clocked<I>,
     service: S,
     activity: Arc<Activity>,
-    (mut draining, stale): (watch::Receiver<bool>, impl Future<Output = ()>),
-    (client, unrouted): (std::net::SocketAddr, Arc<RouteStats>),
+    (mut draining, peer): (watch::Receiver<bool>, Option<Peer>),
+    (client, unrouted, grace): (std::net::SocketAddr, Arc<RouteStats>, Duration),
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<
@@ -241,52 +252,77 @@ async fn serve_connection<I, S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    let refused = Notify::new();
+    let checked_anew = async {
+        match peer {
+            Some(peer) => peer.checked_anew().await,
+            None => std::future::pending().await,
+        }
+        refused.notify_one();
+    };
     let mut drained = std::pin::pin!(async {
         tokio::select! {
             // The guard it returns is not to be held across the connection's end.
             _ = draining.wait_for(|drain| *drain) => {}
-            () = stale => {}
+            () = checked_anew => {}
         }
     });
-    // A drain while the first bytes are awaited leaves them to the clocks, as it does a wait between
-    // requests (crate::client_clocks).
-    let mut sniffing = std::pin::pin!(Sniffed::read(io));
-    let (sniffed, drain_seen) = tokio::select! {
-        sniffed = sniffing.as_mut() => (sniffed, false),
-        () = drained.as_mut() => {
-            activity.drain();
-            (sniffing.await, true)
-        }
+    let cut = async {
+        refused.notified().await;
+        tokio::time::sleep(grace).await;
     };
-    let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = match sniffed {
-        Ok(io) if io.is_h2() => {
-            // hyper spawns each stream's future as a task, and spawning moves it five times over: boxed,
-            // a move is of a pointer, not of the handler's ~2.7 KB. HTTP/1.1 moves its future once, into
-            // the connection's own room, and is left unboxed.
-            let service = service_fn(move |request| Box::pin(service.call(request)));
-            let connection = http.h2.serve_connection(TokioIo::new(io), service);
-            // HTTP/2 can tell the client: GOAWAY, after which it opens no more streams here and hyper
-            // closes the connection once those it has are done.
-            until_drained(connection, drained, drain_seen, &activity, |c| {
-                c.graceful_shutdown();
-            })
-            .await
-            .map_err(Into::into)
-        }
-        Ok(io) => {
-            // With upgrades: after a WebSocket's 101 the socket goes on to crate::websocket's tunnel.
-            let connection = http
-                .h1
-                .serve_connection(TokioIo::new(io), service)
-                .with_upgrades();
-            // HTTP/1.1 has no GOAWAY, and hyper's graceful shutdown would close a connection between
-            // requests at once, a request on its way unanswered: the clocks' grace does that instead.
-            until_drained(connection, drained, drain_seen, &activity, |_| {})
+    let serving = async {
+        // A drain while the first bytes are awaited leaves them to the clocks, as it does a wait between
+        // requests (crate::client_clocks).
+        let mut sniffing = std::pin::pin!(Sniffed::read(io));
+        let (sniffed, drain_seen) = tokio::select! {
+            sniffed = sniffing.as_mut() => (sniffed, false),
+            () = drained.as_mut() => {
+                activity.drain();
+                (sniffing.await, true)
+            }
+        };
+        let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = match sniffed {
+            Ok(io) if io.is_h2() => {
+                // hyper spawns each stream's future as a task, and spawning moves it five times over: boxed,
+                // a move is of a pointer, not of the handler's ~2.7 KB. HTTP/1.1 moves its future once, into
+                // the connection's own room, and is left unboxed.
+                let service = service_fn(move |request| Box::pin(service.call(request)));
+                let connection = http.h2.serve_connection(TokioIo::new(io), service);
+                // HTTP/2 can tell the client: GOAWAY, after which it opens no more streams here and hyper
+                // closes the connection once those it has are done.
+                until_drained(connection, drained, drain_seen, &activity, |c| {
+                    c.graceful_shutdown();
+                })
                 .await
                 .map_err(Into::into)
+            }
+            Ok(io) => {
+                // With upgrades: after a WebSocket's 101 the socket goes on to crate::websocket's tunnel.
+                let connection = http
+                    .h1
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades();
+                // HTTP/1.1 has no GOAWAY, and hyper's graceful shutdown would close a connection between
+                // requests at once, a request on its way unanswered: the clocks' grace does that instead.
+                until_drained(connection, drained, drain_seen, &activity, |_| {})
+                    .await
+                    .map_err(Into::into)
+            }
+            // A clock that ran out before the bytes told the protocol: a head begun and not finished is a 408.
+            Err(e) => Err(e.into()),
+        };
+        result
+    };
+    let result = tokio::select! {
+        result = serving => result,
+        () = cut => {
+            tracing::info!(
+                %client,
+                "closed: still busy {grace:?} after a reload's check refused its client certificate"
+            );
+            return;
         }
-        // A clock that ran out before the bytes told the protocol: a head begun and not finished is a 408.
-        Err(e) => Err(e.into()),
     };
     let Err(e) = result else { return };
     if let Some(status) = refused_by_parser(&*e) {

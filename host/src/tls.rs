@@ -16,21 +16,24 @@ use rustls::pki_types::{CertificateRevocationListDer, PrivateKeyDer, TrustAnchor
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, VerifierBuilderError, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use tokio::sync::watch;
 
 use crate::config::tls::{ClientCert, ListenerTls};
 use crate::config::{ConfigErrors, Source, Step};
 use crate::pem_file::{self, PemFileError};
 
 mod expiry;
+mod peer;
 pub use expiry::Deadline;
+pub use peer::{Peer, Verdict};
 
 /// A connection over TLS: `X-Forwarded-Proto` and the plugins' `request.scheme` say `https` for its requests.
 /// It carries the client's certificate, verified, as `X-Forwarded-Client-Cert` tells of it
-/// ([`crate::client_cert`]), when the client showed one.
+/// ([`crate::client_cert`]), when the client showed one, and whether a reload's check has refused the client
+/// since ([`Peer`]).
 #[derive(Debug, Clone)]
 pub struct Https {
     pub client_cert: Option<http::HeaderValue>,
+    pub verdict: Verdict,
 }
 
 /// Why a certificate or key cannot be used (`[server.tls]`'s, or one an upstream shows its endpoints);
@@ -68,11 +71,13 @@ pub struct FieldError {
     pub error: CertError,
 }
 
-/// The listener's TLS as a handshake takes it: the rustls config, and what that config checks clients'
-/// certificates against. A connection keeps the second, so that a reload which changes it can end the
-/// connections whose client was let in by the check before.
+/// The listener's TLS as a handshake takes it: the rustls config, its check of clients' certificates, and
+/// what that check trusts. A connection keeps its client's chain, so that a reload which changes the check
+/// can end the connections whose client the new one would refuse ([`Peer`]).
 pub struct Listener {
     pub config: Arc<rustls::ServerConfig>,
+    /// None when the listener asks for no certificate.
+    pub verifier: Option<Arc<dyn ClientCertVerifier>>,
     pub clients: Arc<ClientCheck>,
     /// When each of its files stops letting clients in, for `/metrics` and a load's warnings.
     pub deadlines: Vec<Deadline>,
@@ -86,41 +91,6 @@ pub struct ClientCheck {
     anchors: Vec<TrustAnchor<'static>>,
     crls: Vec<CertificateRevocationListDer<'static>>,
     optional: bool,
-}
-
-/// The check a TLS connection's client passed (or was let in without, where a certificate is optional or
-/// not asked for), and the channel a reload sends the listener's next TLS on: what tells the connection,
-/// and a WebSocket tunnel made on it, that the client is to be checked anew.
-#[derive(Clone)]
-pub struct Admitted {
-    tls: watch::Receiver<Option<Arc<Listener>>>,
-    clients: Arc<ClientCheck>,
-}
-
-impl Admitted {
-    /// A connection accepted now, under the listener's TLS the channel holds.
-    pub fn now(tls: &watch::Receiver<Option<Arc<Listener>>>, listener: &Listener) -> Admitted {
-        Admitted {
-            tls: tls.clone(),
-            clients: listener.clients.clone(),
-        }
-    }
-
-    /// Resolves once a reload changes what clients' certificates are checked against: what this client
-    /// was let in by is then the old check's word, and the connection is to end after the request it is
-    /// on. A client let in by a CA since dropped, with a certificate since revoked, or without one where
-    /// one is now required thus keeps no connection past it, as nginx's reload ends the old workers'.
-    pub async fn checked_anew(mut self) {
-        let clients = self.clients;
-        let gone = (self.tls)
-            .wait_for(|now| now.as_ref().is_none_or(|now| now.clients != clients))
-            .await
-            .is_err();
-        if gone {
-            // The sender is dropped only as the process ends: the server's own drain comes instead.
-            std::future::pending::<()>().await;
-        }
-    }
 }
 
 /// The TLS of `[server.tls]`, if the config has one; a file that does not load is an error on its field,
@@ -213,6 +183,7 @@ pub fn server_config(
         })?;
     // A `client_ca` that failed to load returned above: no config is made without the check it asks for.
     let asks_clients = client_auth.is_some();
+    let verifier = client_auth.clone();
     let builder = match client_auth {
         Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
@@ -228,6 +199,7 @@ pub fn server_config(
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Listener {
         config: Arc::new(config),
+        verifier,
         clients: Arc::new(clients.unwrap_or_default()),
         deadlines,
     })

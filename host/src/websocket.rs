@@ -38,7 +38,7 @@ use crate::exchange::has_token;
 use crate::plugin::BodyKind;
 use crate::proxy::Route;
 use crate::server::Held;
-use crate::tls::Admitted;
+use crate::tls::Peer;
 use crate::upstream::{Switched, Upgraded};
 
 /// Why a route does not take a WebSocket upgrade.
@@ -113,9 +113,9 @@ pub struct Tunnel {
     /// hyper is done with an HTTP/1.1 connection once it hands the socket over: without this its
     /// `max_connections` slot would go to the next client and the drain would not wait for the tunnel.
     pub connection: Arc<Held>,
-    /// On TLS, what the client was let in by: a reload that checks clients anew cuts the tunnel, which
-    /// would otherwise carry the old check's word for as long as it is open.
-    pub admitted: Option<Admitted>,
+    /// On TLS, the client as its handshake checked it: a reload whose check refuses it cuts the tunnel,
+    /// which would otherwise carry the old check's word for as long as it is open.
+    pub peer: Option<Peer>,
 }
 
 /// The client's side of an accepted upgrade.
@@ -187,7 +187,7 @@ pub fn splice(
     };
     let ClientSide {
         upgrade,
-        connection,
+        mut connection,
         h2,
     } = client;
     // The upstream's connection is the tunnel's now: its place among the endpoint's `max_requests` too.
@@ -215,9 +215,9 @@ pub fn splice(
     }
     // Begun before the 101 is sent, so the clocks never see the connection between requests.
     let in_flight: Option<Ended> = connection.as_ref().map(|c| c.activity.begin());
-    let admitted = connection.as_ref().and_then(|c| c.admitted.clone());
+    let peer = connection.as_mut().and_then(|c| c.peer.take());
     tokio::spawn(async move {
-        if let Err(e) = tunnel(upgrade, upstream, idle, admitted).await {
+        if let Err(e) = tunnel(upgrade, upstream, idle, peer).await {
             tracing::debug!("websocket tunnel ended: {e}");
         }
         // Only now may the slot go to another client, the drain stop waiting for this connection, and the
@@ -266,7 +266,7 @@ enum TunnelError {
     Io(#[from] io::Error),
     #[error("idle for {0:?}")]
     Idle(Duration),
-    #[error("cut: a reload changed the check its client's certificate passed")]
+    #[error("cut: a reload's check refused its client certificate")]
     CheckedAnew,
 }
 
@@ -274,7 +274,7 @@ async fn tunnel(
     client: OnUpgrade,
     upstream: Upgraded,
     idle: Duration,
-    admitted: Option<Admitted>,
+    peer: Option<Peer>,
 ) -> Result<(), TunnelError> {
     let client = client.await?;
     let started = Instant::now();
@@ -284,8 +284,8 @@ async fn tunnel(
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
     let mut copy = std::pin::pin!(copy);
     let mut checked_anew = std::pin::pin!(async {
-        match admitted {
-            Some(admitted) => admitted.checked_anew().await,
+        match peer {
+            Some(peer) => peer.checked_anew().await,
             None => std::future::pending().await,
         }
     });
