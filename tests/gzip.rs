@@ -5,7 +5,7 @@ mod support;
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -50,17 +50,10 @@ fn python_gunzip(compressed: &[u8]) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("body.gz");
     std::fs::write(&file, compressed).expect("write");
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import gzip, sys; sys.stdout.buffer.write(gzip.decompress(open(sys.argv[1], 'rb').read()))",
-        ])
-        .arg(&file)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run python3");
-    assert!(out.status.success(), "python could not gunzip the body");
-    out.stdout
+    python_output(
+        "import gzip, sys; sys.stdout.buffer.write(gzip.decompress(open(sys.argv[1], 'rb').read()))",
+        &[file.as_os_str()],
+    )
 }
 
 /// `curl --compressed`: the coding curl saw and the body it decoded.

@@ -15,20 +15,11 @@ fn manifests() -> std::path::PathBuf {
 
 /// Every document of the manifests, as JSON (PyYAML reads the YAML: nothing here parses it by hand).
 fn documents() -> Vec<serde_json::Value> {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
-        ])
-        .arg(manifests())
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = python_output(
+        "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
+        &[manifests().as_os_str()],
     );
-    serde_json::from_slice(&out.stdout).expect("JSON")
+    serde_json::from_slice(&out).expect("JSON")
 }
 
 fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {

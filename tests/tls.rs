@@ -662,16 +662,8 @@ else:
     dates = [c.not_valid_after_utc.timestamp() for c in certs]
     print(dates[0] if kind == "first" else min(dates))
 "#;
-    let out = Command::new("python3")
-        .args(["-c", READ, kind, file])
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let out = support::python_output(READ, &[kind.as_ref(), file.as_ref()]);
+    let text = String::from_utf8_lossy(&out);
     text.trim().parse().unwrap_or_else(|_| panic!("{text:?}"))
 }
 

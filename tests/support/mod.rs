@@ -328,6 +328,22 @@ fn test_cache() -> PathBuf {
     workspace().join("target/weir-test-cache")
 }
 
+/// What `python3 -c script args…` prints: Python as the reader of formats nobody here wrote (PyYAML,
+/// cryptography, gzip). Its failure fails the test, with what it wrote to stderr.
+pub fn python_output(script: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "python3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 pub fn weir_command() -> Command {
     Command::new(env!("CARGO_BIN_EXE_weir"))
 }
