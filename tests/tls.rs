@@ -547,7 +547,8 @@ async fn a_reload_that_changes_the_client_check_ends_the_connections_it_refuses(
             &format!("client_crl = \"{}\"\nclient_ca = ", clients.path("crl.pem")),
             1,
         )
-        .replacen("[server]\n", "[server]\nshutdown_timeout = \"2s\"\n", 1);
+        .replacen("[server]\n", "[server]\nshutdown_timeout = \"2s\"\n", 1)
+        + "[admin]\nlisten = \"127.0.0.1:0\"\n";
     let weir = Weir::start(&text);
     let https = [("h1", "--http1.1"), ("h2", "--http2")];
     let run = |phase: &str, cns: &[&str]| -> Vec<(String, Child)> {
@@ -645,6 +646,9 @@ async fn a_reload_that_changes_the_client_check_ends_the_connections_it_refuses(
             "the Python client failed"
         );
     });
+    // The revoked certificate's: curl's over HTTP/1.1 and HTTP/2, the Python client's, the one in flight.
+    let refused = weir.metric("weir_tls_clients_refused_total", &[]).await;
+    assert_eq!(refused, Some(4.0));
 }
 
 /// When the certificates in `file` stop serving, as Python's `cryptography` reads them (nobody here wrote

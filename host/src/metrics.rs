@@ -22,6 +22,7 @@
 //! | `weir_rate_limit_decisions_total` | `route`, `plugin`, `limit`, `outcome` | throttle calls by limit: `allowed`, `refused`, `store_error` |
 //! | `weir_store_breaker_open` | | 1 while the Redis breaker fails store calls at once |
 //! | `weir_tls_expiry_timestamp_seconds` | `field` | when each file of `[server.tls]` stops letting clients in (Unix time) |
+//! | `weir_tls_clients_refused_total` | | TLS connections ended because a reload's check refused their client |
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -38,6 +39,7 @@ use crate::crypto::Key;
 use crate::logging;
 use crate::reload::Control;
 use crate::stats::{Failure, Histogram, Hook, Phase, PluginStats, STATUS_CLASSES, UpstreamStats};
+use crate::tls::Peer;
 
 pub struct Metrics {
     control: Arc<Control>,
@@ -380,6 +382,13 @@ impl Metrics {
         let Some(listener) = self.control.tls.borrow().clone() else {
             return Ok(());
         };
+        let refused = encoder.encode_descriptor(
+            "weir_tls_clients_refused",
+            "TLS connections ended because a reload's check of clients' certificates refused their client",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(Peer::refused_total()).encode(refused)?;
         let mut expiry = encoder.encode_descriptor(
             "weir_tls_expiry_timestamp_seconds",
             "When each file of [server.tls] stops letting clients in, by the field that names it: a \

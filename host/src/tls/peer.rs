@@ -6,12 +6,15 @@
 //! reissued with nothing new on it (which `client_crl`'s next update makes routine) ends no connection.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rustls::pki_types::{CertificateDer, UnixTime};
 use tokio::sync::watch;
 
 use super::{ClientCheck, Listener};
+
+/// Connections whose client a reload's check refused, since the process started.
+static REFUSED: AtomicU64 = AtomicU64::new(0);
 
 /// A TLS connection's client: the chain it showed (if any), the check it passed, and the channel a reload
 /// sends the listener's next TLS on. Clones share the verdict.
@@ -54,6 +57,11 @@ impl Peer {
         self.verdict.clone()
     }
 
+    /// Connections whose client a reload's check refused, by every generation, for `/metrics`.
+    pub fn refused_total() -> u64 {
+        REFUSED.load(Ordering::Relaxed)
+    }
+
     /// Resolves once a reload brings a check this client does not pass, having marked it refused. A
     /// reload with the same check costs a comparison; one with another check, a verification of the chain
     /// the client showed.
@@ -70,7 +78,10 @@ impl Peer {
                 _ => break,
             }
         }
-        self.verdict.0.store(true, Ordering::Relaxed);
+        // A tunnel's Peer shares its connection's verdict: the connection is counted once.
+        if !self.verdict.0.swap(true, Ordering::Relaxed) {
+            REFUSED.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn passes(&self, listener: &Listener) -> bool {
