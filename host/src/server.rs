@@ -119,7 +119,8 @@ pub async fn serve(
         // certificate, if any, its client showed.
         let service = {
             let (proxy, activity, held) = (proxy.clone(), activity.clone(), held.clone());
-            move |https: Option<Https>, peer: Option<Peer>| {
+            // In an Arc: each request takes the connection's facts for a pointer's count.
+            move |https: Option<Arc<Https>>, peer: Option<Peer>| {
                 service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                     // Here, not in the handler's future: hyper reads ahead on the connection before it
                     // polls that future, and a head still in the read buffer then makes that read
@@ -142,7 +143,7 @@ pub async fn serve(
                     let http1 = request.version() < http::Version::HTTP_2;
                     let https = https.clone();
                     async move {
-                        let mut response = proxy.handle(request, client, https.as_ref()).await;
+                        let mut response = proxy.handle(request, client, https.as_deref()).await;
                         if http1 && ended.draining() {
                             // The client is to take its next request elsewhere (after an upgrade, to the
                             // new process).
@@ -197,13 +198,11 @@ pub async fn serve(
                     };
                     let peer = Peer::new(channel, &listener_tls, session.peer_certificates());
                     let verdict = peer.verdict();
-                    let service = service(
-                        Some(Https {
-                            client_cert,
-                            verdict,
-                        }),
-                        Some(peer.clone()),
-                    );
+                    let https = Arc::new(Https {
+                        client_cert,
+                        verdict,
+                    });
+                    let service = service(Some(https), Some(peer.clone()));
                     // A 408 written in clear into the TLS stream would be garbage to the client: a timeout
                     // only closes, as on HTTP/2.
                     let io = Clocked::new(stream, activity.clone(), clocks).without_408();
@@ -254,10 +253,7 @@ async fn serve_connection<I, S>(
 {
     let refused = Notify::new();
     let checked_anew = async {
-        match peer {
-            Some(peer) => peer.checked_anew().await,
-            None => std::future::pending().await,
-        }
+        Peer::refusal(peer).await;
         refused.notify_one();
     };
     let mut drained = std::pin::pin!(async {

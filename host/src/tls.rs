@@ -123,8 +123,7 @@ pub fn server_config(
     let mut deadlines = Vec::new();
     let mut load = |cert: &Path, key: &Path, at: &[Step<'static>]| {
         let field = |name| {
-            let mut field = vec![Step::Key("server"), Step::Key("tls")];
-            field.extend_from_slice(at);
+            let mut field = tls_field(at);
             field.push(Step::Key(name));
             field
         };
@@ -151,7 +150,7 @@ pub fn server_config(
         }
     }
     let client_auth = client_verifier(tls, &resolve, &provider).unwrap_or_else(|(which, error)| {
-        let field = vec![Step::Key("server"), Step::Key("tls"), Step::Key(which)];
+        let field = tls_field(&[Step::Key(which)]);
         errors.push(FieldError { field, error });
         None
     });
@@ -177,19 +176,18 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| {
             vec![FieldError {
-                field: vec![Step::Key("server"), Step::Key("tls")],
+                field: tls_field(&[]),
                 error: CertError::Settings(Box::new(e)),
             }]
         })?;
     // A `client_ca` that failed to load returned above: no config is made without the check it asks for.
-    let asks_clients = client_auth.is_some();
     let verifier = client_auth.clone();
     let builder = match client_auth {
         Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(resolver));
-    if asks_clients {
+    if verifier.is_some() {
         // A resumed session brings back the client's certificate as it was checked then, past a
         // revocation list, an expiry or a reload since: every connection checks it afresh.
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -203,6 +201,13 @@ pub fn server_config(
         clients: Arc::new(clients.unwrap_or_default()),
         deadlines,
     })
+}
+
+/// The field `server.tls.…` of the config file, `at` within `[server.tls]`.
+fn tls_field(at: &[Step<'static>]) -> Vec<Step<'static>> {
+    let mut field = vec![Step::Key("server"), Step::Key("tls")];
+    field.extend_from_slice(at);
+    field
 }
 
 /// rustls's check of clients' certificates, what it checks them against, and when its files go stale.
@@ -228,7 +233,7 @@ fn client_verifier(
     let ca = resolve(ca);
     let mut roots = RootCertStore::empty();
     let anchors = pem_file::add_anchors(&mut roots, &ca).map_err(|e| ("client_ca", e.into()))?;
-    let field = |name| vec![Step::Key("server"), Step::Key("tls"), Step::Key(name)];
+    let field = |name| tls_field(&[Step::Key(name)]);
     let mut deadlines: Vec<Deadline> = Deadline::anchors(field("client_ca"), &anchors)
         .into_iter()
         .collect();

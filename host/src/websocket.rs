@@ -283,12 +283,7 @@ async fn tunnel(
     let mut upstream = Watched::new(upstream, started, last.clone());
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
     let mut copy = std::pin::pin!(copy);
-    let mut checked_anew = std::pin::pin!(async {
-        match peer {
-            Some(peer) => peer.checked_anew().await,
-            None => std::future::pending().await,
-        }
-    });
+    let mut checked_anew = std::pin::pin!(Peer::refusal(peer));
     loop {
         let seen = last.load(Ordering::Relaxed);
         // The config holds `read_timeout` to a year, which no clock overflows.

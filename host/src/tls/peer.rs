@@ -62,10 +62,19 @@ impl Peer {
         REFUSED.load(Ordering::Relaxed)
     }
 
+    /// Resolves once a reload's check refuses the client of `peer`; never for a connection in clear, which
+    /// has none.
+    pub async fn refusal(peer: Option<Peer>) {
+        match peer {
+            Some(peer) => peer.checked_anew().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Resolves once a reload brings a check this client does not pass, having marked it refused. A
     /// reload with the same check costs a comparison; one with another check, a verification of the chain
     /// the client showed.
-    pub async fn checked_anew(mut self) {
+    async fn checked_anew(mut self) {
         loop {
             if self.tls.changed().await.is_err() {
                 // The sender is dropped only as the process ends: the server's own drain comes instead.
