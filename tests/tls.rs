@@ -5,8 +5,8 @@
 //! wildcards no name can match; client certificates (mutual TLS), required or optional, checked against
 //! `client_ca` and forwarded as `X-Forwarded-Client-Cert`, and a client's own such header never; a reload
 //! that changes that check checks each connection's client again and ends the connections of those it
-//! refuses; each file's expiry in `/metrics`, and
-//! a stale revocation list warned of.
+//! refuses, as does a client certificate expiring while its connection is open; each file's expiry in
+//! `/metrics`, and a stale revocation list warned of.
 
 #[path = "support/pki.rs"]
 mod pki;
@@ -512,7 +512,8 @@ fn transfers(curl: Child) -> Vec<String> {
 
 /// An HTTP/1.1 client over one TLS connection to `a.test` (`argv[1]` the port, trusting CA `argv[2]`,
 /// showing certificate `argv[3]` with key `argv[4]`): a request at once, another once a line comes on
-/// stdin; for each, the status, the `Connection` header and the body's first line.
+/// stdin; for each, the status, the `Connection` header and the body's first line, or `closed` when the
+/// server closed the connection instead.
 const ONE_CONNECTION: &str = r#"
 import http.client, socket, ssl, sys
 port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
@@ -521,8 +522,12 @@ context.load_cert_chain(cert, key)
 conn = http.client.HTTPConnection("a.test", port)
 conn.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="a.test")
 def get(path):
-    conn.request("GET", path)
-    response = conn.getresponse()
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+    except (ConnectionError, http.client.HTTPException, ssl.SSLError):
+        print("closed", flush=True)
+        return
     body = response.read().decode().split("\n")[0]
     print(response.status, response.getheader("connection", "-"), body[:120], flush=True)
 get("/one-connection/1")
@@ -626,7 +631,7 @@ async fn a_reload_that_changes_the_client_check_ends_the_connections_it_refuses(
         );
         assert!(cut < std::time::Duration::from_secs(6), "cut after {cut:?}");
         assert!(
-            weir.wait_for_log("closed: still busy 2s after a reload's check refused"),
+            weir.wait_for_log("closed: still busy 2s after a check refused"),
             "{}",
             weir.log()
         );
@@ -651,6 +656,128 @@ async fn a_reload_that_changes_the_client_check_ends_the_connections_it_refuses(
     assert_eq!(refused, Some(4.0));
 }
 
+/// A client certificate that expires while its connection is open ends that connection without a reload:
+/// the check runs again at its `notAfter`, over HTTP/1.1 and HTTP/2 alike, and the connection's next
+/// request is refused (nginx checks the dates at the handshake only). Another client's connections carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_that_expires_while_its_connection_is_open_ends_it() {
+    let (pki, clients) = pkis(&["lasting"]);
+    let echo = upstream("e").await;
+    let text = mutual(&pki, &clients, echo, None) + "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let weir = Weir::start(&text);
+    // Issued once Weir is up, so that a slow start cannot use up its few seconds: long enough for each
+    // client's first request, well before its second, ten seconds on.
+    let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(4);
+    let uri = "spiffe://weir.test/brief";
+    clients.client_until("brief", uri, "brief.test", Some(expires));
+    tokio::task::block_in_place(|| {
+        let mut running = Vec::new();
+        for cn in ["lasting", "brief"] {
+            for (version, http) in [("h1", "--http1.1"), ("h2", "--http2")] {
+                let name = format!("expiry-{cn}-{version}");
+                let curl = two_requests(&pki, &clients, &weir, &name, cn, http);
+                running.push((name, curl));
+            }
+        }
+        let mut one = Command::new("python3")
+            .args(["-c", ONE_CONNECTION, &weir.addr.port().to_string()])
+            .args([pki.path("ca.pem"), clients.path("brief.pem")])
+            .arg(clients.path("brief.key"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run python3");
+        let mut lines = std::io::BufReader::new(one.stdout.take().expect("stdout")).lines();
+        let mut line = move || lines.next().expect("a line").expect("the client's line");
+        assert!(line().starts_with("200 "), "{}", weir.log());
+        for (name, _) in &running {
+            assert!(weir.wait_for_log(&format!("/{name}/1")), "{}", weir.log());
+        }
+        // webpki holds a certificate valid through its notAfter's second.
+        let past = expires + std::time::Duration::from_secs(1);
+        std::thread::sleep(
+            past.duration_since(std::time::SystemTime::now())
+                .unwrap_or_default(),
+        );
+        assert!(
+            weir.wait_for_log("draining: its client's certificate expired"),
+            "{}",
+            weir.log()
+        );
+        let mut stdin = one.stdin.take().expect("stdin");
+        stdin.write_all(b"go\n").expect("write to the client");
+        // Answered 421 if it came within the second an idle draining connection is given, else closed.
+        let second = line();
+        assert!(
+            second == "closed" || second.starts_with("421 close "),
+            "a request after the certificate expired was answered: {second}"
+        );
+        for (name, curl) in running {
+            let seen = transfers(curl);
+            if name.contains("-lasting-") {
+                assert_eq!(seen, ["200 1", "200 0"], "{name}");
+            } else {
+                assert_eq!(seen.len(), 2, "{name}: {seen:?}");
+                assert_eq!(seen[0], "200 1", "{name}");
+                // Refused, on the old connection or at a new handshake.
+                assert!(seen[1].starts_with("000 "), "{name} was let in: {seen:?}");
+            }
+        }
+        assert!(
+            one.wait().expect("wait").success(),
+            "the Python client failed"
+        );
+    });
+    // The expired certificate's connections: curl's over HTTP/1.1 and HTTP/2, and the Python client's.
+    let refused = weir.metric("weir_tls_clients_refused_total", &[]).await;
+    assert_eq!(refused, Some(3.0));
+}
+
+/// A revocation list whose next update passes while connections are open ends them as a reload of the
+/// stale list would: every certificate it covers is refused from then on, on open connections too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_list_that_goes_stale_while_a_connection_is_open_ends_it() {
+    let (pki, clients) = pkis(&["c"]);
+    clients.crl(&[], (2099, 1, 1));
+    let echo = upstream("e").await;
+    let text = mutual(&pki, &clients, echo, None).replacen(
+        "client_ca = ",
+        &format!("client_crl = \"{}\"\nclient_ca = ", clients.path("crl.pem")),
+        1,
+    ) + "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    // Loaded with a next update a few seconds on, once Weir is up (a reload reads the list again).
+    let weir = Weir::start(&text);
+    let stale = std::time::SystemTime::now() + std::time::Duration::from_secs(4);
+    clients.crl_until(&[], stale);
+    weir.signal(libc::SIGHUP);
+    assert!(weir.wait_for_log("config reloaded"), "{}", weir.log());
+    tokio::task::block_in_place(|| {
+        let curl = two_requests(&pki, &clients, &weir, "stale", "c", "--http1.1");
+        assert!(weir.wait_for_log("/stale/1"), "{}", weir.log());
+        std::thread::sleep(
+            stale
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default(),
+        );
+        assert!(
+            weir.wait_for_log(
+                "draining: its client's certificate expired, or the revocation lists went stale"
+            ),
+            "{}",
+            weir.log()
+        );
+        let seen = transfers(curl);
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[0], "200 1");
+        assert!(
+            seen[1].starts_with("000 "),
+            "let in past the list's next update: {seen:?}"
+        );
+    });
+    let refused = weir.metric("weir_tls_clients_refused_total", &[]).await;
+    assert_eq!(refused, Some(1.0));
+}
+
 /// When the certificates in `file` stop serving, as Python's `cryptography` reads them (nobody here wrote
 /// it): `first`, the first certificate's `notAfter`; `earliest`, the earliest of them; `crl`, the list's
 /// next update. In seconds since the Unix epoch.
@@ -671,7 +798,7 @@ else:
     text.trim().parse().unwrap_or_else(|_| panic!("{text:?}"))
 }
 
-/// `/metrics` says when each file of `[server.tls]` stops letting clients in, by its field, as an
+/// `/metrics` says when each file of `[server.tls]` expires, by its field, as an
 /// independent reader of the files finds it; `weir check` warns of a revocation list already past its next
 /// update, and a reload of one logs the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,8 +21,8 @@
 //! | `weir_upstream_endpoint_up` | `upstream`, `endpoint` | 1 while the running generation's endpoint takes requests |
 //! | `weir_rate_limit_decisions_total` | `route`, `plugin`, `limit`, `outcome` | throttle calls by limit: `allowed`, `refused`, `store_error` |
 //! | `weir_store_breaker_open` | | 1 while the Redis breaker fails store calls at once |
-//! | `weir_tls_expiry_timestamp_seconds` | `field` | when each file of `[server.tls]` stops letting clients in (Unix time) |
-//! | `weir_tls_clients_refused_total` | | TLS connections ended because a reload's check refused their client |
+//! | `weir_tls_expiry_timestamp_seconds` | `field` | when each file of `[server.tls]` expires (Unix time) |
+//! | `weir_tls_clients_refused_total` | | TLS connections ended because a later check refused their client |
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -384,15 +384,17 @@ impl Metrics {
         };
         let refused = encoder.encode_descriptor(
             "weir_tls_clients_refused",
-            "TLS connections ended because a reload's check of clients' certificates refused their client",
+            "TLS connections ended because a later check of clients' certificates refused their client: \
+             a reload's, or the check run again as a certificate of their chain or a revocation list expired",
             None,
             MetricType::Counter,
         )?;
         ConstCounter::new(Peer::refused_total()).encode(refused)?;
         let mut expiry = encoder.encode_descriptor(
             "weir_tls_expiry_timestamp_seconds",
-            "When each file of [server.tls] stops letting clients in, by the field that names it: a \
-             certificate's notAfter, the earliest of client_ca's, client_crl's next update",
+            "When each file of [server.tls] expires, by the field that names it: a certificate's notAfter \
+             (past it clients refuse the handshake), the earliest of client_ca's (due for renewal), \
+             client_crl's next update (past it every certificate a list covers is refused)",
             None,
             MetricType::Gauge,
         )?;

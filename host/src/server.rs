@@ -66,7 +66,8 @@ pub fn connection_limit(configured: Option<u32>, open_files: Option<u64>) -> usi
 ///
 /// With certificates in `tls` the listener speaks TLS: each connection shakes hands with the certificates
 /// the channel holds when it is accepted (a reload sends new ones), within `header_read_timeout`; one whose
-/// client a reload's check refuses ([`Peer`]) drains as at shutdown, and is cut after `shutdown_timeout`.
+/// client a later check refuses ([`Peer`]: a reload's, or its certificate's expiry) drains as at shutdown,
+/// and is cut after `shutdown_timeout`.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<ArcSwap<Proxy>>,
@@ -231,7 +232,7 @@ pub async fn serve(
 }
 
 /// Serves one connection until it ends, closing it after what it is busy with once the server drains or a
-/// reload's check refuses its TLS client (`peer`); in the second case what is still busy `grace` later
+/// later check refuses its TLS client (`peer`); in the second case what is still busy `grace` later
 /// (`shutdown_timeout`) is cut, as a shutdown cuts it, so that no long request or stream goes on under a
 /// refused identity.
 async fn serve_connection<I, S>(
@@ -253,7 +254,8 @@ async fn serve_connection<I, S>(
 {
     let refused = Notify::new();
     let checked_anew = async {
-        Peer::refusal(peer).await;
+        let why = Peer::refusal(peer).await;
+        tracing::info!(%client, "draining: {why}");
         refused.notify_one();
     };
     let mut drained = std::pin::pin!(async {
@@ -315,7 +317,7 @@ async fn serve_connection<I, S>(
         () = cut => {
             tracing::info!(
                 %client,
-                "closed: still busy {grace:?} after a reload's check refused its client certificate"
+                "closed: still busy {grace:?} after a check refused its client certificate"
             );
             return;
         }

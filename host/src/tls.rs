@@ -24,11 +24,11 @@ use crate::pem_file::{self, PemFileError};
 mod expiry;
 mod peer;
 pub use expiry::Deadline;
-pub use peer::{Peer, Verdict};
+pub use peer::{Peer, Refusal, Verdict};
 
 /// A connection over TLS: `X-Forwarded-Proto` and the plugins' `request.scheme` say `https` for its requests.
 /// It carries the client's certificate, verified, as `X-Forwarded-Client-Cert` tells of it
-/// ([`crate::client_cert`]), when the client showed one, and whether a reload's check has refused the client
+/// ([`crate::client_cert`]), when the client showed one, and whether a later check has refused the client
 /// since ([`Peer`]).
 #[derive(Debug, Clone)]
 pub struct Https {
@@ -91,6 +91,9 @@ pub struct ClientCheck {
     anchors: Vec<TrustAnchor<'static>>,
     crls: Vec<CertificateRevocationListDer<'static>>,
     optional: bool,
+    /// The earliest next update of the lists, from which they refuse every certificate they cover: a
+    /// connection open then is checked again ([`Peer`]).
+    stale_from: Option<std::time::SystemTime>,
 }
 
 /// The TLS of `[server.tls]`, if the config has one; a file that does not load is an error on its field,
@@ -241,6 +244,7 @@ fn client_verifier(
         anchors: roots.roots.clone(),
         optional: tls.client_cert == Some(ClientCert::Optional),
         crls: Vec::new(),
+        stale_from: None,
     };
     let mut builder =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
@@ -250,7 +254,9 @@ fn client_verifier(
     let crl = tls.client_crl.as_deref().map(&resolve);
     if let Some(file) = &crl {
         check.crls = pem_file::revocation_lists(file).map_err(|e| ("client_crl", e.into()))?;
-        deadlines.extend(Deadline::revocation_lists(field("client_crl"), &check.crls));
+        let lists = Deadline::revocation_lists(field("client_crl"), &check.crls);
+        check.stale_from = lists.as_ref().map(Deadline::time);
+        deadlines.extend(lists);
         builder = builder
             .with_crls(check.crls.iter().cloned())
             .enforce_revocation_expiration();

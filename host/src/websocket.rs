@@ -38,7 +38,7 @@ use crate::exchange::has_token;
 use crate::plugin::BodyKind;
 use crate::proxy::Route;
 use crate::server::Held;
-use crate::tls::Peer;
+use crate::tls::{Peer, Refusal};
 use crate::upstream::{Switched, Upgraded};
 
 /// Why a route does not take a WebSocket upgrade.
@@ -113,8 +113,9 @@ pub struct Tunnel {
     /// hyper is done with an HTTP/1.1 connection once it hands the socket over: without this its
     /// `max_connections` slot would go to the next client and the drain would not wait for the tunnel.
     pub connection: Arc<Held>,
-    /// On TLS, the client as its handshake checked it: a reload whose check refuses it cuts the tunnel,
-    /// which would otherwise carry the old check's word for as long as it is open.
+    /// On TLS, the client as its handshake checked it: a later check that refuses it (a reload's, or its
+    /// certificate's expiry) cuts the tunnel, which would otherwise carry the old check's word for as long
+    /// as it is open.
     pub peer: Option<Peer>,
 }
 
@@ -266,8 +267,8 @@ enum TunnelError {
     Io(#[from] io::Error),
     #[error("idle for {0:?}")]
     Idle(Duration),
-    #[error("cut: a reload's check refused its client certificate")]
-    CheckedAnew,
+    #[error("cut: {0}")]
+    CheckedAnew(Refusal),
 }
 
 async fn tunnel(
@@ -290,7 +291,7 @@ async fn tunnel(
         let deadline = started + Duration::from_millis(seen) + idle;
         tokio::select! {
             copied = &mut copy => return copied.map(|_| ()).map_err(TunnelError::from),
-            () = &mut checked_anew => return Err(TunnelError::CheckedAnew),
+            why = &mut checked_anew => return Err(TunnelError::CheckedAnew(why)),
             () = tokio::time::sleep_until(deadline) => {
                 if last.load(Ordering::Relaxed) == seen {
                     return Err(TunnelError::Idle(idle));

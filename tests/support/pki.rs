@@ -51,6 +51,17 @@ impl Pki {
     /// tests, CN={cn}`, and names `uri` and `dns`, in that order. Its serial number is returned: 1 for the
     /// first, 2 for the next.
     pub fn client(&self, cn: &str, uri: &str, dns: &str) -> u64 {
+        self.client_until(cn, uri, dns, None)
+    }
+
+    /// As `client`, the certificate valid until `not_after` when given (rcgen's default else: 4096).
+    pub fn client_until(
+        &self,
+        cn: &str,
+        uri: &str,
+        dns: &str,
+        not_after: Option<std::time::SystemTime>,
+    ) -> u64 {
         let key = KeyPair::generate().expect("a client key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
         // rcgen's default name holds a CN already, which would keep the CN first.
@@ -64,6 +75,9 @@ impl Pki {
             SanType::DnsName(dns.try_into().expect("an IA5 name")),
         ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        if let Some(not_after) = not_after {
+            params.not_after = not_after.into();
+        }
         let serial = self.serial.get() + 1;
         self.serial.set(serial);
         params.serial_number = Some(SerialNumber::from(serial));
@@ -79,6 +93,12 @@ impl Pki {
     /// Writes the CA's revocation list as `crl.pem`: the certificates of `revoked` serial numbers, and
     /// the next update on `next_update` (year, month, day).
     pub fn crl(&self, revoked: &[u64], next_update: (i32, u8, u8)) {
+        let (year, month, day) = next_update;
+        self.crl_until(revoked, date_time_ymd(year, month, day).into());
+    }
+
+    /// As `crl`, the next update at `next_update`.
+    pub fn crl_until(&self, revoked: &[u64], next_update: std::time::SystemTime) {
         let revoked_certs = revoked
             .iter()
             .map(|&serial| RevokedCertParams {
@@ -88,10 +108,9 @@ impl Pki {
                 invalidity_date: None,
             })
             .collect();
-        let (year, month, day) = next_update;
         let params = CertificateRevocationListParams {
             this_update: date_time_ymd(2025, 1, 1),
-            next_update: date_time_ymd(year, month, day),
+            next_update: next_update.into(),
             crl_number: SerialNumber::from(1u64),
             issuing_distribution_point: None,
             revoked_certs,

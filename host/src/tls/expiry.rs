@@ -1,6 +1,7 @@
-//! When the listener's TLS files stop letting clients in: a certificate past its `notAfter` fails every
-//! handshake that gets it, a `client_ca` certificate past its own fails every client that chains to it,
-//! and a `client_crl` list past its next update refuses every certificate it covers. `/metrics` reports
+//! When the listener's TLS files stop serving: a certificate past its `notAfter` fails every handshake that
+//! gets it, a `client_ca` certificate past its own is due for renewal, and a `client_crl` list past its
+//! next update refuses every certificate it covers. A client's own chain expires too, on a connection that
+//! outlives it ([`super::Peer`]). `/metrics` reports
 //! each of these times, so that an alert can fire before a renewal is missed (nginx reports none, and
 //! Traefik's `tls_certs_not_after` only certificates); a load or a reload warns of one already past.
 
@@ -81,9 +82,14 @@ impl Deadline {
         steps.join(".")
     }
 
+    /// The deadline as a time of the wall clock.
+    pub fn time(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(u64::try_from(self.at).unwrap_or(0))
+    }
+
     /// What a load says of a deadline already past at `now`.
     pub fn passed(&self, now: SystemTime) -> Option<String> {
-        let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(self.at).unwrap_or(0));
+        let at = self.time();
         if at > now {
             return None;
         }
@@ -92,8 +98,12 @@ impl Deadline {
             What::Certificate => {
                 format!("the certificate expired on {shown}: clients refuse the handshake")
             }
+            // webpki holds the certificates a client shows to their dates, not the anchors it trusts
+            // (RFC 5280 §6.1 leaves an anchor's to the relying party): the CA is due for renewal, and what
+            // it signs will be refused by peers that do check, OpenSSL's nginx among them.
             What::Anchor => format!(
-                "a CA certificate expired on {shown}: client certificates that chain to it are refused"
+                "a CA certificate expired on {shown}: renew it (Weir still checks clients against it; \
+                 OpenSSL-based peers, nginx's among them, refuse what chains to it)"
             ),
             What::RevocationList => format!(
                 "a revocation list was due for its next update on {shown}: every client certificate \
@@ -101,6 +111,19 @@ impl Deadline {
             ),
         })
     }
+}
+
+/// When a client's `chain` stops passing by its certificates' own dates: the second after the earliest
+/// `notAfter` among them, since webpki holds a certificate valid through its `notAfter`. Certificates the
+/// client sent beyond its path count too: the check that runs then finds whether they mattered.
+pub fn chain_refused_from(chain: &[CertificateDer<'_>]) -> Option<SystemTime> {
+    let first = chain
+        .iter()
+        .filter_map(not_after)
+        .map(|t| t.timestamp())
+        .min()?;
+    let after = u64::try_from(first).ok()?.checked_add(1)?;
+    UNIX_EPOCH.checked_add(Duration::from_secs(after))
 }
 
 fn not_after(cert: &CertificateDer<'_>) -> Option<ASN1Time> {
