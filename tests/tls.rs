@@ -480,17 +480,26 @@ async fn a_revoked_client_certificate_is_refused() {
     });
 }
 
-/// Two requests by one curl, ten seconds apart, with `clients`' certificate `cn` over `http`; each path is
-/// `/NAME/1` and `/NAME/2`. `--rate` leaves the connection to be reused between them.
-fn two_requests(pki: &Pki, clients: &Pki, weir: &Weir, name: &str, cn: &str, http: &str) -> Child {
+/// Two requests by one curl, ten seconds apart, with `clients`' certificate `cn` (or none) over `http`;
+/// each path is `/NAME/1` and `/NAME/2`. `--rate` leaves the connection to be reused between them.
+fn two_requests(
+    pki: &Pki,
+    clients: &Pki,
+    weir: &Weir,
+    name: &str,
+    cn: Option<&str>,
+    http: &str,
+) -> Child {
     let port = weir.addr.port();
     let url = |n: u8| format!("https://a.test:{port}/{name}/{n}");
-    Command::new("curl")
-        .args(["-sS", "--cacert", &pki.path("ca.pem"), http])
+    let mut curl = Command::new("curl");
+    if let Some(cn) = cn {
+        curl.args(["--cert", &clients.path(&format!("{cn}.pem"))])
+            .args(["--key", &clients.path(&format!("{cn}.key"))]);
+    }
+    curl.args(["-sS", "--cacert", &pki.path("ca.pem"), http])
         .args(["--rate", "6/m"])
         .args(["--resolve", &format!("a.test:{port}:127.0.0.1")])
-        .args(["--cert", &clients.path(&format!("{cn}.pem"))])
-        .args(["--key", &clients.path(&format!("{cn}.key"))])
         // One -o for each URL.
         .args(["-o", "/dev/null", "-o", "/dev/null"])
         .args(["-w", "%{http_code} %{num_connects}\n"])
@@ -561,7 +570,7 @@ async fn a_reload_that_changes_the_client_check_ends_the_connections_it_refuses(
         for cn in cns {
             for (version, http) in https {
                 let name = format!("{phase}-{cn}-{version}");
-                let curl = two_requests(&pki, &clients, &weir, &name, cn, http);
+                let curl = two_requests(&pki, &clients, &weir, &name, Some(cn), http);
                 running.push((name, curl));
             }
         }
@@ -656,6 +665,56 @@ async fn a_reload_that_changes_the_client_check_ends_the_connections_it_refuses(
     assert_eq!(refused, Some(4.0));
 }
 
+/// A reload that turns an optional client certificate into a required one ends the connections of the
+/// clients that showed none, over HTTP/1.1 and HTTP/2, and leaves those that showed one be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_requires_a_certificate_ends_the_connections_that_showed_none() {
+    let (pki, clients) = pkis(&["c"]);
+    let echo = upstream("e").await;
+    let optional =
+        mutual(&pki, &clients, echo, Some("optional")) + "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let weir = Weir::start(&optional);
+    tokio::task::block_in_place(|| {
+        let mut running = Vec::new();
+        for cn in [None, Some("c")] {
+            for (version, http) in [("h1", "--http1.1"), ("h2", "--http2")] {
+                let name = format!("required-{}-{version}", cn.unwrap_or("none"));
+                let curl = two_requests(&pki, &clients, &weir, &name, cn, http);
+                running.push((name, curl));
+            }
+        }
+        for (name, _) in &running {
+            assert!(weir.wait_for_log(&format!("/{name}/1")), "{}", weir.log());
+        }
+        let required = optional.replacen(
+            "client_cert = \"optional\"",
+            "client_cert = \"required\"",
+            1,
+        );
+        assert_ne!(required, optional);
+        std::fs::write(weir.config_file(), required).expect("rewrite the config");
+        weir.signal(libc::SIGHUP);
+        assert!(
+            weir.wait_for_log("clients' certificates are checked anew"),
+            "{}",
+            weir.log()
+        );
+        for (name, curl) in running {
+            let seen = transfers(curl);
+            if name.contains("-c-") {
+                assert_eq!(seen, ["200 1", "200 0"], "{name}");
+            } else {
+                assert_eq!(seen.len(), 2, "{name}: {seen:?}");
+                assert_eq!(seen[0], "200 1", "{name}");
+                // No certificate to show a new handshake: refused there too.
+                assert!(seen[1].starts_with("000 "), "{name} was let in: {seen:?}");
+            }
+        }
+    });
+    let refused = weir.metric("weir_tls_clients_refused_total", &[]).await;
+    assert_eq!(refused, Some(2.0));
+}
+
 /// A client certificate that expires while its connection is open ends that connection without a reload:
 /// the check runs again at its `notAfter`, over HTTP/1.1 and HTTP/2 alike, and the connection's next
 /// request is refused (nginx checks the dates at the handshake only). Another client's connections carry on.
@@ -675,7 +734,7 @@ async fn a_client_certificate_that_expires_while_its_connection_is_open_ends_it(
         for cn in ["lasting", "brief"] {
             for (version, http) in [("h1", "--http1.1"), ("h2", "--http2")] {
                 let name = format!("expiry-{cn}-{version}");
-                let curl = two_requests(&pki, &clients, &weir, &name, cn, http);
+                let curl = two_requests(&pki, &clients, &weir, &name, Some(cn), http);
                 running.push((name, curl));
             }
         }
@@ -752,7 +811,7 @@ async fn a_revocation_list_that_goes_stale_while_a_connection_is_open_ends_it() 
     weir.signal(libc::SIGHUP);
     assert!(weir.wait_for_log("config reloaded"), "{}", weir.log());
     tokio::task::block_in_place(|| {
-        let curl = two_requests(&pki, &clients, &weir, "stale", "c", "--http1.1");
+        let curl = two_requests(&pki, &clients, &weir, "stale", Some("c"), "--http1.1");
         assert!(weir.wait_for_log("/stale/1"), "{}", weir.log());
         std::thread::sleep(
             stale
