@@ -665,6 +665,77 @@ async fn a_reload_that_changes_the_client_check_ends_the_connections_it_refuses(
     assert_eq!(refused, Some(4.0));
 }
 
+/// A client of `a.test` (`argv[1]` the port, trusting CA `argv[2]`, showing certificate `argv[3]` with key
+/// `argv[4]`) that connects, says `connected`, and shakes hands only once a line comes on stdin; then one
+/// request, and its status and `Connection` header, or `closed`.
+const LATE_HANDSHAKE: &str = r#"
+import http.client, socket, ssl, sys
+port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+raw = socket.create_connection(("127.0.0.1", port))
+print("connected", flush=True)
+sys.stdin.readline()
+context = ssl.create_default_context(cafile=ca)
+context.load_cert_chain(cert, key)
+conn = http.client.HTTPConnection("a.test", port)
+try:
+    conn.sock = context.wrap_socket(raw, server_hostname="a.test")
+    conn.request("GET", "/late-handshake")
+    response = conn.getresponse()
+    print(response.status, response.getheader("connection", "-"), flush=True)
+except (ConnectionError, http.client.HTTPException, ssl.SSLError):
+    print("closed", flush=True)
+"#;
+
+/// A connection accepted before a reload shakes hands with the certificates and check it was accepted
+/// under, and its client is then checked at once against the reload's: a certificate the reload revoked
+/// while the handshake was still to come gets no request through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_that_straddles_a_reload_is_checked_against_the_new_check() {
+    let (pki, clients) = pkis(&["revoked"]);
+    clients.crl(&[], (2099, 1, 1));
+    let echo = upstream("e").await;
+    let text = mutual(&pki, &clients, echo, None).replacen(
+        "client_ca = ",
+        &format!("client_crl = \"{}\"\nclient_ca = ", clients.path("crl.pem")),
+        1,
+    );
+    let weir = Weir::start(&text);
+    tokio::task::block_in_place(|| {
+        let mut late = Command::new("python3")
+            .args(["-c", LATE_HANDSHAKE, &weir.addr.port().to_string()])
+            .args([pki.path("ca.pem"), clients.path("revoked.pem")])
+            .arg(clients.path("revoked.key"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run python3");
+        let mut lines = std::io::BufReader::new(late.stdout.take().expect("stdout")).lines();
+        let mut line = move || lines.next().expect("a line").expect("the client's line");
+        assert_eq!(line(), "connected");
+        // The first certificate made: serial number 1.
+        clients.crl(&[1], (2099, 1, 1));
+        weir.signal(libc::SIGHUP);
+        assert!(
+            weir.wait_for_log("clients' certificates are checked anew"),
+            "{}",
+            weir.log()
+        );
+        let mut stdin = late.stdin.take().expect("stdin");
+        stdin.write_all(b"go\n").expect("write to the client");
+        // The handshake passes under the old list; the request does not pass the new one.
+        let answer = line();
+        assert!(
+            answer == "closed" || answer == "421 close",
+            "a certificate revoked before its handshake was served: {answer}"
+        );
+        assert!(
+            late.wait().expect("wait").success(),
+            "the Python client failed"
+        );
+    });
+    assert!(!weir.log().contains("/late-handshake 200"), "{}", weir.log());
+}
+
 /// A reload that turns an optional client certificate into a required one ends the connections of the
 /// clients that showed none, over HTTP/1.1 and HTTP/2, and leaves those that showed one be.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
