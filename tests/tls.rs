@@ -733,7 +733,11 @@ async fn a_handshake_that_straddles_a_reload_is_checked_against_the_new_check() 
             "the Python client failed"
         );
     });
-    assert!(!weir.log().contains("/late-handshake 200"), "{}", weir.log());
+    assert!(
+        !weir.log().contains("/late-handshake 200"),
+        "{}",
+        weir.log()
+    );
 }
 
 /// A reload that turns an optional client certificate into a required one ends the connections of the

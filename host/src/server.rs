@@ -164,12 +164,19 @@ pub async fn serve(
         // clear would otherwise carry room for a TLS handshake and session it never has.
         let Some(listener_tls) = listener_tls else {
             let io = Clocked::new(stream, activity.clone(), clocks);
-            tokio::spawn(async move {
-                let service = service(None, None);
-                let client = (client, unrouted, grace);
-                serve_connection(&http, io, service, activity, (draining, None), client).await;
-                drop(held);
-            });
+            let service = service(None, None);
+            let client = (client, unrouted, grace);
+            // The connection's future is the task: an async block around it would keep room for what it
+            // captured beside the future it awaits (300 bytes a connection).
+            tokio::spawn(serve_connection(
+                http,
+                io,
+                service,
+                activity,
+                (draining, None),
+                client,
+                held,
+            ));
             continue;
         };
         let channel = tls.clone();
@@ -206,10 +213,14 @@ pub async fn serve(
                     let service = service(Some(https), Some(peer.clone()));
                     // A 408 written in clear into the TLS stream would be garbage to the client: a timeout
                     // only closes, as on HTTP/2.
-                    let io = Clocked::new(stream, activity.clone(), clocks).without_408();
+                    // Boxed: each layer that takes the 1.2 KB TLS stream by value (the sniffer, hyper's
+                    // connection, the drain around it) keeps room for it in the task, 16.5 KB unboxed
+                    // against 6.9 KB and the box.
+                    let io = Clocked::new(Box::new(stream), activity.clone(), clocks).without_408();
                     let client = (client, unrouted, grace);
-                    serve_connection(&http, io, service, activity, (draining, Some(peer)), client)
-                        .await;
+                    let peer = (draining, Some(peer));
+                    serve_connection(http, io, service, activity, peer, client, held).await;
+                    return;
                 }
                 Ok(Err(e)) => tracing::debug!(%client, "TLS handshake failed: {e}"),
                 Err(_) => tracing::debug!(%client, "no TLS handshake within header_read_timeout"),
@@ -236,12 +247,13 @@ pub async fn serve(
 /// (`shutdown_timeout`) is cut, as a shutdown cuts it, so that no long request or stream goes on under a
 /// refused identity.
 async fn serve_connection<I, S>(
-    http: &Http,
+    http: Arc<Http>,
     io: Clocked<I>,
     service: S,
     activity: Arc<Activity>,
     (mut draining, peer): (watch::Receiver<bool>, Option<Peer>),
     (client, unrouted, grace): (std::net::SocketAddr, Arc<RouteStats>, Duration),
+    _held: Arc<Held>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<
@@ -288,10 +300,18 @@ async fn serve_connection<I, S>(
                 let service = service_fn(move |request| Box::pin(service.call(request)));
                 let connection = http.h2.serve_connection(TokioIo::new(io), service);
                 // HTTP/2 can tell the client: GOAWAY, after which it opens no more streams here and hyper
-                // closes the connection once those it has are done.
-                until_drained(connection, drained, drain_seen, &activity, |c| {
-                    c.graceful_shutdown();
-                })
+                // closes the connection once those it has are done. Boxed, so that each HTTP/1.1
+                // connection's task does not keep room for an HTTP/2 connection it never has (7.1 KB a
+                // task in clear, 5.4 boxed).
+                Box::pin(until_drained(
+                    connection,
+                    drained,
+                    drain_seen,
+                    &activity,
+                    |c| {
+                        c.graceful_shutdown();
+                    },
+                ))
                 .await
                 .map_err(Into::into)
             }
