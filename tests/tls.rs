@@ -266,6 +266,12 @@ fn mutual(pki: &Pki, clients: &Pki, upstream: std::net::SocketAddr, mode: Option
     )
 }
 
+/// The listener of `mutual`, requiring a certificate, with `clients`' revocation list (`crl.pem`).
+fn revocable(pki: &Pki, clients: &Pki, upstream: std::net::SocketAddr) -> String {
+    let list = format!("client_crl = \"{}\"\n", clients.path("crl.pem"));
+    mutual(pki, clients, upstream, None).replacen("client_ca = ", &(list + "client_ca = "), 1)
+}
+
 /// The listener's CA with its `a.test` and `b.test` leaves, and a clients' CA with a certificate for each
 /// of `names` (`spiffe://weir.test/NAME` and `NAME.test`; serial numbers 1, 2, … in order).
 fn pkis(names: &[&str]) -> (Pki, Pki) {
@@ -450,11 +456,7 @@ async fn a_revoked_client_certificate_is_refused() {
     let revoked = 2;
     clients.crl(&[revoked], (2099, 1, 1));
     let echo = upstream("e").await;
-    let text = mutual(&pki, &clients, echo, None).replacen(
-        "client_ca = ",
-        &format!("client_crl = \"{}\"\nclient_ca = ", clients.path("crl.pem")),
-        1,
-    );
+    let text = revocable(&pki, &clients, echo);
     let weir = Weir::start(&text);
     let (pki_ref, clients_ref, weir_ref) = (&pki, &clients, &weir);
     let served = |cn: &str| {
@@ -519,6 +521,21 @@ fn transfers(curl: Child) -> Vec<String> {
         .collect()
 }
 
+/// What each `two_requests` of `running` saw: those whose name holds `kept` made both requests on one
+/// connection; the others were served once, then refused on their connection or at a new handshake.
+fn kept_or_refused(running: Vec<(String, Child)>, kept: &str) {
+    for (name, curl) in running {
+        let seen = transfers(curl);
+        if name.contains(kept) {
+            assert_eq!(seen, ["200 1", "200 0"], "{name}");
+        } else {
+            assert_eq!(seen.len(), 2, "{name}: {seen:?}");
+            assert_eq!(seen[0], "200 1", "{name}");
+            assert!(seen[1].starts_with("000 "), "{name} was let in: {seen:?}");
+        }
+    }
+}
+
 /// An HTTP/1.1 client over one TLS connection to `a.test` (`argv[1]` the port, trusting CA `argv[2]`,
 /// showing certificate `argv[3]` with key `argv[4]`): a request at once, another once a line comes on
 /// stdin; for each, the status, the `Connection` header and the body's first line, or `closed` when the
@@ -555,14 +572,11 @@ async fn a_reload_that_changes_the_client_check_ends_the_connections_it_refuses(
     let revoked = 2;
     clients.crl(&[], (2099, 1, 1));
     let echo = upstream("e").await;
-    let text = mutual(&pki, &clients, echo, None)
-        .replacen(
-            "client_ca = ",
-            &format!("client_crl = \"{}\"\nclient_ca = ", clients.path("crl.pem")),
-            1,
-        )
-        .replacen("[server]\n", "[server]\nshutdown_timeout = \"2s\"\n", 1)
-        + "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let text = revocable(&pki, &clients, echo).replacen(
+        "[server]\n",
+        "[server]\nshutdown_timeout = \"2s\"\n",
+        1,
+    ) + "[admin]\nlisten = \"127.0.0.1:0\"\n";
     let weir = Weir::start(&text);
     let https = [("h1", "--http1.1"), ("h2", "--http2")];
     let run = |phase: &str, cns: &[&str]| -> Vec<(String, Child)> {
@@ -591,16 +605,7 @@ async fn a_reload_that_changes_the_client_check_ends_the_connections_it_refuses(
 
         clients.crl(&[revoked], (2099, 1, 1));
         let revoking = run("revoking", &["kept", "revoked"]);
-        let mut one = Command::new("python3")
-            .args(["-c", ONE_CONNECTION, &weir.addr.port().to_string()])
-            .args([pki.path("ca.pem"), clients.path("revoked.pem")])
-            .arg(clients.path("revoked.key"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run python3");
-        let mut lines = std::io::BufReader::new(one.stdout.take().expect("stdout")).lines();
-        let mut line = move || lines.next().expect("a line").expect("the client's line");
+        let (mut one, mut line) = python_client(ONE_CONNECTION, &pki, &clients, &weir, "revoked");
         assert!(line().starts_with("200 "), "{}", weir.log());
         let port = weir.addr.port();
         let in_flight = Command::new("curl")
@@ -644,17 +649,7 @@ async fn a_reload_that_changes_the_client_check_ends_the_connections_it_refuses(
             "{}",
             weir.log()
         );
-        for (name, curl) in revoking {
-            let seen = transfers(curl);
-            if name.contains("-kept-") {
-                // Still passes: the same connection.
-                assert_eq!(seen, ["200 1", "200 0"], "{name}");
-            } else {
-                assert_eq!(seen.len(), 2, "{name}: {seen:?}");
-                assert_eq!(seen[0], "200 1", "{name}");
-                assert!(seen[1].starts_with("000 "), "{name} was let in: {seen:?}");
-            }
-        }
+        kept_or_refused(revoking, "-kept-");
         assert!(
             one.wait().expect("wait").success(),
             "the Python client failed"
@@ -663,6 +658,28 @@ async fn a_reload_that_changes_the_client_check_ends_the_connections_it_refuses(
     // The revoked certificate's: curl's over HTTP/1.1 and HTTP/2, the Python client's, the one in flight.
     let refused = weir.metric("weir_tls_clients_refused_total", &[]).await;
     assert_eq!(refused, Some(4.0));
+}
+
+/// `script` (`ONE_CONNECTION` or `LATE_HANDSHAKE`) run against `weir`, showing `clients`' certificate `cn`:
+/// the child, whose stdin tells it to go on, and a reader of the lines it prints.
+fn python_client(
+    script: &str,
+    pki: &Pki,
+    clients: &Pki,
+    weir: &Weir,
+    cn: &str,
+) -> (Child, impl FnMut() -> String) {
+    let mut child = Command::new("python3")
+        .args(["-c", script, &weir.addr.port().to_string()])
+        .args([pki.path("ca.pem"), clients.path(&format!("{cn}.pem"))])
+        .arg(clients.path(&format!("{cn}.key")))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let line = move || lines.next().expect("a line").expect("the client's line");
+    (child, line)
 }
 
 /// A client of `a.test` (`argv[1]` the port, trusting CA `argv[2]`, showing certificate `argv[3]` with key
@@ -694,23 +711,10 @@ async fn a_handshake_that_straddles_a_reload_is_checked_against_the_new_check() 
     let (pki, clients) = pkis(&["revoked"]);
     clients.crl(&[], (2099, 1, 1));
     let echo = upstream("e").await;
-    let text = mutual(&pki, &clients, echo, None).replacen(
-        "client_ca = ",
-        &format!("client_crl = \"{}\"\nclient_ca = ", clients.path("crl.pem")),
-        1,
-    );
+    let text = revocable(&pki, &clients, echo);
     let weir = Weir::start(&text);
     tokio::task::block_in_place(|| {
-        let mut late = Command::new("python3")
-            .args(["-c", LATE_HANDSHAKE, &weir.addr.port().to_string()])
-            .args([pki.path("ca.pem"), clients.path("revoked.pem")])
-            .arg(clients.path("revoked.key"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run python3");
-        let mut lines = std::io::BufReader::new(late.stdout.take().expect("stdout")).lines();
-        let mut line = move || lines.next().expect("a line").expect("the client's line");
+        let (mut late, mut line) = python_client(LATE_HANDSHAKE, &pki, &clients, &weir, "revoked");
         assert_eq!(line(), "connected");
         // The first certificate made: serial number 1.
         clients.crl(&[1], (2099, 1, 1));
@@ -774,17 +778,7 @@ async fn a_reload_that_requires_a_certificate_ends_the_connections_that_showed_n
             "{}",
             weir.log()
         );
-        for (name, curl) in running {
-            let seen = transfers(curl);
-            if name.contains("-c-") {
-                assert_eq!(seen, ["200 1", "200 0"], "{name}");
-            } else {
-                assert_eq!(seen.len(), 2, "{name}: {seen:?}");
-                assert_eq!(seen[0], "200 1", "{name}");
-                // No certificate to show a new handshake: refused there too.
-                assert!(seen[1].starts_with("000 "), "{name} was let in: {seen:?}");
-            }
-        }
+        kept_or_refused(running, "-c-");
     });
     let refused = weir.metric("weir_tls_clients_refused_total", &[]).await;
     assert_eq!(refused, Some(2.0));
@@ -813,16 +807,7 @@ async fn a_client_certificate_that_expires_while_its_connection_is_open_ends_it(
                 running.push((name, curl));
             }
         }
-        let mut one = Command::new("python3")
-            .args(["-c", ONE_CONNECTION, &weir.addr.port().to_string()])
-            .args([pki.path("ca.pem"), clients.path("brief.pem")])
-            .arg(clients.path("brief.key"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run python3");
-        let mut lines = std::io::BufReader::new(one.stdout.take().expect("stdout")).lines();
-        let mut line = move || lines.next().expect("a line").expect("the client's line");
+        let (mut one, mut line) = python_client(ONE_CONNECTION, &pki, &clients, &weir, "brief");
         assert!(line().starts_with("200 "), "{}", weir.log());
         for (name, _) in &running {
             assert!(weir.wait_for_log(&format!("/{name}/1")), "{}", weir.log());
@@ -846,17 +831,7 @@ async fn a_client_certificate_that_expires_while_its_connection_is_open_ends_it(
             second == "closed" || second.starts_with("421 close "),
             "a request after the certificate expired was answered: {second}"
         );
-        for (name, curl) in running {
-            let seen = transfers(curl);
-            if name.contains("-lasting-") {
-                assert_eq!(seen, ["200 1", "200 0"], "{name}");
-            } else {
-                assert_eq!(seen.len(), 2, "{name}: {seen:?}");
-                assert_eq!(seen[0], "200 1", "{name}");
-                // Refused, on the old connection or at a new handshake.
-                assert!(seen[1].starts_with("000 "), "{name} was let in: {seen:?}");
-            }
-        }
+        kept_or_refused(running, "-lasting-");
         assert!(
             one.wait().expect("wait").success(),
             "the Python client failed"
@@ -874,11 +849,7 @@ async fn a_revocation_list_that_goes_stale_while_a_connection_is_open_ends_it() 
     let (pki, clients) = pkis(&["c"]);
     clients.crl(&[], (2099, 1, 1));
     let echo = upstream("e").await;
-    let text = mutual(&pki, &clients, echo, None).replacen(
-        "client_ca = ",
-        &format!("client_crl = \"{}\"\nclient_ca = ", clients.path("crl.pem")),
-        1,
-    ) + "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let text = revocable(&pki, &clients, echo) + "[admin]\nlisten = \"127.0.0.1:0\"\n";
     // Loaded with a next update a few seconds on, once Weir is up (a reload reads the list again).
     let weir = Weir::start(&text);
     let stale = std::time::SystemTime::now() + std::time::Duration::from_secs(4);
@@ -940,11 +911,7 @@ async fn metrics_tell_when_each_tls_file_expires_and_a_stale_list_is_warned_of()
     let (pki, clients) = pkis(&["c"]);
     clients.crl(&[], (2099, 1, 1));
     let echo = upstream("e").await;
-    let text = mutual(&pki, &clients, echo, None).replacen(
-        "client_ca = ",
-        &format!("client_crl = \"{}\"\nclient_ca = ", clients.path("crl.pem")),
-        1,
-    ) + "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let text = revocable(&pki, &clients, echo) + "[admin]\nlisten = \"127.0.0.1:0\"\n";
     let weir = Weir::start(&text);
     for (field, kind, file) in [
         ("server.tls.cert", "first", pki.path("a.pem")),
