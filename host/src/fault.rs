@@ -22,8 +22,8 @@ pub enum Fault<'a> {
     BodyTooLarge,
     /// The route serves only clients that showed a verified certificate, and this one showed none.
     NoClientCert,
-    /// A reload changed the listener's check of clients' certificates, and the connection's client no
-    /// longer passes it.
+    /// The connection's client no longer passes the listener's check of clients' certificates: a reload
+    /// changed the check, or a certificate of its chain or a revocation list expired since its handshake.
     CheckedAnew,
     /// The request head broke the protocol's rules.
     Client(&'a Refusal),

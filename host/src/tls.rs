@@ -79,7 +79,7 @@ pub struct Listener {
     /// None when the listener asks for no certificate.
     pub verifier: Option<Arc<dyn ClientCertVerifier>>,
     pub clients: Arc<ClientCheck>,
-    /// When each of its files stops letting clients in, for `/metrics` and a load's warnings.
+    /// When each of its files expires, for `/metrics` and a load's warnings.
     pub deadlines: Vec<Deadline>,
 }
 

@@ -14,7 +14,7 @@ use x509_parser::time::ASN1Time;
 
 use crate::config::Step;
 
-/// The time past which the file `field` names stops letting clients in.
+/// The time past which the file `field` names expires: what that costs depends on the kind of file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deadline {
     /// The field of the config file: `server.tls.cert`, `server.tls.sni.0.cert`, `server.tls.client_ca`…
@@ -39,11 +39,7 @@ impl Deadline {
 
     /// The earliest `notAfter` of the trust anchors.
     pub fn anchors(field: Vec<Step<'static>>, certs: &[CertificateDer<'_>]) -> Option<Deadline> {
-        let first = certs
-            .iter()
-            .filter_map(not_after)
-            .min_by_key(ASN1Time::timestamp)?;
-        Deadline::new(field, first, What::Anchor)
+        Deadline::new(field, earliest_not_after(certs)?, What::Anchor)
     }
 
     /// The earliest next update of the lists; a list without one is never stale.
@@ -84,7 +80,7 @@ impl Deadline {
 
     /// The deadline as a time of the wall clock.
     pub fn time(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(u64::try_from(self.at).unwrap_or(0))
+        wall_clock(self.at)
     }
 
     /// What a load says of a deadline already past at `now`.
@@ -117,13 +113,20 @@ impl Deadline {
 /// `notAfter` among them, since webpki holds a certificate valid through its `notAfter`. Certificates the
 /// client sent beyond its path count too: the check that runs then finds whether they mattered.
 pub fn chain_refused_from(chain: &[CertificateDer<'_>]) -> Option<SystemTime> {
-    let first = chain
+    let first = earliest_not_after(chain)?.timestamp();
+    Some(wall_clock(first.saturating_add(1)))
+}
+
+/// Seconds since the Unix epoch as a time of the wall clock; one before it, as the epoch.
+fn wall_clock(seconds: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
+}
+
+fn earliest_not_after(certs: &[CertificateDer<'_>]) -> Option<ASN1Time> {
+    certs
         .iter()
         .filter_map(not_after)
-        .map(|t| t.timestamp())
-        .min()?;
-    let after = u64::try_from(first).ok()?.checked_add(1)?;
-    UNIX_EPOCH.checked_add(Duration::from_secs(after))
+        .min_by_key(ASN1Time::timestamp)
 }
 
 fn not_after(cert: &CertificateDer<'_>) -> Option<ASN1Time> {
