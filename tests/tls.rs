@@ -5,7 +5,8 @@
 //! wildcards no name can match; client certificates (mutual TLS), required or optional, checked against
 //! `client_ca` and forwarded as `X-Forwarded-Client-Cert`, and a client's own such header never; a reload
 //! that changes that check checks each connection's client again and ends the connections of those it
-//! refuses, as does a client certificate expiring while its connection is open; each file's expiry in
+//! refuses, as does a client certificate or its CA expiring while its connection is open; a CA out of its
+//! dates refused as nginx refuses it; each file's expiry in
 //! `/metrics`, and a stale revocation list warned of.
 
 #[path = "support/pki.rs"]
@@ -819,7 +820,7 @@ async fn a_client_certificate_that_expires_while_its_connection_is_open_ends_it(
                 .unwrap_or_default(),
         );
         assert!(
-            weir.wait_for_log("draining: its client's certificate expired"),
+            weir.wait_for_log("draining: its client's certificate or the CA it chains to expired"),
             "{}",
             weir.log()
         );
@@ -866,7 +867,7 @@ async fn a_revocation_list_that_goes_stale_while_a_connection_is_open_ends_it() 
         );
         assert!(
             weir.wait_for_log(
-                "draining: its client's certificate expired, or the revocation lists went stale"
+                "draining: its client's certificate or the CA it chains to expired, or the revocation lists went stale"
             ),
             "{}",
             weir.log()
@@ -881,6 +882,176 @@ async fn a_revocation_list_that_goes_stale_while_a_connection_is_open_ends_it() 
     });
     let refused = weir.metric("weir_tls_clients_refused_total", &[]).await;
     assert_eq!(refused, Some(1.0));
+}
+
+/// nginx with `a.test`'s certificate, asking every client for one that chains to `client_ca`, answering
+/// 200 `ok` to those that pass, on `port`.
+fn nginx_mutual(pki: &Pki, client_ca: &str, port: u16) -> String {
+    format!(
+        r#"worker_processes 1;
+daemon off;
+pid {{prefix}}/nginx.pid;
+error_log {{prefix}}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_client_certificate {client_ca};
+        ssl_verify_client on;
+        location / {{ return 200 "ok\n"; }}
+    }}
+}}
+"#,
+        cert = pki.path("a.pem"),
+        key = pki.path("a.key"),
+    )
+}
+
+/// A `client_ca` certificate out of its dates vouches for nobody, as in nginx (OpenSSL checks the CA's
+/// dates; webpki alone would not): in one file with a CA in date, a CA expired and a CA not yet valid, only
+/// the first one's client is served, the others are refused with a `certificate_expired` alert where nginx
+/// answers them 400 and logs each CA's fault. `weir check` warns of the expired CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_ca_out_of_its_dates_vouches_for_nobody_as_in_nginx() {
+    let (pki, clients) = pkis(&["current"]);
+    let day =
+        |year, month, day| std::time::SystemTime::from(rcgen::date_time_ymd(year, month, day));
+    let expired = Pki::named("Weir expired CA", None, Some(day(2025, 1, 1)));
+    let early = Pki::named("Weir early CA", Some(day(2099, 1, 1)), None);
+    for (ca, cn) in [(&expired, "expired"), (&early, "early")] {
+        ca.client(
+            cn,
+            &format!("spiffe://weir.test/{cn}"),
+            &format!("{cn}.test"),
+        );
+    }
+    // One file with the three CAs: what `mutual` reads as the clients' CA.
+    let bundle: String = [&clients, &expired, &early]
+        .iter()
+        .map(|ca| std::fs::read_to_string(ca.path("ca.pem")).expect("a CA"))
+        .collect();
+    std::fs::write(clients.path("ca.pem"), &bundle).expect("write the bundle");
+    let echo = upstream("e").await;
+    let text = mutual(&pki, &clients, echo, None);
+    let weir = Weir::start(&text);
+    let nginx_port = support::raw::free_port();
+    let nginx = support::raw::Nginx::start(
+        &nginx_mutual(&pki, &clients.path("ca.pem"), nginx_port),
+        &[nginx_port],
+    );
+    let cases = [
+        (&clients, "current"),
+        (&expired, "expired"),
+        (&early, "early"),
+    ];
+    tokio::task::block_in_place(|| {
+        for (ca, cn) in cases {
+            let args = showing(ca, cn);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            // Over TLS 1.2 the client's certificate is judged within the handshake, so the alert is what
+            // curl reports; over 1.3 it may see the connection closed first.
+            let mut tls12 = args.clone();
+            tls12.push("--tls-max");
+            tls12.push("1.2");
+            let out = curl(&pki, &weir, "a.test", "/", &tls12);
+            let verbose = String::from_utf8_lossy(&out.stderr).into_owned();
+            let served = out.status.success();
+            let tls13 = curl(&pki, &weir, "a.test", "/", &args).status.success();
+            let by_nginx = Command::new("curl")
+                .args(["-sS", "--cacert", &pki.path("ca.pem")])
+                .args(["--resolve", &format!("a.test:{nginx_port}:127.0.0.1")])
+                .args(["-o", "/dev/null", "-w", "%{http_code}"])
+                .args(&args[..4])
+                .arg(format!("https://a.test:{nginx_port}/"))
+                .output()
+                .expect("run curl");
+            let by_nginx = String::from_utf8_lossy(&by_nginx.stdout).into_owned();
+            if cn == "current" {
+                assert!(served && tls13, "{verbose}");
+                assert_eq!(by_nginx, "200");
+            } else {
+                assert!(!served && !tls13, "{cn} was let in: {verbose}");
+                assert!(
+                    verbose.contains("TLS alert, certificate expired"),
+                    "{cn}: {verbose}"
+                );
+                assert_eq!(by_nginx, "400", "nginx let {cn} in");
+            }
+        }
+    });
+    // nginx's own word on each CA, so that the test knows which case it compared.
+    let log = nginx.error_log();
+    assert!(log.contains("certificate has expired"), "{log}");
+    assert!(log.contains("certificate is not yet valid"), "{log}");
+    let out = check(&text);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    golden("check-expired-client-ca.txt", &report(&out));
+}
+
+/// A `client_ca` certificate that expires while connections are open ends those whose chain ends at it, as
+/// the expiry of the client's own certificate does; a client of another CA in the file keeps its
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_ca_that_expires_while_a_connection_is_open_ends_it() {
+    let (pki, clients) = pkis(&["brief"]);
+    let lasting = Pki::named("Weir lasting CA", None, None);
+    lasting.client("lasting", "spiffe://weir.test/lasting", "lasting.test");
+    let bundle = |brief_ca: &str| {
+        let lasting_ca = std::fs::read_to_string(lasting.path("ca.pem")).expect("a CA");
+        std::fs::write(clients.path("ca.pem"), format!("{brief_ca}{lasting_ca}"))
+            .expect("write the bundle");
+    };
+    bundle(&std::fs::read_to_string(clients.path("ca.pem")).expect("a CA"));
+    let echo = upstream("e").await;
+    let text = mutual(&pki, &clients, echo, None) + "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let weir = Weir::start(&text);
+    // The CA renewed to expire a few seconds on, once Weir is up (a reload reads the file again).
+    let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(6);
+    bundle(&clients.renewed_until(expires));
+    weir.signal(libc::SIGHUP);
+    assert!(weir.wait_for_log("config reloaded"), "{}", weir.log());
+    tokio::task::block_in_place(|| {
+        let mut running = Vec::new();
+        for (ca, cn, version, http) in [
+            (&clients, "brief", "h1", "--http1.1"),
+            (&clients, "brief", "h2", "--http2"),
+            (&lasting, "lasting", "h1", "--http1.1"),
+        ] {
+            let name = format!("ca-expiry-{cn}-{version}");
+            let curl = two_requests(&pki, ca, &weir, &name, Some(cn), http);
+            running.push((name, curl));
+        }
+        for (name, _) in &running {
+            assert!(weir.wait_for_log(&format!("/{name}/1")), "{}", weir.log());
+        }
+        let past = expires + std::time::Duration::from_secs(1);
+        std::thread::sleep(
+            past.duration_since(std::time::SystemTime::now())
+                .unwrap_or_default(),
+        );
+        assert!(
+            weir.wait_for_log("draining: its client's certificate or the CA it chains to expired"),
+            "{}",
+            weir.log()
+        );
+        kept_or_refused(running, "-lasting-");
+        // A new handshake under the expired CA is refused as well (over TLS 1.2, for the alert).
+        let args = showing(&clients, "brief");
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        args.extend(["--tls-max", "1.2"]);
+        let out = curl(&pki, &weir, "a.test", "/", &args);
+        let verbose = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "let in: {verbose}");
+        assert!(
+            verbose.contains("TLS alert, certificate expired"),
+            "{verbose}"
+        );
+    });
+    let refused = weir.metric("weir_tls_clients_refused_total", &[]).await;
+    assert_eq!(refused, Some(2.0));
 }
 
 /// When the certificates in `file` stop serving, as Python's `cryptography` reads them (nobody here wrote

@@ -385,7 +385,8 @@ impl Metrics {
         let refused = encoder.encode_descriptor(
             "weir_tls_clients_refused",
             "TLS connections ended because a later check of clients' certificates refused their client: \
-             a reload's, or the check run again as a certificate of their chain or a revocation list expired",
+             a reload's, or the check run again as a certificate of their chain, a CA certificate or a \
+             revocation list expired",
             None,
             MetricType::Counter,
         )?;
@@ -393,7 +394,8 @@ impl Metrics {
         let mut expiry = encoder.encode_descriptor(
             "weir_tls_expiry_timestamp_seconds",
             "When each file of [server.tls] expires, by the field that names it: a certificate's notAfter \
-             (past it clients refuse the handshake), the earliest of client_ca's (due for renewal), \
+             (past it clients refuse the handshake), the earliest of client_ca's (past it every client \
+             that chains to it is refused), \
              client_crl's next update (past it every certificate a list covers is refused)",
             None,
             MetricType::Gauge,

@@ -21,8 +21,10 @@ use crate::config::tls::{ClientCert, ListenerTls};
 use crate::config::{ConfigErrors, Source, Step};
 use crate::pem_file::{self, PemFileError};
 
+mod anchors;
 mod expiry;
 mod peer;
+use anchors::DatedAnchors;
 pub use expiry::Deadline;
 pub use peer::{Peer, Refusal, Verdict};
 
@@ -94,6 +96,9 @@ pub struct ClientCheck {
     /// The earliest next update of the lists, from which they refuse every certificate they cover: a
     /// connection open then is checked again ([`Peer`]).
     stale_from: Option<std::time::SystemTime>,
+    /// When an anchor comes into date or leaves it ([`DatedAnchors`]): a connection open then is checked
+    /// again.
+    anchors_change: Vec<std::time::SystemTime>,
 }
 
 /// The TLS of `[server.tls]`, if the config has one; a file that does not load is an error on its field,
@@ -221,7 +226,7 @@ struct ClientVerifier {
 }
 
 /// The check of clients' certificates against `client_ca`, when there is one: rustls's verifier of the
-/// chain, the validity dates and the client-auth usage, with a client that shows none refused unless
+/// chain, the validity dates (the CA's own too: [`DatedAnchors`]) and the client-auth usage, with a client that shows none refused unless
 /// `client_cert = "optional"`. With `client_crl`, each certificate of the chain below the CA must be
 /// covered by a list of its issuer, not on it, and the list not past its next update, as nginx's
 /// `ssl_crl` has it. The error names the field at fault.
@@ -245,38 +250,43 @@ fn client_verifier(
         optional: tls.client_cert == Some(ClientCert::Optional),
         crls: Vec::new(),
         stale_from: None,
+        anchors_change: Vec::new(),
     };
-    let mut builder =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-    if check.optional {
-        builder = builder.allow_unauthenticated();
-    }
     let crl = tls.client_crl.as_deref().map(&resolve);
     if let Some(file) = &crl {
         check.crls = pem_file::revocation_lists(file).map_err(|e| ("client_crl", e.into()))?;
         let lists = Deadline::revocation_lists(field("client_crl"), &check.crls);
         check.stale_from = lists.as_ref().map(Deadline::time);
         deadlines.extend(lists);
-        builder = builder
-            .with_crls(check.crls.iter().cloned())
-            .enforce_revocation_expiration();
     }
-    builder
-        .build()
-        .map(|verifier| {
-            Some(ClientVerifier {
-                verifier,
-                check,
-                deadlines,
-            })
-        })
-        .map_err(|source| match (source, crl) {
+    let build = |roots: RootCertStore| {
+        let mut builder =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+        if check.optional {
+            builder = builder.allow_unauthenticated();
+        }
+        if crl.is_some() {
+            builder = builder
+                .with_crls(check.crls.iter().cloned())
+                .enforce_revocation_expiration();
+        }
+        builder.build()
+    };
+    let verifier = DatedAnchors::new(&roots.roots, &anchors, build).map_err(|source| {
+        match (source, crl) {
             // A list that does not parse is the CRL file's fault; anything else, the CA file's.
             (source @ VerifierBuilderError::InvalidCrl(_), Some(file)) => {
                 ("client_crl", CertError::ClientCheck { file, source })
             }
             (source, _) => ("client_ca", CertError::ClientCheck { file: ca, source }),
-        })
+        }
+    })?;
+    check.anchors_change = verifier.changes();
+    Ok(Some(ClientVerifier {
+        verifier: Arc::new(verifier),
+        check,
+        deadlines,
+    }))
 }
 
 /// One certificate chain and its key, checked to belong together; the error names the field at fault

@@ -13,17 +13,25 @@ use rcgen::{
 pub struct Pki {
     pub ca: CertifiedIssuer<'static, KeyPair>,
     pub dir: tempfile::TempDir,
+    /// The CA's CN.
+    cn: String,
     /// The serial number of the last client certificate issued.
     serial: std::cell::Cell<u64>,
 }
 
 impl Pki {
     pub fn new() -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "Weir test CA");
+        Pki::named("Weir test CA", None, None)
+    }
+
+    /// A CA whose subject's CN is `cn`, valid from `not_before` until `not_after` when given (rcgen's
+    /// defaults else: 1975 and 4096).
+    pub fn named(
+        cn: &str,
+        not_before: Option<std::time::SystemTime>,
+        not_after: Option<std::time::SystemTime>,
+    ) -> Pki {
+        let params = ca_params(cn, not_before, not_after);
         let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("a CA key"))
             .expect("the CA certificate");
         let dir = tempfile::tempdir().expect("tempdir");
@@ -31,8 +39,19 @@ impl Pki {
         Pki {
             ca,
             dir,
+            cn: cn.to_owned(),
             serial: std::cell::Cell::new(0),
         }
+    }
+
+    /// The CA's certificate issued again, same name and key (so that what it signed still chains to it),
+    /// valid until `not_after`: PEM.
+    pub fn renewed_until(&self, not_after: std::time::SystemTime) -> String {
+        let params = ca_params(&self.cn, None, Some(not_after));
+        params
+            .self_signed(self.ca.key())
+            .expect("the renewed CA certificate")
+            .pem()
     }
 
     /// Writes a leaf for `name` whose subject's CN is `cn` (so a test can tell two of one name apart), as
@@ -123,4 +142,21 @@ impl Pki {
     pub fn path(&self, file: &str) -> String {
         self.dir.path().join(file).display().to_string()
     }
+}
+
+fn ca_params(
+    cn: &str,
+    not_before: Option<std::time::SystemTime>,
+    not_after: Option<std::time::SystemTime>,
+) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, cn);
+    if let Some(not_before) = not_before {
+        params.not_before = not_before.into();
+    }
+    if let Some(not_after) = not_after {
+        params.not_after = not_after.into();
+    }
+    params
 }

@@ -1,5 +1,5 @@
 //! When the listener's TLS files stop serving: a certificate past its `notAfter` fails every handshake that
-//! gets it, a `client_ca` certificate past its own is due for renewal, and a `client_crl` list past its
+//! gets it, a `client_ca` certificate past its own refuses every client that chains to it, and a `client_crl` list past its
 //! next update refuses every certificate it covers. A client's own chain expires too, on a connection that
 //! outlives it ([`super::Peer`]). `/metrics` reports
 //! each of these times, so that an alert can fire before a renewal is missed (nginx reports none, and
@@ -94,12 +94,8 @@ impl Deadline {
             What::Certificate => {
                 format!("the certificate expired on {shown}: clients refuse the handshake")
             }
-            // webpki holds the certificates a client shows to their dates, not the anchors it trusts
-            // (RFC 5280 §6.1 leaves an anchor's to the relying party): the CA is due for renewal, and what
-            // it signs will be refused by peers that do check, OpenSSL's nginx among them.
             What::Anchor => format!(
-                "a CA certificate expired on {shown}: renew it (Weir still checks clients against it; \
-                 OpenSSL-based peers, nginx's among them, refuse what chains to it)"
+                "a CA certificate expired on {shown}: clients whose certificates chain to it are refused"
             ),
             What::RevocationList => format!(
                 "a revocation list was due for its next update on {shown}: every client certificate \
@@ -118,8 +114,41 @@ pub fn chain_refused_from(chain: &[CertificateDer<'_>]) -> Option<SystemTime> {
 }
 
 /// Seconds since the Unix epoch as a time of the wall clock; one before it, as the epoch.
-fn wall_clock(seconds: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
+pub(super) fn wall_clock(seconds: i64) -> SystemTime {
+    UNIX_EPOCH + since_epoch(seconds)
+}
+
+/// Seconds since the Unix epoch as a duration from it; one before it, as none.
+pub(super) fn since_epoch(seconds: i64) -> Duration {
+    Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
+}
+
+/// The seconds since the Unix epoch through which a certificate is in date, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Validity {
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl Validity {
+    pub const ALWAYS: Validity = Validity {
+        not_before: i64::MIN,
+        not_after: i64::MAX,
+    };
+
+    pub fn holds_at(&self, seconds: i64) -> bool {
+        (self.not_before..=self.not_after).contains(&seconds)
+    }
+}
+
+/// The certificate's validity, when it parses.
+pub(super) fn validity(cert: &CertificateDer<'_>) -> Option<Validity> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let validity = parsed.validity();
+    Some(Validity {
+        not_before: validity.not_before.timestamp(),
+        not_after: validity.not_after.timestamp(),
+    })
 }
 
 fn earliest_not_after(certs: &[CertificateDer<'_>]) -> Option<ASN1Time> {

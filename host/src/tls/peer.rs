@@ -4,8 +4,8 @@
 //! would keep its connection, and `X-Forwarded-Client-Cert` the old check's word, for as long as it stays
 //! open. Each connection checks its client again when a reload changes the check, so a revocation list
 //! reissued with nothing new on it (which `client_crl`'s next update makes routine) ends no connection, and
-//! when a date the check depends on passes: a certificate of the chain the client showed expiring, or the
-//! lists going stale.
+//! when a date the check depends on passes: a certificate of the chain the client showed expiring, a CA
+//! certificate of `client_ca` leaving its dates, or the lists going stale.
 
 use std::fmt;
 use std::sync::Arc;
@@ -130,13 +130,15 @@ impl Peer {
     }
 
     /// The first date after `now` at which the check may refuse what it let in: a certificate of the
-    /// chain expiring, the lists going stale. One already past that the client still passes (a
-    /// certificate it sent beyond its path) is no date.
+    /// chain expiring, the lists going stale, an anchor of the CA leaving its dates. One already past that
+    /// the client still passes (a certificate it sent beyond its path) is no date.
     fn next_date(&self, now: SystemTime) -> Option<SystemTime> {
         self.chain.as_ref()?;
+        let anchors = self.check.anchors_change.iter().copied();
         [self.chain_refused_from, self.check.stale_from]
             .into_iter()
             .flatten()
+            .chain(anchors)
             .filter(|at| *at > now)
             .min()
     }
@@ -175,7 +177,8 @@ impl fmt::Display for Refusal {
         f.write_str(match self {
             Refusal::Reloaded => "a reload's check of clients' certificates refused its client",
             Refusal::Expired => {
-                "its client's certificate expired, or the revocation lists went stale, while it was open"
+                "its client's certificate or the CA it chains to expired, or the revocation lists went \
+                 stale, while it was open"
             }
         })
     }
