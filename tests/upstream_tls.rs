@@ -1,5 +1,5 @@
 //! HTTPS upstreams through the real binary: certificates from a CA the test makes (rcgen), checked against
-//! `ca_file` and `server_name`; refusals the client sees as 502 and the log explains; HTTP/2 by ALPN; the
+//! `ca_file` (its CAs held to their dates, as OpenSSL holds them) and `server_name`; refusals the client sees as 502 and the log explains; HTTP/2 by ALPN; the
 //! option that checks nothing; a client certificate shown to an endpoint that asks for one; and what
 //! `weir check` says of the option that checks nothing and of every other upstream mistake.
 
@@ -184,6 +184,45 @@ async fn a_certificate_from_an_unknown_ca_is_refused_and_the_dangerous_option_ta
     let reply = get(&reckless.url("/")).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert!(reckless.wait_for_log("tls_insecure_skip_verify_DANGEROUS"));
+}
+
+/// An endpoint whose chain ends at a `ca_file` certificate past its `notAfter` is refused, as curl
+/// (OpenSSL) refuses it with the same file: webpki alone checks only the chain the endpoint shows. With the
+/// CA renewed in the file (same name and key), the same endpoint is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_under_an_expired_ca_file_certificate_is_refused_as_openssl_refuses_it() {
+    let expired = std::time::SystemTime::from(rcgen::date_time_ymd(2025, 1, 1));
+    let pki = Pki::named("Weir expired upstream CA", None, Some(expired));
+    let server = pki.endpoint("upstream.test");
+    let extra = format!(
+        "server_name = \"upstream.test\"\n{}",
+        ca_line(&pki.ca_file())
+    );
+    let weir = Weir::start(&config(&server, &extra));
+    let reply = get(&weir.url("/")).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    assert!(
+        weir.wait_for_record(&["over TLS", "certificate expired"]),
+        "{}",
+        weir.log()
+    );
+    assert_eq!(server.requests(), 0);
+    let port = server.addr.port();
+    let curl = std::process::Command::new("curl")
+        .args(["-sS", "--cacert", &pki.ca_file().display().to_string()])
+        .args(["--resolve", &format!("upstream.test:{port}:127.0.0.1")])
+        .arg(format!("https://upstream.test:{port}/"))
+        .output()
+        .expect("run curl");
+    let said = String::from_utf8_lossy(&curl.stderr);
+    assert!(!curl.status.success(), "curl took it: {said}");
+    assert!(said.contains("certificate has expired"), "{said}");
+
+    let renewed = std::time::SystemTime::from(rcgen::date_time_ymd(2099, 1, 1));
+    std::fs::write(pki.ca_file(), pki.renewed_until(renewed)).expect("write the renewed CA");
+    let weir = Weir::start(&config(&server, &extra));
+    let reply = get(&weir.url("/")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
 }
 
 /// `weir check` on the TLS options: the warning for the option that checks nothing, and errors that name

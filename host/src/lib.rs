@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod anchors;
 pub mod body;
 pub mod chain;
 pub mod client_cert;

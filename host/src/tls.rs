@@ -17,14 +17,13 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, VerifierBuilderError, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 
+use crate::anchors::{self, DatedClientCheck};
 use crate::config::tls::{ClientCert, ListenerTls};
 use crate::config::{ConfigErrors, Source, Step};
 use crate::pem_file::{self, PemFileError};
 
-mod anchors;
 mod expiry;
 mod peer;
-use anchors::DatedAnchors;
 pub use expiry::Deadline;
 pub use peer::{Peer, Refusal, Verdict};
 
@@ -96,7 +95,7 @@ pub struct ClientCheck {
     /// The earliest next update of the lists, from which they refuse every certificate they cover: a
     /// connection open then is checked again ([`Peer`]).
     stale_from: Option<std::time::SystemTime>,
-    /// When an anchor comes into date or leaves it ([`DatedAnchors`]): a connection open then is checked
+    /// When an anchor comes into date or leaves it ([`DatedClientCheck`]): a connection open then is checked
     /// again.
     anchors_change: Vec<std::time::SystemTime>,
 }
@@ -226,7 +225,7 @@ struct ClientVerifier {
 }
 
 /// The check of clients' certificates against `client_ca`, when there is one: rustls's verifier of the
-/// chain, the validity dates (the CA's own too: [`DatedAnchors`]) and the client-auth usage, with a client that shows none refused unless
+/// chain, the validity dates (the CA's own too: [`DatedClientCheck`]) and the client-auth usage, with a client that shows none refused unless
 /// `client_cert = "optional"`. With `client_crl`, each certificate of the chain below the CA must be
 /// covered by a list of its issuer, not on it, and the list not past its next update, as nginx's
 /// `ssl_crl` has it. The error names the field at fault.
@@ -272,7 +271,8 @@ fn client_verifier(
         }
         builder.build()
     };
-    let verifier = DatedAnchors::new(&roots.roots, &anchors, build).map_err(|source| {
+    let validity = anchors.iter().map(anchors::validity).collect();
+    let verifier = DatedClientCheck::new(&roots.roots, validity, build).map_err(|source| {
         match (source, crl) {
             // A list that does not parse is the CRL file's fault; anything else, the CA file's.
             (source @ VerifierBuilderError::InvalidCrl(_), Some(file)) => {

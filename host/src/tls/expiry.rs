@@ -5,13 +5,14 @@
 //! each of these times, so that an alert can fire before a renewal is missed (nginx reports none, and
 //! Traefik's `tls_certs_not_after` only certificates); a load or a reload warns of one already past.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
 use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
 use x509_parser::time::ASN1Time;
 
+use crate::anchors::wall_clock;
 use crate::config::Step;
 
 /// The time past which the file `field` names expires: what that costs depends on the kind of file.
@@ -111,44 +112,6 @@ impl Deadline {
 pub fn chain_refused_from(chain: &[CertificateDer<'_>]) -> Option<SystemTime> {
     let first = earliest_not_after(chain)?.timestamp();
     Some(wall_clock(first.saturating_add(1)))
-}
-
-/// Seconds since the Unix epoch as a time of the wall clock; one before it, as the epoch.
-pub(super) fn wall_clock(seconds: i64) -> SystemTime {
-    UNIX_EPOCH + since_epoch(seconds)
-}
-
-/// Seconds since the Unix epoch as a duration from it; one before it, as none.
-pub(super) fn since_epoch(seconds: i64) -> Duration {
-    Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
-}
-
-/// The seconds since the Unix epoch through which a certificate is in date, both ends included.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Validity {
-    pub not_before: i64,
-    pub not_after: i64,
-}
-
-impl Validity {
-    pub const ALWAYS: Validity = Validity {
-        not_before: i64::MIN,
-        not_after: i64::MAX,
-    };
-
-    pub fn holds_at(&self, seconds: i64) -> bool {
-        (self.not_before..=self.not_after).contains(&seconds)
-    }
-}
-
-/// The certificate's validity, when it parses.
-pub(super) fn validity(cert: &CertificateDer<'_>) -> Option<Validity> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
-    let validity = parsed.validity();
-    Some(Validity {
-        not_before: validity.not_before.timestamp(),
-        not_after: validity.not_after.timestamp(),
-    })
 }
 
 fn earliest_not_after(certs: &[CertificateDer<'_>]) -> Option<ASN1Time> {

@@ -16,12 +16,14 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{VerifierBuilderError, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_rustls::client::TlsStream;
 
+use crate::anchors::{self, DatedServerCheck, Validity};
 use crate::body::BoxError;
 use crate::connections::{CountedStream, CountingConnector};
 use crate::pem_file::{self, PemFileError};
@@ -37,6 +39,8 @@ pub enum TlsSetupError {
     File(#[from] PemFileError),
     #[error("the TLS library refused the settings: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("cannot check the endpoints' certificates: {0}")]
+    Verifier(#[from] VerifierBuilderError),
 }
 
 /// A failed TLS handshake with an endpoint: a certificate refused, no protocol in common.
@@ -46,7 +50,8 @@ pub struct HandshakeError(#[source] std::io::Error);
 
 /// What an `https://` upstream's connections are made with.
 pub struct TlsSettings {
-    /// Trusted roots: the built-in Mozilla set (webpki-roots) plus `ca_file`'s certificates.
+    /// Trusted roots: the built-in Mozilla set (webpki-roots) plus `ca_file`'s certificates, each of those
+    /// within its dates.
     pub ca_file: Option<PathBuf>,
     /// Shown to an endpoint that asks for a certificate (`client_cert`, `client_key`).
     pub client_cert: Option<CertifiedKey>,
@@ -76,10 +81,20 @@ pub fn client_config(settings: &TlsSettings) -> Result<ClientConfig, TlsSetupErr
         let mut roots = RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
+        // The built-in roots come without dates (their program retires them); `ca_file`'s are held to theirs.
+        let mut validity = vec![Validity::ALWAYS; roots.roots.len()];
         if let Some(file) = &settings.ca_file {
-            pem_file::add_anchors(&mut roots, file)?;
+            let certs = pem_file::add_anchors(&mut roots, file)?;
+            validity.extend(certs.iter().map(anchors::validity));
         }
-        builder.with_root_certificates(roots)
+        let build = |roots| {
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()
+        };
+        let verifier = DatedServerCheck::new(&roots.roots, validity, build)?;
+        // `dangerous` is rustls's door to any verifier of one's own: this one is webpki's, over fewer anchors.
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
     };
     let mut config = match &settings.client_cert {
         Some(key) => {
