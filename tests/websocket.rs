@@ -2,7 +2,7 @@
 //! `websockets` client in front, text and binary messages both ways; token-auth deciding the handshake; a
 //! route with a body-transforming plugin refusing the upgrade with 501; a tunnel holding its connection's
 //! `max_connections` slot, and holding the SIGTERM drain until it closes or `shutdown_timeout` ends; over
-//! TLS, a tunnel cut by a reload that revokes its client's certificate. And
+//! TLS, a tunnel cut by a reload that revokes its client's certificate, over HTTP/1.1 and HTTP/2. And
 //! over HTTP/2: hyper's h2 client opening a WebSocket with extended CONNECT (RFC 8441), frames by hand.
 
 #[path = "support/pki.rs"]
@@ -427,15 +427,20 @@ async fn h2_client(weir: &Weir) -> H2Sender {
     let tcp = tokio::net::TcpStream::connect(weir.addr)
         .await
         .expect("connect");
+    h2_over(tcp, h2_get(weir, "/first")).await
+}
+
+/// hyper's h2 client over `io`, once `first` is answered.
+async fn h2_over<T>(io: T, first: Request<Empty<Bytes>>) -> H2Sender
+where
+    T: AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
             .await
-            .expect("an h2c handshake");
+            .expect("an h2 handshake");
     tokio::spawn(connection);
-    let first = sender
-        .send_request(h2_get(weir, "/first"))
-        .await
-        .expect("an answer");
+    let first = sender.send_request(first).await.expect("an answer");
     first.into_body().collect().await.expect("its body");
     sender
 }
@@ -699,6 +704,107 @@ async def main():
 
 asyncio.run(main())
 "#;
+
+/// hyper's h2 client over TLS to `a.test` at `weir`, trusting `pki`'s CA and showing `clients`' certificate
+/// `cn`, as `h2_over` makes it.
+async fn h2_over_mtls(weir: &Weir, pki: &pki::Pki, clients: &pki::Pki, cn: &str) -> H2Sender {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.path("ca.pem")).expect("the CA"))
+        .expect("a root");
+    let chain = CertificateDer::pem_file_iter(clients.path(&format!("{cn}.pem")))
+        .expect("the chain")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("its certificates");
+    let key = PrivateKeyDer::from_pem_file(clients.path(&format!("{cn}.key"))).expect("the key");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("a client config");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(weir.addr)
+        .await
+        .expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("a.test").expect("a name"), tcp)
+        .await
+        .expect("a TLS handshake");
+    h2_over(tls, https(weir, "GET", "/first")).await
+}
+
+/// A request to `path` at `weir` under the name `a.test`, over TLS: an extended CONNECT for a WebSocket
+/// when `method` is `CONNECT`.
+fn https(weir: &Weir, method: &str, path: &str) -> Request<Empty<Bytes>> {
+    let uri = format!("https://a.test:{}{path}", weir.addr.port());
+    let request = Request::builder().method(method).uri(uri);
+    let request = if method == "CONNECT" {
+        request
+            .extension(hyper::ext::Protocol::from_static("websocket"))
+            .header("sec-websocket-version", "13")
+    } else {
+        request
+    };
+    request.body(Empty::new()).expect("a request")
+}
+
+/// The same over HTTP/2: a WebSocket on a stream of an mTLS connection (RFC 8441) is cut at once when a
+/// reload revokes the certificate its connection showed, and the connection takes no further request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_revokes_the_client_certificate_cuts_its_h2_tunnel() {
+    let echo = EchoServer::start();
+    let pki = pki::Pki::new();
+    pki.leaf("a.test", "a");
+    let clients = pki::Pki::new();
+    let serial = clients.client("ws", "spiffe://weir.test/ws", "ws.test");
+    clients.crl(&[], (2099, 1, 1));
+    let weir = Weir::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n\
+         client_ca = \"{}\"\nclient_crl = \"{}\"\n\
+         [upstreams.a]\nurl = \"http://{}\"\n[[routes]]\nupstream = \"a\"\n",
+        pki.path("a.pem"),
+        pki.path("a.key"),
+        clients.path("ca.pem"),
+        clients.path("crl.pem"),
+        echo.addr
+    ));
+    let mut sender = h2_over_mtls(&weir, &pki, &clients, "ws").await;
+    let response = sender
+        .send_request(https(&weir, "CONNECT", "/chat"))
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), StatusCode::OK, "{}", weir.log());
+    let mut ws = TokioIo::new(hyper::upgrade::on(response).await.expect("the tunnel"));
+    assert_eq!(server_frame(&mut ws).await, (1, b"hello /chat".to_vec()));
+    ws.write_all(&client_frame(1, b"before"))
+        .await
+        .expect("send");
+    assert_eq!(server_frame(&mut ws).await, (1, b"before".to_vec()));
+
+    clients.crl(&[serial], (2099, 1, 1));
+    weir.signal(libc::SIGHUP);
+    let revoked = std::time::Instant::now();
+    // The stream ends, reset or closed, without any message of the upstream's.
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), ws.read_to_end(&mut rest)).await;
+    assert!(
+        ended.is_ok(),
+        "the tunnel outlived the revocation: {}",
+        weir.log()
+    );
+    assert!(rest.is_empty(), "{rest:?}");
+    let cut = revoked.elapsed();
+    // At once, not at the drain's shutdown_timeout (10 s by default).
+    assert!(cut < Duration::from_secs(3), "cut after {cut:?}");
+    // The connection drains: a request on it is answered 421, or it is gone.
+    if let Ok(answer) = sender.send_request(https(&weir, "GET", "/after")).await {
+        assert_eq!(answer.status(), StatusCode::MISDIRECTED_REQUEST);
+    }
+}
 
 /// A tunnel made over TLS carries its client's certificate check: a reload that leaves the check as it
 /// was leaves the tunnel open, and one that revokes the certificate cuts it, as it drains the connections
