@@ -1,7 +1,8 @@
 //! HTTPS upstreams through the real binary: certificates from a CA the test makes (rcgen), checked against
-//! `ca_file` (its CAs held to their dates, as OpenSSL holds them) and `server_name`; refusals the client sees as 502 and the log explains; HTTP/2 by ALPN; the
-//! option that checks nothing; a client certificate shown to an endpoint that asks for one; and what
-//! `weir check` says of the option that checks nothing and of every other upstream mistake.
+//! `ca_file` (its CAs held to their dates, as OpenSSL holds them) and `server_name`; refusals the client
+//! sees as 502 and the log explains; HTTP/2 by ALPN; the option that checks nothing; a client certificate
+//! shown to an endpoint that asks for one; and what `weir check` says of the option that checks nothing and
+//! of every other upstream mistake.
 
 #[path = "support/pki.rs"]
 mod pki;

@@ -17,7 +17,7 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, VerifierBuilderError, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 
-use crate::anchors::{self, DatedClientCheck};
+use crate::anchors::{Dated, DatedClientCheck};
 use crate::config::tls::{ClientCert, ListenerTls};
 use crate::config::{ConfigErrors, Source, Step};
 use crate::pem_file::{self, PemFileError};
@@ -225,10 +225,10 @@ struct ClientVerifier {
 }
 
 /// The check of clients' certificates against `client_ca`, when there is one: rustls's verifier of the
-/// chain, the validity dates (the CA's own too: [`DatedClientCheck`]) and the client-auth usage, with a client that shows none refused unless
-/// `client_cert = "optional"`. With `client_crl`, each certificate of the chain below the CA must be
-/// covered by a list of its issuer, not on it, and the list not past its next update, as nginx's
-/// `ssl_crl` has it. The error names the field at fault.
+/// chain, the validity dates (the CA's own too: [`DatedClientCheck`]) and the client-auth usage, with a
+/// client that shows none refused unless `client_cert = "optional"`. With `client_crl`, each certificate
+/// of the chain below the CA must be covered by a list of its issuer, not on it, and the list not past its
+/// next update, as nginx's `ssl_crl` has it. The error names the field at fault.
 fn client_verifier(
     tls: &ListenerTls,
     resolve: impl Fn(&Path) -> PathBuf,
@@ -239,9 +239,9 @@ fn client_verifier(
     };
     let ca = resolve(ca);
     let mut roots = RootCertStore::empty();
-    let anchors = pem_file::add_anchors(&mut roots, &ca).map_err(|e| ("client_ca", e.into()))?;
+    let certs = pem_file::add_anchors(&mut roots, &ca).map_err(|e| ("client_ca", e.into()))?;
     let field = |name| tls_field(&[Step::Key(name)]);
-    let mut deadlines: Vec<Deadline> = Deadline::anchors(field("client_ca"), &anchors)
+    let mut deadlines: Vec<Deadline> = Deadline::anchors(field("client_ca"), &certs)
         .into_iter()
         .collect();
     let mut check = ClientCheck {
@@ -258,21 +258,25 @@ fn client_verifier(
         check.stale_from = lists.as_ref().map(Deadline::time);
         deadlines.extend(lists);
     }
-    let build = |roots: RootCertStore| {
+    // Kept by the check, which makes the verifier of a period over part of the anchors when one comes.
+    let (optional, crls, provider) = (check.optional, check.crls.clone(), provider.clone());
+    let build = move |roots: RootCertStore| {
         let mut builder =
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-        if check.optional {
+        if optional {
             builder = builder.allow_unauthenticated();
         }
-        if crl.is_some() {
+        if !crls.is_empty() {
             builder = builder
-                .with_crls(check.crls.iter().cloned())
+                .with_crls(crls.iter().cloned())
                 .enforce_revocation_expiration();
         }
         builder.build()
     };
-    let validity = anchors.iter().map(anchors::validity).collect();
-    let verifier = DatedClientCheck::new(&roots.roots, validity, build).map_err(|source| {
+    let anchors = (roots.roots.into_iter())
+        .zip(certs.iter().map(Dated::of))
+        .collect();
+    let verifier = DatedClientCheck::new(anchors, build).map_err(|source| {
         match (source, crl) {
             // A list that does not parse is the CRL file's fault; anything else, the CA file's.
             (source @ VerifierBuilderError::InvalidCrl(_), Some(file)) => {

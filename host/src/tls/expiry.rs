@@ -1,18 +1,17 @@
 //! When the listener's TLS files stop serving: a certificate past its `notAfter` fails every handshake that
-//! gets it, a `client_ca` certificate past its own refuses every client that chains to it, and a `client_crl` list past its
-//! next update refuses every certificate it covers. A client's own chain expires too, on a connection that
-//! outlives it ([`super::Peer`]). `/metrics` reports
-//! each of these times, so that an alert can fire before a renewal is missed (nginx reports none, and
-//! Traefik's `tls_certs_not_after` only certificates); a load or a reload warns of one already past.
+//! gets it, a `client_ca` certificate past its own refuses every client that chains to it, and a
+//! `client_crl` list past its next update refuses every certificate it covers. A client's own chain expires
+//! too, on a connection that outlives it ([`super::Peer`]). `/metrics` reports each of these times, so
+//! that an alert can fire before a renewal is missed (nginx reports none, and Traefik's
+//! `tls_certs_not_after` only certificates); a load or a reload warns of one already past.
 
 use std::time::SystemTime;
 
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
 use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
-use x509_parser::time::ASN1Time;
 
-use crate::anchors::wall_clock;
+use crate::anchors::{out_of_date_from, validity, wall_clock};
 use crate::config::Step;
 
 /// The time past which the file `field` names expires: what that costs depends on the kind of file.
@@ -35,12 +34,20 @@ enum What {
 impl Deadline {
     /// The certificate's `notAfter` (the leaf's, for a chain).
     pub fn certificate(field: Vec<Step<'static>>, leaf: &CertificateDer<'_>) -> Option<Deadline> {
-        Deadline::new(field, not_after(leaf)?, What::Certificate)
+        Some(Deadline::new(
+            field,
+            validity(leaf)?.not_after,
+            What::Certificate,
+        ))
     }
 
     /// The earliest `notAfter` of the trust anchors.
     pub fn anchors(field: Vec<Step<'static>>, certs: &[CertificateDer<'_>]) -> Option<Deadline> {
-        Deadline::new(field, earliest_not_after(certs)?, What::Anchor)
+        Some(Deadline::new(
+            field,
+            earliest_not_after(certs)?,
+            What::Anchor,
+        ))
     }
 
     /// The earliest next update of the lists; a list without one is never stale.
@@ -56,16 +63,13 @@ impl Deadline {
                     .1
                     .next_update()
             })
-            .min_by_key(ASN1Time::timestamp)?;
-        Deadline::new(field, first, What::RevocationList)
+            .map(|next| next.timestamp())
+            .min()?;
+        Some(Deadline::new(field, first, What::RevocationList))
     }
 
-    fn new(field: Vec<Step<'static>>, at: ASN1Time, what: What) -> Option<Deadline> {
-        Some(Deadline {
-            field,
-            at: at.timestamp(),
-            what,
-        })
+    fn new(field: Vec<Step<'static>>, at: i64, what: What) -> Deadline {
+        Deadline { field, at, what }
     }
 
     /// The field as `/metrics` labels it, dotted: `server.tls.sni.0.cert`.
@@ -107,21 +111,15 @@ impl Deadline {
 }
 
 /// When a client's `chain` stops passing by its certificates' own dates: the second after the earliest
-/// `notAfter` among them, since webpki holds a certificate valid through its `notAfter`. Certificates the
+/// `notAfter` among them. Certificates the
 /// client sent beyond its path count too: the check that runs then finds whether they mattered.
 pub fn chain_refused_from(chain: &[CertificateDer<'_>]) -> Option<SystemTime> {
-    let first = earliest_not_after(chain)?.timestamp();
-    Some(wall_clock(first.saturating_add(1)))
+    Some(wall_clock(out_of_date_from(earliest_not_after(chain)?)))
 }
 
-fn earliest_not_after(certs: &[CertificateDer<'_>]) -> Option<ASN1Time> {
+fn earliest_not_after(certs: &[CertificateDer<'_>]) -> Option<i64> {
     certs
         .iter()
-        .filter_map(not_after)
-        .min_by_key(ASN1Time::timestamp)
-}
-
-fn not_after(cert: &CertificateDer<'_>) -> Option<ASN1Time> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
-    Some(parsed.validity().not_after)
+        .filter_map(|cert| Some(validity(cert)?.not_after))
+        .min()
 }

@@ -23,7 +23,7 @@ use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_rustls::client::TlsStream;
 
-use crate::anchors::{self, DatedServerCheck, Validity};
+use crate::anchors::{Dated, DatedServerCheck};
 use crate::body::BoxError;
 use crate::connections::{CountedStream, CountingConnector};
 use crate::pem_file::{self, PemFileError};
@@ -81,17 +81,20 @@ pub fn client_config(settings: &TlsSettings) -> Result<ClientConfig, TlsSetupErr
         let mut roots = RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
-        // The built-in roots come without dates (their program retires them); `ca_file`'s are held to theirs.
-        let mut validity = vec![Validity::ALWAYS; roots.roots.len()];
+        // The built-in roots come without dates (their program retires them); `ca_file`'s are held to
+        // theirs.
+        let mut dates = vec![None; roots.roots.len()];
         if let Some(file) = &settings.ca_file {
             let certs = pem_file::add_anchors(&mut roots, file)?;
-            validity.extend(certs.iter().map(anchors::validity));
+            dates.extend(certs.iter().map(Dated::of));
         }
-        let build = |roots| {
+        let anchors = roots.roots.into_iter().zip(dates).collect();
+        let provider = provider.clone();
+        let build = move |roots| {
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()
         };
-        let verifier = DatedServerCheck::new(&roots.roots, validity, build)?;
-        // `dangerous` is rustls's door to any verifier of one's own: this one is webpki's, over fewer anchors.
+        let verifier = DatedServerCheck::new(anchors, build)?;
+        // `dangerous` is rustls's door to a verifier of one's own: this one is webpki's, over fewer anchors.
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
