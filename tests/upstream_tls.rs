@@ -188,8 +188,8 @@ async fn a_certificate_from_an_unknown_ca_is_refused_and_the_dangerous_option_ta
 }
 
 /// An endpoint whose chain ends at a `ca_file` certificate past its `notAfter` is refused, as curl
-/// (OpenSSL) refuses it with the same file: webpki alone checks only the chain the endpoint shows. With the
-/// CA renewed in the file (same name and key), the same endpoint is served.
+/// (OpenSSL) refuses it with the same file: webpki alone checks only the chain the endpoint shows; `weir
+/// check` warns of it. With the CA renewed in the file (same name and key), the same endpoint is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_under_an_expired_ca_file_certificate_is_refused_as_openssl_refuses_it() {
     let expired = std::time::SystemTime::from(rcgen::date_time_ymd(2025, 1, 1));
@@ -218,6 +218,10 @@ async fn an_endpoint_under_an_expired_ca_file_certificate_is_refused_as_openssl_
     let said = String::from_utf8_lossy(&curl.stderr);
     assert!(!curl.status.success(), "curl took it: {said}");
     assert!(said.contains("certificate has expired"), "{said}");
+    // Warned of at load, so that a config that served before is not met by 502s alone.
+    let out = check(&config(&server, &extra));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    golden("check-expired-upstream-ca.txt", &report(&out));
 
     let renewed = std::time::SystemTime::from(rcgen::date_time_ymd(2099, 1, 1));
     std::fs::write(pki.ca_file(), pki.renewed_until(renewed)).expect("write the renewed CA");

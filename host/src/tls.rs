@@ -24,7 +24,7 @@ use crate::pem_file::{self, PemFileError};
 
 mod expiry;
 mod peer;
-pub use expiry::Deadline;
+pub use expiry::{Deadline, upstream_anchors_passed};
 pub use peer::{Peer, Refusal, Verdict};
 
 /// A connection over TLS: `X-Forwarded-Proto` and the plugins' `request.scheme` say `https` for its requests.

@@ -28,6 +28,7 @@ pub struct Deadline {
 enum What {
     Certificate,
     Anchor,
+    UpstreamAnchor,
     RevocationList,
 }
 
@@ -41,7 +42,7 @@ impl Deadline {
         ))
     }
 
-    /// The earliest `notAfter` of the trust anchors.
+    /// The earliest `notAfter` of the listener's trust anchors (`client_ca`).
     pub fn anchors(field: Vec<Step<'static>>, certs: &[CertificateDer<'_>]) -> Option<Deadline> {
         Some(Deadline::new(
             field,
@@ -90,29 +91,43 @@ impl Deadline {
 
     /// What a load says of a deadline already past at `now`.
     pub fn passed(&self, now: SystemTime) -> Option<String> {
-        let at = self.time();
-        if at > now {
-            return None;
-        }
-        let shown = humantime::format_rfc3339_seconds(at);
-        Some(match self.what {
-            What::Certificate => {
-                format!("the certificate expired on {shown}: clients refuse the handshake")
-            }
-            What::Anchor => format!(
-                "a CA certificate expired on {shown}: clients whose certificates chain to it are refused"
-            ),
-            What::RevocationList => format!(
-                "a revocation list was due for its next update on {shown}: every client certificate \
-                 it covers is refused until a fresh list is loaded"
-            ),
-        })
+        passed(self.what, self.at, now)
     }
 }
 
+/// What a load says of an upstream's trust anchors (`ca_file`) when the earliest `notAfter` among them is
+/// already past at `now`. (An upstream's is no [`Deadline`]: `/metrics` reports the listener's files.)
+pub fn upstream_anchors_passed(certs: &[CertificateDer<'_>], now: SystemTime) -> Option<String> {
+    passed(What::UpstreamAnchor, earliest_not_after(certs)?, now)
+}
+
+fn passed(what: What, at: i64, now: SystemTime) -> Option<String> {
+    let at = wall_clock(at);
+    if at > now {
+        return None;
+    }
+    let shown = humantime::format_rfc3339_seconds(at);
+    Some(match what {
+        What::Certificate => {
+            format!("the certificate expired on {shown}: clients refuse the handshake")
+        }
+        What::Anchor => format!(
+            "a CA certificate expired on {shown}: clients whose certificates chain to it are refused"
+        ),
+        What::UpstreamAnchor => format!(
+            "a CA certificate expired on {shown}: endpoints whose certificates chain to it are \
+             refused (502)"
+        ),
+        What::RevocationList => format!(
+            "a revocation list was due for its next update on {shown}: every client certificate \
+             it covers is refused until a fresh list is loaded"
+        ),
+    })
+}
+
 /// When a client's `chain` stops passing by its certificates' own dates: the second after the earliest
-/// `notAfter` among them. Certificates the
-/// client sent beyond its path count too: the check that runs then finds whether they mattered.
+/// `notAfter` among them. Certificates the client sent beyond its path count too: the check that runs
+/// then finds whether they mattered.
 pub fn chain_refused_from(chain: &[CertificateDer<'_>]) -> Option<SystemTime> {
     Some(wall_clock(out_of_date_from(earliest_not_after(chain)?)))
 }
