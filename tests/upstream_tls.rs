@@ -230,6 +230,53 @@ async fn an_endpoint_under_an_expired_ca_file_certificate_is_refused_as_openssl_
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
 }
 
+/// A session made under a `ca_file` CA is not resumed once that CA has expired: rustls checks no
+/// certificate on a resumed session, so the CA's expiry would otherwise wait for the ticket's. A
+/// connection made before and still open goes on serving, as in nginx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_made_under_a_ca_that_has_since_expired_is_not_resumed() {
+    let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    let pki = Pki::named("Weir brief upstream CA", None, Some(expires));
+    // Each answer waits, so that two requests at once need two connections.
+    let server = Endpoint::start(
+        "upstream.test",
+        Behaviour {
+            tls: Some(pki.server("upstream.test")),
+            delay: std::time::Duration::from_millis(500),
+            ..Behaviour::default()
+        },
+    );
+    let extra = format!(
+        "server_name = \"upstream.test\"\n{}",
+        ca_line(&pki.ca_file())
+    );
+    let weir = Weir::start(&config(&server, &extra));
+    let first = get(&weir.url("/first")).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    let past = expires + std::time::Duration::from_secs(1);
+    tokio::time::sleep(
+        past.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+    .await;
+    let (url_a, url_b) = (weir.url("/a"), weir.url("/b"));
+    let (a, b) = tokio::join!(get(&url_a), get(&url_b));
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    // The new connection's handshake checks the certificate in full; the kept one is left be.
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::BAD_GATEWAY],
+        "{}",
+        weir.log()
+    );
+    assert!(
+        weir.wait_for_record(&["over TLS", "certificate expired"]),
+        "{}",
+        weir.log()
+    );
+}
+
 /// `weir check` on the TLS options: the warning for the option that checks nothing, and errors that name
 /// the file, line, upstream and field.
 #[test]

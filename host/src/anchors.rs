@@ -353,6 +353,11 @@ impl DatedServerCheck {
     ) -> Result<DatedServerCheck, VerifierBuilderError> {
         Periods::new(anchors, build).map(DatedServerCheck)
     }
+
+    /// When an anchor leaves its dates, in order: sessions made before are not resumed after.
+    pub fn changes(&self) -> Vec<SystemTime> {
+        self.0.changes()
+    }
 }
 
 impl ServerCertVerifier for DatedServerCheck {

@@ -7,20 +7,23 @@
 
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{VerifierBuilderError, WebPkiServerVerifier};
+use rustls::client::{
+    ClientSessionMemoryCache, ClientSessionStore, Resumption, Tls12ClientSessionValue,
+    Tls13ClientSessionValue, VerifierBuilderError, WebPkiServerVerifier,
+};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, NamedGroup, RootCertStore, SignatureScheme};
 use tokio_rustls::client::TlsStream;
 
 use crate::anchors::{Dated, DatedServerCheck};
@@ -73,6 +76,7 @@ pub fn client_config(settings: &TlsSettings) -> Result<ClientConfig, TlsSetupErr
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
+    let mut anchors_leave = Vec::new();
     let builder = if settings.skip_verify {
         builder
             .dangerous()
@@ -94,6 +98,7 @@ pub fn client_config(settings: &TlsSettings) -> Result<ClientConfig, TlsSetupErr
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()
         };
         let verifier = DatedServerCheck::new(anchors, build)?;
+        anchors_leave = verifier.changes();
         // `dangerous` is rustls's door to a verifier of one's own: this one is webpki's, over fewer anchors.
         builder
             .dangerous()
@@ -106,7 +111,88 @@ pub fn client_config(settings: &TlsSettings) -> Result<ClientConfig, TlsSetupErr
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![if settings.http2 { H2 } else { HTTP11 }.to_vec()];
+    if !anchors_leave.is_empty() {
+        config.resumption = Resumption::store(Arc::new(Sessions::new(anchors_leave)));
+    }
     Ok(config)
+}
+
+/// The sessions an upstream's connections may resume, as rustls keeps them by default (256 server names),
+/// forgotten each time one of `ca_file`'s anchors leaves its dates: a resumed session skips the check of
+/// the endpoint's certificate, so one made before would outlive the CA that vouched for it.
+#[derive(Debug)]
+struct Sessions {
+    /// The cache, and how many of `leave` have passed since it was made.
+    cache: Mutex<(Arc<ClientSessionMemoryCache>, usize)>,
+    leave: Vec<SystemTime>,
+}
+
+/// Server names whose sessions are kept: rustls's default.
+const SESSIONS: usize = 256;
+
+impl Sessions {
+    fn new(leave: Vec<SystemTime>) -> Sessions {
+        let now = SystemTime::now();
+        let passed = leave.iter().take_while(|at| **at <= now).count();
+        let cache = Arc::new(ClientSessionMemoryCache::new(SESSIONS));
+        Sessions {
+            cache: Mutex::new((cache, passed)),
+            leave,
+        }
+    }
+
+    /// The cache, a fresh one if an anchor has left its dates since the last.
+    fn now(&self) -> Arc<ClientSessionMemoryCache> {
+        let mut held = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = SystemTime::now();
+        let (cache, passed) = &mut *held;
+        let newly = self.leave[*passed..]
+            .iter()
+            .take_while(|at| **at <= now)
+            .count();
+        if newly > 0 {
+            *cache = Arc::new(ClientSessionMemoryCache::new(SESSIONS));
+            *passed += newly;
+        }
+        cache.clone()
+    }
+}
+
+impl ClientSessionStore for Sessions {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.now().set_kx_hint(server_name, group);
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.now().kx_hint(server_name)
+    }
+
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.now().set_tls12_session(server_name, value);
+    }
+
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.now().tls12_session(server_name)
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.now().remove_tls12_session(server_name);
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: Tls13ClientSessionValue,
+    ) {
+        self.now().insert_tls13_ticket(server_name, value);
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<Tls13ClientSessionValue> {
+        self.now().take_tls13_ticket(server_name)
+    }
 }
 
 /// The verifier of `tls_insecure_skip_verify_DANGEROUS`: any certificate for any name is accepted. The
