@@ -813,17 +813,7 @@ async fn a_client_certificate_that_expires_while_its_connection_is_open_ends_it(
         for (name, _) in &running {
             assert!(weir.wait_for_log(&format!("/{name}/1")), "{}", weir.log());
         }
-        // webpki holds a certificate valid through its notAfter's second.
-        let past = expires + std::time::Duration::from_secs(1);
-        std::thread::sleep(
-            past.duration_since(std::time::SystemTime::now())
-                .unwrap_or_default(),
-        );
-        assert!(
-            weir.wait_for_log("draining: its client's certificate or the CA it chains to expired"),
-            "{}",
-            weir.log()
-        );
+        drained_at_expiry(&weir, expires);
         let mut stdin = one.stdin.take().expect("stdin");
         stdin.write_all(b"go\n").expect("write to the client");
         // Answered 421 if it came within the second an idle draining connection is given, else closed.
@@ -841,6 +831,21 @@ async fn a_client_certificate_that_expires_while_its_connection_is_open_ends_it(
     // The expired certificate's connections: curl's over HTTP/1.1 and HTTP/2, and the Python client's.
     let refused = weir.metric("weir_tls_clients_refused_total", &[]).await;
     assert_eq!(refused, Some(3.0));
+}
+
+/// Waits past `expires` (webpki holds a certificate valid through its `notAfter`'s second) for Weir to
+/// drain a connection for it.
+fn drained_at_expiry(weir: &Weir, expires: std::time::SystemTime) {
+    let past = expires + std::time::Duration::from_secs(1);
+    std::thread::sleep(
+        past.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    );
+    assert!(
+        weir.wait_for_log("draining: its client's certificate or the CA it chains to expired"),
+        "{}",
+        weir.log()
+    );
 }
 
 /// A revocation list whose next update passes while connections are open ends them as a reload of the
@@ -1043,16 +1048,7 @@ async fn a_client_ca_that_expires_while_a_connection_is_open_ends_it() {
         for (name, _) in &running {
             assert!(weir.wait_for_log(&format!("/{name}/1")), "{}", weir.log());
         }
-        let past = expires + std::time::Duration::from_secs(1);
-        std::thread::sleep(
-            past.duration_since(std::time::SystemTime::now())
-                .unwrap_or_default(),
-        );
-        assert!(
-            weir.wait_for_log("draining: its client's certificate or the CA it chains to expired"),
-            "{}",
-            weir.log()
-        );
+        drained_at_expiry(&weir, expires);
         kept_or_refused(running, "-lasting-");
         // A new handshake under the expired CA is refused as well (over TLS 1.2, for the alert).
         let args = showing(&clients, "brief");

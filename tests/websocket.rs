@@ -705,6 +705,41 @@ async def main():
 asyncio.run(main())
 "#;
 
+/// Weir over TLS in front of `echo`, asking for a client certificate from `clients`' CA, with their
+/// revocation list (nothing revoked yet); `ws`'s certificate, serial number `serial`, is one of them.
+struct Revocable {
+    pki: pki::Pki,
+    clients: pki::Pki,
+    serial: u64,
+    weir: Weir,
+}
+
+impl Revocable {
+    fn start(echo: &EchoServer) -> Revocable {
+        let pki = pki::Pki::new();
+        pki.leaf("a.test", "a");
+        let clients = pki::Pki::new();
+        let serial = clients.client("ws", "spiffe://weir.test/ws", "ws.test");
+        clients.crl(&[], (2099, 1, 1));
+        let weir = Weir::start(&format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n\
+             client_ca = \"{}\"\nclient_crl = \"{}\"\n\
+             [upstreams.a]\nurl = \"http://{}\"\n[[routes]]\nupstream = \"a\"\n",
+            pki.path("a.pem"),
+            pki.path("a.key"),
+            clients.path("ca.pem"),
+            clients.path("crl.pem"),
+            echo.addr
+        ));
+        Revocable {
+            pki,
+            clients,
+            serial,
+            weir,
+        }
+    }
+}
+
 /// hyper's h2 client over TLS to `a.test` at `weir`, trusting `pki`'s CA and showing `clients`' certificate
 /// `cn`, as `h2_over` makes it.
 async fn h2_over_mtls(weir: &Weir, pki: &pki::Pki, clients: &pki::Pki, cn: &str) -> H2Sender {
@@ -752,26 +787,18 @@ fn https(weir: &Weir, method: &str, path: &str) -> Request<Empty<Bytes>> {
     request.body(Empty::new()).expect("a request")
 }
 
-/// The same over HTTP/2: a WebSocket on a stream of an mTLS connection (RFC 8441) is cut at once when a
-/// reload revokes the certificate its connection showed, and the connection takes no further request.
+/// A WebSocket on a stream of an mTLS HTTP/2 connection (RFC 8441) is cut at once when a reload revokes
+/// the certificate its connection showed, as over HTTP/1.1 (below), and the connection takes no further
+/// request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_revokes_the_client_certificate_cuts_its_h2_tunnel() {
     let echo = EchoServer::start();
-    let pki = pki::Pki::new();
-    pki.leaf("a.test", "a");
-    let clients = pki::Pki::new();
-    let serial = clients.client("ws", "spiffe://weir.test/ws", "ws.test");
-    clients.crl(&[], (2099, 1, 1));
-    let weir = Weir::start(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n\
-         client_ca = \"{}\"\nclient_crl = \"{}\"\n\
-         [upstreams.a]\nurl = \"http://{}\"\n[[routes]]\nupstream = \"a\"\n",
-        pki.path("a.pem"),
-        pki.path("a.key"),
-        clients.path("ca.pem"),
-        clients.path("crl.pem"),
-        echo.addr
-    ));
+    let Revocable {
+        pki,
+        clients,
+        serial,
+        weir,
+    } = Revocable::start(&echo);
     let mut sender = h2_over_mtls(&weir, &pki, &clients, "ws").await;
     let response = sender
         .send_request(https(&weir, "CONNECT", "/chat"))
@@ -812,21 +839,12 @@ async fn a_reload_that_revokes_the_client_certificate_cuts_its_h2_tunnel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_revokes_the_client_certificate_cuts_its_tunnel() {
     let echo = EchoServer::start();
-    let pki = pki::Pki::new();
-    pki.leaf("a.test", "a");
-    let clients = pki::Pki::new();
-    let serial = clients.client("ws", "spiffe://weir.test/ws", "ws.test");
-    clients.crl(&[], (2099, 1, 1));
-    let weir = Weir::start(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n\
-         client_ca = \"{}\"\nclient_crl = \"{}\"\n\
-         [upstreams.a]\nurl = \"http://{}\"\n[[routes]]\nupstream = \"a\"\n",
-        pki.path("a.pem"),
-        pki.path("a.key"),
-        clients.path("ca.pem"),
-        clients.path("crl.pem"),
-        echo.addr
-    ));
+    let Revocable {
+        pki,
+        clients,
+        serial,
+        weir,
+    } = Revocable::start(&echo);
     let mut child = Command::new("python3")
         .args([
             "-c",

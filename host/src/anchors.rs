@@ -263,6 +263,38 @@ impl<V: ?Sized> fmt::Debug for Periods<V> {
     }
 }
 
+/// What both checks take as it is from the verifier over every anchor: a handshake's signatures are the
+/// key's, whichever anchor vouched for it.
+macro_rules! from_every_anchor {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            self.0.all.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            self.0.all.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.all.supported_verify_schemes()
+        }
+
+        fn requires_raw_public_keys(&self) -> bool {
+            self.0.all.requires_raw_public_keys()
+        }
+    };
+}
+
 /// The listener's check of clients' chains against `client_ca`, each anchor in its dates.
 #[derive(Debug)]
 pub struct DatedClientCheck(Periods<dyn ClientCertVerifier>);
@@ -311,31 +343,7 @@ impl ClientCertVerifier for DatedClientCheck {
         })
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.all.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.all.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.all.supported_verify_schemes()
-    }
-
-    fn requires_raw_public_keys(&self) -> bool {
-        self.0.all.requires_raw_public_keys()
-    }
+    from_every_anchor!();
 }
 
 /// An upstream's check of its endpoints' chains against the built-in roots and its `ca_file`, each of the
@@ -374,31 +382,7 @@ impl ServerCertVerifier for DatedServerCheck {
         })
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.all.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.all.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.all.supported_verify_schemes()
-    }
-
-    fn requires_raw_public_keys(&self) -> bool {
-        self.0.all.requires_raw_public_keys()
-    }
+    from_every_anchor!();
 
     fn root_hint_subjects(&self) -> Option<&[DistinguishedName]> {
         self.0.all.root_hint_subjects()
