@@ -1066,26 +1066,6 @@ async fn a_client_ca_that_expires_while_a_connection_is_open_ends_it() {
     assert_eq!(refused, Some(2.0));
 }
 
-/// When the certificates in `file` stop serving, as Python's `cryptography` reads them (nobody here wrote
-/// it): `first`, the first certificate's `notAfter`; `earliest`, the earliest of them; `crl`, the list's
-/// next update. In seconds since the Unix epoch.
-fn expiry_by_python(kind: &str, file: &str) -> f64 {
-    const READ: &str = r#"
-import sys
-from cryptography import x509
-kind, data = sys.argv[1], open(sys.argv[2], "rb").read()
-if kind == "crl":
-    print(x509.load_pem_x509_crl(data).next_update_utc.timestamp())
-else:
-    certs = x509.load_pem_x509_certificates(data)
-    dates = [c.not_valid_after_utc.timestamp() for c in certs]
-    print(dates[0] if kind == "first" else min(dates))
-"#;
-    let out = support::python_output(READ, &[kind.as_ref(), file.as_ref()]);
-    let text = String::from_utf8_lossy(&out);
-    text.trim().parse().unwrap_or_else(|_| panic!("{text:?}"))
-}
-
 /// `/metrics` says when each file of `[server.tls]` expires, by its field, as an
 /// independent reader of the files finds it; `weir check` warns of a revocation list already past its next
 /// update, and a reload of one logs the same.
@@ -1105,7 +1085,11 @@ async fn metrics_tell_when_each_tls_file_expires_and_a_stale_list_is_warned_of()
         let metric = weir
             .metric("weir_tls_expiry_timestamp_seconds", &[("field", field)])
             .await;
-        assert_eq!(metric, Some(expiry_by_python(kind, &file)), "{field}");
+        assert_eq!(
+            metric,
+            Some(support::expiry_by_python(kind, &file)),
+            "{field}"
+        );
     }
 
     clients.crl(&[], (2026, 1, 2));
@@ -1126,6 +1110,6 @@ async fn metrics_tell_when_each_tls_file_expires_and_a_stale_list_is_warned_of()
         .await;
     assert_eq!(
         metric,
-        Some(expiry_by_python("crl", &clients.path("crl.pem")))
+        Some(support::expiry_by_python("crl", &clients.path("crl.pem")))
     );
 }

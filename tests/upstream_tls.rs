@@ -189,7 +189,8 @@ async fn a_certificate_from_an_unknown_ca_is_refused_and_the_dangerous_option_ta
 
 /// An endpoint whose chain ends at a `ca_file` certificate past its `notAfter` is refused, as curl
 /// (OpenSSL) refuses it with the same file: webpki alone checks only the chain the endpoint shows; `weir
-/// check` warns of it. With the CA renewed in the file (same name and key), the same endpoint is served.
+/// check` warns of it. With the CA renewed in the file (same name and key), the same endpoint is served, and
+/// `/metrics` says when the renewal expires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_under_an_expired_ca_file_certificate_is_refused_as_openssl_refuses_it() {
     let expired = std::time::SystemTime::from(rcgen::date_time_ymd(2025, 1, 1));
@@ -225,9 +226,19 @@ async fn an_endpoint_under_an_expired_ca_file_certificate_is_refused_as_openssl_
 
     let renewed = std::time::SystemTime::from(rcgen::date_time_ymd(2099, 1, 1));
     std::fs::write(pki.ca_file(), pki.renewed_until(renewed)).expect("write the renewed CA");
-    let weir = Weir::start(&config(&server, &extra));
+    let admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let weir = Weir::start(&(config(&server, &extra) + admin));
     let reply = get(&weir.url("/")).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    // `/metrics` says when the file's CA expires, as an independent reader of the file finds it.
+    let file = pki.ca_file().display().to_string();
+    let metric = weir
+        .metric(
+            "weir_upstream_ca_expiry_timestamp_seconds",
+            &[("upstream", "a")],
+        )
+        .await;
+    assert_eq!(metric, Some(support::expiry_by_python("earliest", &file)));
 }
 
 /// A session made under a `ca_file` CA is not resumed once that CA has expired: rustls checks no

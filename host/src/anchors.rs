@@ -366,6 +366,13 @@ impl DatedServerCheck {
     pub fn changes(&self) -> Vec<SystemTime> {
         self.0.changes()
     }
+
+    /// The earliest `notAfter` of the anchors that have dates (`ca_file`'s), in seconds since the epoch.
+    pub fn earliest_not_after(&self) -> Option<i64> {
+        (self.0.anchors.iter())
+            .filter_map(|(_, dated)| Some(dated.as_ref()?.validity.not_after))
+            .min()
+    }
 }
 
 impl ServerCertVerifier for DatedServerCheck {

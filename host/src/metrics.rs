@@ -19,6 +19,7 @@
 //! | `weir_upstream_ejections_total` | `upstream` | endpoints taken out after failures in a row |
 //! | `weir_upstream_queued`, `weir_upstream_queue_timeouts_total` | `upstream` | requests waiting now for one of an endpoint's `max_requests`; those answered 503 after `queue_timeout` |
 //! | `weir_upstream_endpoint_up` | `upstream`, `endpoint` | 1 while the running generation's endpoint takes requests |
+//! | `weir_upstream_ca_expiry_timestamp_seconds` | `upstream` | when the earliest certificate of the upstream's `ca_file` expires |
 //! | `weir_rate_limit_decisions_total` | `route`, `plugin`, `limit`, `outcome` | throttle calls by limit: `allowed`, `refused`, `store_error` |
 //! | `weir_store_breaker_open` | | 1 while the Redis breaker fails store calls at once |
 //! | `weir_tls_expiry_timestamp_seconds` | `field` | when each file of `[server.tls]` expires (Unix time) |
@@ -310,7 +311,8 @@ impl Metrics {
             let value = i64::try_from(stats.queued()).unwrap_or(i64::MAX);
             ConstGauge::new(value).encode(queued.encode_family(&labels)?)?;
         }
-        self.endpoints(encoder)
+        self.endpoints(encoder)?;
+        self.upstream_cas(encoder)
     }
 
     /// Whether each endpoint of the running generation's upstreams is in now.
@@ -326,6 +328,25 @@ impl Metrics {
             for (endpoint, is_in) in upstream.endpoint_states() {
                 let labels = [("upstream", escape(name)), ("endpoint", escape(&endpoint))];
                 ConstGauge::new(i64::from(is_in)).encode(up.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// When the running generation's upstreams' own CAs expire, as the listener's files' do.
+    fn upstream_cas(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        let proxy = self.control.proxy.load();
+        let mut ca = encoder.encode_descriptor(
+            "weir_upstream_ca_expiry_timestamp_seconds",
+            "When the earliest certificate of the upstream's ca_file expires: past it, endpoints whose \
+             certificates chain to it are refused (502)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, upstream) in proxy.upstreams.iter() {
+            if let Some(at) = upstream.ca_expires() {
+                let labels = [("upstream", escape(name))];
+                ConstGauge::new(at).encode(ca.encode_family(&labels)?)?;
             }
         }
         Ok(())

@@ -136,6 +136,8 @@ struct Pool {
     /// upstream.
     check: Option<HealthCheck>,
     checks: Option<probe::Checks>,
+    /// The earliest `notAfter` of `ca_file`'s certificates, in seconds since the epoch.
+    ca_expires: Option<i64>,
 }
 
 /// The request line and headers to forward.
@@ -212,6 +214,12 @@ impl Upstream {
     /// The upstream's name, shared rather than copied by whatever outlives the request that names it.
     pub fn shared_name(&self) -> &Arc<str> {
         &self.shared_name
+    }
+
+    /// When the earliest of its `ca_file`'s certificates expires (seconds since the Unix epoch), for
+    /// `/metrics`: past it, the endpoints whose chains end at that certificate are refused.
+    pub fn ca_expires(&self) -> Option<i64> {
+        self.pool.as_ref()?.ca_expires
     }
 
     /// Each endpoint and whether it is in now (not ejected, not failing its health checks).
@@ -498,6 +506,7 @@ impl Pool {
         tcp.set_connect_timeout(Some(config.connect_timeout));
         // `https://` goes through the TLS connector, which needs the TCP one to accept it.
         tcp.enforce_http(false);
+        let mut ca_expires = None;
         let tls = if config.is_tls() {
             let client_cert = match (&config.client_cert, &config.client_key) {
                 (Some(cert), Some(key)) => Some(
@@ -521,7 +530,7 @@ impl Pool {
                 server_name: config.server_name.as_ref().map(|n| n.0.clone()),
                 http2: config.http2,
             };
-            let client_config = tls::client_config(&settings).map_err(|e| BuildError {
+            let client_tls = tls::client_config(&settings).map_err(|e| BuildError {
                 field: if settings.ca_file.is_some() {
                     "ca_file"
                 } else {
@@ -529,7 +538,8 @@ impl Pool {
                 },
                 message: e.to_string(),
             })?;
-            Some((client_config, settings.server_name))
+            ca_expires = client_tls.ca_expires;
+            Some((client_tls.config, settings.server_name))
         } else {
             None
         };
@@ -585,6 +595,7 @@ impl Pool {
             hash_key: config.hash_on.as_ref().and_then(HashKey::new),
             check: config.health_check.clone(),
             checks: None,
+            ca_expires,
         })
     }
 

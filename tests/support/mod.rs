@@ -505,3 +505,23 @@ pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
     }
     send(request.body(Full::default()).expect("request")).await
 }
+
+/// When the certificates in `file` stop serving, as Python's `cryptography` reads them (nobody here wrote
+/// it): `first`, the first certificate's `notAfter`; `earliest`, the earliest of them; `crl`, the list's
+/// next update. In seconds since the Unix epoch.
+pub fn expiry_by_python(kind: &str, file: &str) -> f64 {
+    const READ: &str = r#"
+import sys
+from cryptography import x509
+kind, data = sys.argv[1], open(sys.argv[2], "rb").read()
+if kind == "crl":
+    print(x509.load_pem_x509_crl(data).next_update_utc.timestamp())
+else:
+    certs = x509.load_pem_x509_certificates(data)
+    dates = [c.not_valid_after_utc.timestamp() for c in certs]
+    print(dates[0] if kind == "first" else min(dates))
+"#;
+    let out = python_output(READ, &[kind.as_ref(), file.as_ref()]);
+    let text = String::from_utf8_lossy(&out);
+    text.trim().parse().unwrap_or_else(|_| panic!("{text:?}"))
+}

@@ -71,12 +71,20 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The rustls side of a connector, and the earliest `notAfter` of `ca_file`'s certificates.
+pub struct ClientTls {
+    pub config: ClientConfig,
+    /// Seconds since the Unix epoch, for `/metrics`.
+    pub ca_expires: Option<i64>,
+}
+
 /// The rustls side of a connector: trusted roots, the verifier and ALPN.
-pub fn client_config(settings: &TlsSettings) -> Result<ClientConfig, TlsSetupError> {
+pub fn client_config(settings: &TlsSettings) -> Result<ClientTls, TlsSetupError> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let mut anchors_leave = Vec::new();
+    let mut ca_expires = None;
     let builder = if settings.skip_verify {
         builder
             .dangerous()
@@ -99,6 +107,7 @@ pub fn client_config(settings: &TlsSettings) -> Result<ClientConfig, TlsSetupErr
         };
         let verifier = DatedServerCheck::new(anchors, build)?;
         anchors_leave = verifier.changes();
+        ca_expires = verifier.earliest_not_after();
         // `dangerous` is rustls's door to a verifier of one's own: this one is webpki's, over fewer anchors.
         builder
             .dangerous()
@@ -114,7 +123,7 @@ pub fn client_config(settings: &TlsSettings) -> Result<ClientConfig, TlsSetupErr
     if !anchors_leave.is_empty() {
         config.resumption = Resumption::store(Arc::new(Sessions::new(anchors_leave)));
     }
-    Ok(config)
+    Ok(ClientTls { config, ca_expires })
 }
 
 /// The sessions an upstream's connections may resume, as rustls keeps them by default (256 server names),
