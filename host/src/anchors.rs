@@ -22,6 +22,7 @@ use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 use rustls::server::VerifierBuilderError;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore};
+use x509_parser::certificate::X509Certificate;
 
 /// The seconds since the Unix epoch through which a certificate is in date, both ends included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,11 +40,15 @@ impl Validity {
 /// The certificate's validity, when x509-parser reads it.
 pub fn validity(cert: &CertificateDer<'_>) -> Option<Validity> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    Some(validity_of(&parsed))
+}
+
+fn validity_of(parsed: &X509Certificate<'_>) -> Validity {
     let validity = parsed.validity();
-    Some(Validity {
+    Validity {
         not_before: validity.not_before.timestamp(),
         not_after: validity.not_after.timestamp(),
-    })
+    }
 }
 
 /// The first second a certificate is out of date: webpki holds one valid through its `notAfter`'s second,
@@ -71,7 +76,7 @@ impl Dated {
     pub fn of(cert: &CertificateDer<'_>) -> Option<Dated> {
         let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
         Some(Dated {
-            validity: validity(cert)?,
+            validity: validity_of(&parsed),
             subject: parsed.subject().as_raw().to_vec(),
         })
     }
@@ -124,6 +129,13 @@ impl<V: ?Sized> Periods<V> {
             .filter(|start| ends.contains(start))
             .map(wall_clock)
             .collect()
+    }
+
+    /// The earliest `notAfter` of the anchors that have dates, in seconds since the epoch.
+    fn earliest_not_after(&self) -> Option<i64> {
+        (self.anchors.iter())
+            .filter_map(|(_, dated)| Some(dated.as_ref()?.validity.not_after))
+            .min()
     }
 
     /// The check of the period `seconds` is in, made if it is the first handshake in it. `None` when no
@@ -314,6 +326,11 @@ impl DatedClientCheck {
     pub fn changes(&self) -> Vec<SystemTime> {
         self.0.changes()
     }
+
+    /// The earliest `notAfter` of the anchors, in seconds since the epoch.
+    pub fn earliest_not_after(&self) -> Option<i64> {
+        self.0.earliest_not_after()
+    }
 }
 
 impl ClientCertVerifier for DatedClientCheck {
@@ -367,11 +384,10 @@ impl DatedServerCheck {
         self.0.changes()
     }
 
-    /// The earliest `notAfter` of the anchors that have dates (`ca_file`'s), in seconds since the epoch.
+    /// The earliest `notAfter` of `ca_file`'s anchors (the built-in roots have none), in seconds since
+    /// the epoch.
     pub fn earliest_not_after(&self) -> Option<i64> {
-        (self.0.anchors.iter())
-            .filter_map(|(_, dated)| Some(dated.as_ref()?.validity.not_after))
-            .min()
+        self.0.earliest_not_after()
     }
 }
 

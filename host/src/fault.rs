@@ -23,7 +23,8 @@ pub enum Fault<'a> {
     /// The route serves only clients that showed a verified certificate, and this one showed none.
     NoClientCert,
     /// The connection's client no longer passes the listener's check of clients' certificates: a reload
-    /// changed the check, or a certificate of its chain or a revocation list expired since its handshake.
+    /// changed the check, or a certificate of its chain, a `client_ca` certificate or a revocation list
+    /// expired since its handshake.
     CheckedAnew,
     /// The request head broke the protocol's rules.
     Client(&'a Refusal),

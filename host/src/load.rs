@@ -10,7 +10,7 @@ use crate::config::store::{Backend, StoreGrant};
 use crate::config::upstream::SKIP_VERIFY;
 use crate::config::{
     ByteSize, ConfigError, ConfigErrors, OnError, PluginEntry, ServerConfig, Source, Step,
-    UpstreamConfig, plugin_label, route_label,
+    plugin_label, route_label,
 };
 use crate::exchange::PluginBounds;
 use crate::inbound;
@@ -23,6 +23,7 @@ use crate::sandbox::{
 };
 use crate::stats::Stats;
 use crate::store::{self, Namespace, Store, StoreAccess};
+use crate::tls::upstream_anchors_passed;
 use crate::upstream::{Upstream, Upstreams};
 
 /// What `weir check` and `weir run` both do before serving, in one place so that they cannot differ:
@@ -278,16 +279,6 @@ pub async fn load(
     Ok((proxy, warnings))
 }
 
-/// What a load says of an upstream's `ca_file` whose earliest certificate is past its `notAfter`: its
-/// endpoints are refused from then on, and a config that worked before is better warned than met by 502s.
-/// (The file loaded with the upstream, so it reads again.)
-fn expired_ca(source: &Source, config: &UpstreamConfig) -> Option<String> {
-    let checked = config.is_tls() && !config.tls_insecure_skip_verify;
-    let file = config.ca_file.as_ref().filter(|_| checked)?;
-    let certs = crate::pem_file::certificates(&source.resolve(file)).ok()?;
-    crate::tls::upstream_anchors_passed(&certs, std::time::SystemTime::now())
-}
-
 /// Every upstream of the config. One that cannot be made (a CA file that does not load) is an error on the
 /// field at fault; one that checks no certificate is a warning on the option that says so.
 fn upstreams(
@@ -309,7 +300,13 @@ fn upstreams(
         }
         match Upstream::new(name, config, &|f| source.resolve(f), stats.upstream(name)) {
             Ok(mut made) => {
-                if let Some(why) = expired_ca(source, config) {
+                // Its endpoints are refused from then on: a config that served before is better warned
+                // than met by 502s.
+                let now = std::time::SystemTime::now();
+                let expired = made
+                    .ca_expires()
+                    .and_then(|at| upstream_anchors_passed(at, now));
+                if let Some(why) = expired {
                     warnings.push(source.field_error(&field("ca_file"), why));
                 }
                 made.send_forwarded(source.config.server.forwarded);

@@ -66,8 +66,8 @@ pub fn connection_limit(configured: Option<u32>, open_files: Option<u64>) -> usi
 ///
 /// With certificates in `tls` the listener speaks TLS: each connection shakes hands with the certificates
 /// the channel holds when it is accepted (a reload sends new ones), within `header_read_timeout`; one whose
-/// client a later check refuses ([`Peer`]: a reload's, or its certificate's expiry) drains as at shutdown,
-/// and is cut after `shutdown_timeout`.
+/// client a later check refuses ([`Peer`]: a reload's, or its certificate's or CA's expiry) drains as at
+/// shutdown, and is cut after `shutdown_timeout`.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<ArcSwap<Proxy>>,

@@ -95,8 +95,7 @@ pub struct ClientCheck {
     /// The earliest next update of the lists, from which they refuse every certificate they cover: a
     /// connection open then is checked again ([`Peer`]).
     stale_from: Option<std::time::SystemTime>,
-    /// When an anchor comes into date or leaves it ([`DatedClientCheck`]): a connection open then is checked
-    /// again.
+    /// When an anchor leaves its dates ([`DatedClientCheck`]): a connection open then is checked again.
     anchors_change: Vec<std::time::SystemTime>,
 }
 
@@ -241,9 +240,6 @@ fn client_verifier(
     let mut roots = RootCertStore::empty();
     let certs = pem_file::add_anchors(&mut roots, &ca).map_err(|e| ("client_ca", e.into()))?;
     let field = |name| tls_field(&[Step::Key(name)]);
-    let mut deadlines: Vec<Deadline> = Deadline::anchors(field("client_ca"), &certs)
-        .into_iter()
-        .collect();
     let mut check = ClientCheck {
         anchors: roots.roots.clone(),
         optional: tls.client_cert == Some(ClientCert::Optional),
@@ -252,11 +248,11 @@ fn client_verifier(
         anchors_change: Vec::new(),
     };
     let crl = tls.client_crl.as_deref().map(&resolve);
+    let mut lists = None;
     if let Some(file) = &crl {
         check.crls = pem_file::revocation_lists(file).map_err(|e| ("client_crl", e.into()))?;
-        let lists = Deadline::revocation_lists(field("client_crl"), &check.crls);
+        lists = Deadline::revocation_lists(field("client_crl"), &check.crls);
         check.stale_from = lists.as_ref().map(Deadline::time);
-        deadlines.extend(lists);
     }
     // Kept by the check, which makes the verifier of a period over part of the anchors when one comes.
     let (optional, crls, provider) = (check.optional, check.crls.clone(), provider.clone());
@@ -286,6 +282,9 @@ fn client_verifier(
         }
     })?;
     check.anchors_change = verifier.changes();
+    let anchors = verifier.earliest_not_after();
+    let anchors = anchors.map(|at| Deadline::anchors(field("client_ca"), at));
+    let deadlines = anchors.into_iter().chain(lists).collect();
     Ok(Some(ClientVerifier {
         verifier: Arc::new(verifier),
         check,

@@ -114,7 +114,7 @@ pub struct Tunnel {
     /// `max_connections` slot would go to the next client and the drain would not wait for the tunnel.
     pub connection: Arc<Held>,
     /// On TLS, the client as its handshake checked it: a later check that refuses it (a reload's, or its
-    /// certificate's expiry) cuts the tunnel, which would otherwise carry the old check's word for as long
+    /// certificate's or CA's expiry) cuts the tunnel, which would otherwise carry the old check's word for as long
     /// as it is open.
     pub peer: Option<Peer>,
 }

@@ -42,13 +42,9 @@ impl Deadline {
         ))
     }
 
-    /// The earliest `notAfter` of the listener's trust anchors (`client_ca`).
-    pub fn anchors(field: Vec<Step<'static>>, certs: &[CertificateDer<'_>]) -> Option<Deadline> {
-        Some(Deadline::new(
-            field,
-            earliest_not_after(certs)?,
-            What::Anchor,
-        ))
+    /// The earliest `notAfter` of the listener's trust anchors (`client_ca`), `at`.
+    pub fn anchors(field: Vec<Step<'static>>, at: i64) -> Deadline {
+        Deadline::new(field, at, What::Anchor)
     }
 
     /// The earliest next update of the lists; a list without one is never stale.
@@ -95,10 +91,10 @@ impl Deadline {
     }
 }
 
-/// What a load says of an upstream's trust anchors (`ca_file`) when the earliest `notAfter` among them is
-/// already past at `now`. (An upstream's is no [`Deadline`]: `/metrics` reports the listener's files.)
-pub fn upstream_anchors_passed(certs: &[CertificateDer<'_>], now: SystemTime) -> Option<String> {
-    passed(What::UpstreamAnchor, earliest_not_after(certs)?, now)
+/// What a load says of an upstream's trust anchors (`ca_file`) when the earliest `notAfter` among them,
+/// `at`, is already past at `now`. (An upstream's is no [`Deadline`], which names a field of `[server]`.)
+pub fn upstream_anchors_passed(at: i64, now: SystemTime) -> Option<String> {
+    passed(What::UpstreamAnchor, at, now)
 }
 
 fn passed(what: What, at: i64, now: SystemTime) -> Option<String> {
