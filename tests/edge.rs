@@ -1270,15 +1270,8 @@ fn weir_config(recorder: SocketAddr, prefix: &str) -> String {
 /// nginx as it is usually put in front of an application: HTTP/1.1 and keep-alive to the upstream, the
 /// client's Host passed on, X-Forwarded-For appended.
 fn nginx_config(recorder: SocketAddr, all: u16, public: u16) -> String {
-    format!(
-        r#"worker_processes 1;
-daemon off;
-pid {{prefix}}/nginx.pid;
-error_log {{prefix}}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    upstream recorder {{ server {recorder}; keepalive 16; }}
+    support::raw::nginx_http(&format!(
+        r#"    upstream recorder {{ server {recorder}; keepalive 16; }}
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     proxy_set_header Host $host;
@@ -1293,9 +1286,8 @@ http {{
         location /public/ {{ proxy_pass http://recorder; }}
         location / {{ return 404; }}
     }}
-}}
 "#
-    )
+    ))
 }
 
 #[test]

@@ -302,3 +302,148 @@ async fn a_drain_tells_an_h2_client_to_go_away_and_answers_its_stream_in_flight(
     );
     assert_eq!(weir.wait_exit(Duration::from_secs(3)).code(), Some(0));
 }
+
+/// What a proxy did with one raw HTTP/2 request: the status it answered (or the stream's or connection's
+/// error code), and the requests its upstream received for it.
+#[derive(Debug)]
+struct Answer {
+    status: Option<u16>,
+    error: Option<String>,
+    forwarded: Vec<support::raw::Seen>,
+}
+
+/// Sends each header list as one request on a connection of its own, with Python's `h2` library and its
+/// own checks turned off (tests/h2/raw_request.py), and reads what the recorder got for each.
+fn send_raw(
+    port: u16,
+    recorder: &support::raw::Recorder,
+    cases: &[Vec<(&str, &str)>],
+) -> Vec<Answer> {
+    cases
+        .iter()
+        .map(|headers| {
+            let mark = recorder.mark();
+            let script = support::workspace().join("tests/h2/raw_request.py");
+            let out = Command::new("python3")
+                .arg(&script)
+                .arg(port.to_string())
+                .arg(serde_json::to_string(&[headers]).expect("JSON"))
+                .output()
+                .expect("run python3 (h2 is installed by `make test-deps`)");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let got: serde_json::Value =
+                serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+            Answer {
+                status: got["status"].as_u64().and_then(|s| u16::try_from(s).ok()),
+                error: got["reset"]
+                    .as_str()
+                    .or(got["goaway"].as_str())
+                    .map(str::to_owned),
+                forwarded: recorder.settle(mark),
+            }
+        })
+        .collect()
+}
+
+/// RFC 9113's rules for a request's fields that the h2 crate leaves to the server, checked with raw frames
+/// against Weir and nginx 1.22 (`listen … http2`, h2c) in front of one recording upstream.
+#[test]
+fn malformed_h2_requests_never_reach_the_upstream_and_split_cookies_go_on_joined() {
+    let recorder = support::raw::Recorder::start();
+    let weir = Weir::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.r]\nurl = \"http://{}\"\npreserve_host = true\n\
+         [[routes]]\nupstream = \"r\"\n",
+        recorder.addr
+    ));
+    let port = support::raw::free_port();
+    let nginx = support::raw::Nginx::start(
+        &support::raw::nginx_http(&format!(
+            "    proxy_http_version 1.1;\n    proxy_set_header Host $host;\n    server {{\n        \
+             listen 127.0.0.1:{port} http2;\n        location / {{ proxy_pass http://{}; }}\n    }}",
+            recorder.addr
+        )),
+        &[port],
+    );
+    let request = |method,
+                   path: Option<&'static str>,
+                   authority: bool,
+                   extra: &[(&'static str, &'static str)]| {
+        let mut headers = vec![(":method", method)];
+        if let Some(path) = path {
+            headers.extend([(":scheme", "http"), (":path", path)]);
+        }
+        if authority {
+            headers.push((":authority", "a.test"));
+        }
+        headers.extend_from_slice(extra);
+        headers
+    };
+    let cases = [
+        // 0: valid, the harness's check.
+        request("GET", Some("/ok"), true, &[]),
+        // 1: §8.2.3, split for compression.
+        request(
+            "GET",
+            Some("/c"),
+            true,
+            &[("cookie", "a=1"), ("cookie", "b=2")],
+        ),
+        // 2-3: §8.3.1, `*` is for OPTIONS only.
+        request("GET", Some("*"), true, &[]),
+        request("OPTIONS", Some("*"), true, &[]),
+        // 4: §8.3.1, neither `:authority` nor Host.
+        request("GET", Some("/x"), false, &[]),
+        // 5: §8.3.1, a `:path` that is not `/…`.
+        request("GET", Some("?a=1"), true, &[]),
+        // 6: §8.2.1, whitespace around a value.
+        request("GET", Some("/w"), true, &[("x-a", " lead")]),
+        // 7: §8.5, CONNECT names its authority.
+        request("CONNECT", None, false, &[]),
+    ];
+    let weir_said = send_raw(weir.addr.port(), &recorder, &cases);
+    let nginx_said = send_raw(port, &recorder, &cases);
+    let show = |said: &[Answer]| {
+        let lines = said.iter().enumerate().map(|(i, a)| {
+            let seen: Vec<_> = a
+                .forwarded
+                .iter()
+                .map(support::raw::Seen::summary)
+                .collect();
+            format!("  {i}: {:?} {:?} forwarded {seen:?}", a.status, a.error)
+        });
+        lines.collect::<Vec<_>>().join("\n")
+    };
+    let report = format!(
+        "weir:\n{}\nnginx:\n{}\n{}",
+        show(&weir_said),
+        show(&nginx_said),
+        nginx.error_log()
+    );
+
+    for said in [&weir_said, &nginx_said] {
+        assert_eq!(said[0].status, Some(200), "{report}");
+        assert_eq!(said[0].forwarded.len(), 1, "{report}");
+        let cookies = said[1].forwarded.first().map(|seen| seen.values("cookie"));
+        assert_eq!(cookies, Some(vec![&b"a=1; b=2"[..]]), "{report}");
+        // Malformed requests are answered 400, and never forwarded (§8.1.1).
+        for case in [2, 4, 5, 7] {
+            assert_eq!(said[case].status, Some(400), "case {case}: {report}");
+            assert!(said[case].forwarded.is_empty(), "case {case}: {report}");
+        }
+    }
+    // Weir answers `OPTIONS *` itself, as over HTTP/1.1 (nginx refuses it), and refuses the whitespace
+    // that nginx forwards.
+    assert_eq!(weir_said[3].status, Some(200), "{report}");
+    assert!(weir_said[3].forwarded.is_empty(), "{report}");
+    assert_eq!(weir_said[6].status, Some(400), "{report}");
+    assert!(weir_said[6].forwarded.is_empty(), "{report}");
+    assert!(
+        weir_said.iter().all(|said| said.error.is_none()),
+        "{report}"
+    );
+}

@@ -890,15 +890,8 @@ async fn a_revocation_list_that_goes_stale_while_a_connection_is_open_ends_it() 
 /// nginx with `a.test`'s certificate, asking every client for one that chains to `client_ca`, answering
 /// 200 `ok` to those that pass, on `port`.
 fn nginx_mutual(pki: &Pki, client_ca: &str, port: u16) -> String {
-    format!(
-        r#"worker_processes 1;
-daemon off;
-pid {{prefix}}/nginx.pid;
-error_log {{prefix}}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    server {{
+    support::raw::nginx_http(&format!(
+        r#"    server {{
         listen 127.0.0.1:{port} ssl;
         ssl_certificate {cert};
         ssl_certificate_key {key};
@@ -906,11 +899,10 @@ http {{
         ssl_verify_client on;
         location / {{ return 200 "ok\n"; }}
     }}
-}}
 "#,
         cert = pki.path("a.pem"),
         key = pki.path("a.key"),
-    )
+    ))
 }
 
 /// A `client_ca` certificate out of its dates vouches for nobody, as in nginx (OpenSSL checks the CA's

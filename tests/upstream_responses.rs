@@ -389,25 +389,17 @@ fn a_kept_connection_closed_under_a_request_costs_a_get_nothing_and_a_post_its_a
 fn nginx_for_comparison() {
     let canned = Canned::start(cases());
     let port = free_port();
-    let config = format!(
-        r#"worker_processes 1;
-daemon off;
-pid {{prefix}}/nginx.pid;
-error_log {{prefix}}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    upstream canned {{ server {}; keepalive 16; }}
+    let config = support::raw::nginx_http(&format!(
+        r#"    upstream canned {{ server {}; keepalive 16; }}
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     server {{
         listen 127.0.0.1:{port};
         location / {{ proxy_pass http://canned; }}
     }}
-}}
 "#,
         canned.addr
-    );
+    ));
     let _nginx = Nginx::start(&config, &[port]);
     let misses = misses(SocketAddr::from(([127, 0, 0, 1], port)));
     for (_, story) in &misses {

@@ -283,7 +283,7 @@ pub async fn run(
                 path: &exchange.path,
                 query: exchange.query.as_deref(),
                 headers: exchange.headers.clone(),
-                client_ip: client.ip,
+                hop: client.hop,
                 context: Some(&exchange.context),
                 scheme: exchange.scheme,
             };

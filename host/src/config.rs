@@ -6,6 +6,9 @@
 
 mod access_log;
 pub mod limits;
+pub mod peers;
+pub mod proxy_protocol;
+pub mod real_ip;
 pub mod store;
 pub mod tls;
 mod units;
@@ -24,7 +27,9 @@ use toml::de::{DeTable, DeValue};
 use crate::normalise::{self, PathPolicy};
 pub use access_log::AccessLog;
 use limits::{Bounds, Limit};
-pub use units::{ByteSize, HostPattern, HttpGrant, MethodName, PathRegex, UpstreamUrl};
+pub use units::{
+    ByteSize, HeaderNameText, HostPattern, HttpGrant, MethodName, PathRegex, UpstreamUrl,
+};
 pub use upstream::UpstreamConfig;
 
 /// The whole config file as written.
@@ -135,6 +140,11 @@ pub struct ServerConfig {
     pub watch_config: Option<Duration>,
     /// TLS on the listener; none serves clear text. See README, "TLS".
     pub tls: Option<tls::ListenerTls>,
+    /// The load balancers whose connections open with a PROXY protocol header naming the client. See
+    /// README, "Behind a load balancer".
+    pub proxy_protocol: Option<proxy_protocol::ProxyProtocol>,
+    /// The proxies in front whose `X-Forwarded-For` names the client. See README, "Behind an HTTP proxy".
+    pub real_ip: Option<real_ip::RealIp>,
 }
 
 impl Default for ServerConfig {
@@ -174,6 +184,8 @@ impl Default for ServerConfig {
             send_timeout: Duration::from_secs(60),
             max_connections: None,
             tls: None,
+            proxy_protocol: None,
+            real_ip: None,
             // Envoy's `max_headers_count` and hyper's default; up to 100 the parser needs no allocation.
             max_request_headers: 100,
             pid_file: None,
@@ -621,6 +633,12 @@ impl Source {
 
         if let Some(tls) = &server.tls {
             tls.validate(&mut found);
+        }
+        if let Some(proxy_protocol) = &server.proxy_protocol {
+            proxy_protocol.validate(&mut found);
+        }
+        if let Some(real_ip) = &server.real_ip {
+            real_ip.validate(&mut found);
         }
         c.store.validate(&mut found);
 

@@ -60,7 +60,12 @@ pub fn error_response(fault: &Fault<'_>) -> Response<ProxyBody> {
         // After a broken body or a tunnel request the next bytes on the connection cannot be trusted to
         // start a request: nothing more is read from it. A head too large is closed on as the parser's
         // own 431 is.
-        Fault::Client(Refusal::Connect | Refusal::ChunkedTwice | Refusal::HeadTooLarge(_))
+        Fault::Client(
+            Refusal::Connect
+            | Refusal::ConnectWithoutAuthority
+            | Refusal::ChunkedTwice
+            | Refusal::HeadTooLarge(_),
+        )
         | Fault::Upstream(UpstreamError::ClientBody(_) | UpstreamError::ClientBodyTimeout(_)) => {
             headers.insert(
                 header::CONNECTION,

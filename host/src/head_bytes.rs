@@ -6,13 +6,12 @@
 //! holds two. Copied into one allocation the size of the head, which the request keeps until its response
 //! is done, the read buffer is free again as soon as the head is parsed.
 
-use std::fmt::Write;
-
 use bytes::BytesMut;
 use http::{HeaderValue, Request, Uri};
 
 /// Moves the target and the header values of `head` into one allocation of their own. A value that would
-/// not parse again (none: each was parsed from these bytes) keeps its old storage.
+/// not parse again as the same (an HTTP/2 `:path` of `*` beside an `:authority`, written as
+/// `http://host*`) keeps its old storage.
 pub fn detach<B>(head: &mut Request<B>) {
     let (uri, headers) = (head.uri(), head.headers());
     let values: usize = headers.values().map(|v| v.len()).sum();
@@ -23,8 +22,19 @@ pub fn detach<B>(head: &mut Request<B>) {
         Some(target) if uri.scheme().is_none() && uri.authority().is_none() => {
             buf.extend_from_slice(target.as_str().as_bytes());
         }
+        // Its parts as they came, not as `Display` writes them: that puts a `/` before an HTTP/2 `:path` of
+        // `?a=1`, which admission must see as sent to refuse it.
         _ => {
-            let _ = write!(buf, "{uri}");
+            if let Some(scheme) = uri.scheme_str() {
+                buf.extend_from_slice(scheme.as_bytes());
+                buf.extend_from_slice(b"://");
+            }
+            if let Some(authority) = uri.authority() {
+                buf.extend_from_slice(authority.as_str().as_bytes());
+            }
+            if let Some(target) = uri.path_and_query() {
+                buf.extend_from_slice(target.as_str().as_bytes());
+            }
         }
     }
     let target_end = buf.len();
@@ -32,7 +42,9 @@ pub fn detach<B>(head: &mut Request<B>) {
         buf.extend_from_slice(value.as_bytes());
     }
     let bytes = buf.freeze();
-    if let Ok(copy) = Uri::from_maybe_shared(bytes.slice(..target_end)) {
+    if let Ok(copy) = Uri::from_maybe_shared(bytes.slice(..target_end))
+        && copy == *head.uri()
+    {
         *head.uri_mut() = copy;
     }
     let mut at = target_end;
@@ -47,7 +59,7 @@ pub fn detach<B>(head: &mut Request<B>) {
 }
 
 /// The length of `uri` as written, without writing it.
-fn uri_len(uri: &Uri) -> usize {
+pub fn uri_len(uri: &Uri) -> usize {
     let scheme = uri.scheme_str().map_or(0, |s| s.len() + 3);
     let authority = uri.authority().map_or(0, |a| a.as_str().len());
     let path = uri.path_and_query().map_or(0, |p| p.as_str().len());
@@ -75,5 +87,31 @@ mod tests {
             assert_eq!(*head.headers(), before_headers);
             assert!(head.headers()["authorization"].is_sensitive());
         }
+        // HTTP/2's `*` beside an authority, which would be written `http://a*` and read back as another URI.
+        let star = Uri::builder()
+            .scheme("http")
+            .authority("a")
+            .path_and_query("*")
+            .build()
+            .expect("a URI");
+        let mut head = http::Request::options(star.clone())
+            .body(())
+            .expect("a request");
+        detach(&mut head);
+        assert_eq!(*head.uri(), star);
+        assert_eq!(head.uri().path(), "*");
+        // And a `:path` without its `/`, kept as sent for admission to refuse.
+        let query = Uri::builder()
+            .scheme("http")
+            .authority("a")
+            .path_and_query("?q=1")
+            .build()
+            .expect("a URI");
+        let mut head = http::Request::get(query).body(()).expect("a request");
+        detach(&mut head);
+        assert_eq!(
+            head.uri().path_and_query().map(|p| p.as_str()),
+            Some("?q=1")
+        );
     }
 }

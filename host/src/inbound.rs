@@ -6,6 +6,7 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Uri, Version};
 
+use crate::head_bytes;
 use crate::normalise::{self, PathPolicy, TargetError};
 
 /// The methods a `405` or a server-wide `OPTIONS *` advertises. Extension methods are forwarded too; these
@@ -29,6 +30,12 @@ pub enum Refusal {
     Target(#[from] TargetError),
     #[error("an HTTP/1.1 request needs a Host header")]
     MissingHost,
+    #[error("an HTTP/2 request needs :authority or a Host header")]
+    MissingAuthority,
+    #[error("an HTTP/2 :path must start with \"/\", or be \"*\" for OPTIONS")]
+    PseudoPath,
+    #[error("the value of {0} starts or ends with whitespace")]
+    FieldWhitespace(String),
     #[error("more than one Host header")]
     DuplicateHost,
     #[error("invalid Host {0:?}")]
@@ -40,6 +47,9 @@ pub enum Refusal {
     /// A tunnel would take the connection out of HTTP: a reverse proxy has no business opening one.
     #[error("CONNECT is not supported")]
     Connect,
+    /// RFC 9113 §8.5, RFC 9110 §9.3.6: a CONNECT names the host and port to tunnel to.
+    #[error("CONNECT without a host and port")]
+    ConnectWithoutAuthority,
     /// TRACE echoes the request, cookies and credentials added by the proxy included (cross-site tracing).
     #[error("TRACE is not allowed")]
     Trace,
@@ -66,7 +76,11 @@ pub enum Admitted {
 /// with its path normalised, and Host set from an absolute-form target.
 pub fn admit(parts: &mut Parts, rules: Rules) -> Result<Admitted, Refusal> {
     if parts.method == Method::CONNECT {
-        return Err(Refusal::Connect);
+        // Malformed (the client's to mend) before unsupported (Weir's).
+        return Err(match parts.uri.authority() {
+            None => Refusal::ConnectWithoutAuthority,
+            Some(_) => Refusal::Connect,
+        });
     }
     if parts.method == Method::TRACE {
         return Err(Refusal::Trace);
@@ -75,17 +89,12 @@ pub fn admit(parts: &mut Parts, rules: Rules) -> Result<Admitted, Refusal> {
     if head_len(&parts.headers) > rules.max_head {
         return Err(Refusal::HeadTooLarge(rules.max_head));
     }
-    if target_len(&parts.uri) > rules.max_target {
+    // The target's length as sent, near enough: the parsed URI keeps its parts, not the line.
+    if head_bytes::uri_len(&parts.uri) > rules.max_target {
         return Err(Refusal::TargetTooLong(rules.max_target));
     }
-    if parts.uri.path() == "*" && parts.uri.authority().is_none() {
-        return if parts.method == Method::OPTIONS {
-            Ok(Admitted::ServerOptions)
-        } else {
-            Err(Refusal::Asterisk)
-        };
-    }
     if parts.version == Version::HTTP_2 {
+        h2_fields(parts)?;
         pseudo_to_origin_form(parts)?;
     }
     let mut hosts = parts.headers.get_all(header::HOST).iter();
@@ -93,9 +102,21 @@ pub fn admit(parts: &mut Parts, rules: Rules) -> Result<Admitted, Refusal> {
     if hosts.next().is_some() {
         return Err(Refusal::DuplicateHost);
     }
-    // RFC 9112 §3.2: an HTTP/1.1 request needs its Host, even with an absolute-form target.
-    if host.is_none() && parts.version == Version::HTTP_11 {
-        return Err(Refusal::MissingHost);
+    // RFC 9112 §3.2: an HTTP/1.1 request needs its Host, even with an absolute-form target; RFC 9113 §8.3.1:
+    // an HTTP/2 one for http or https, its `:authority` or a Host.
+    if host.is_none() {
+        match parts.version {
+            Version::HTTP_11 => return Err(Refusal::MissingHost),
+            Version::HTTP_2 => return Err(Refusal::MissingAuthority),
+            _ => {}
+        }
+    }
+    if parts.uri.path() == "*" && parts.uri.authority().is_none() {
+        return if parts.method == Method::OPTIONS {
+            Ok(Admitted::ServerOptions)
+        } else {
+            Err(Refusal::Asterisk)
+        };
     }
     let absolute = parts.uri.authority().is_some();
     if absolute {
@@ -137,6 +158,44 @@ pub fn admit(parts: &mut Parts, rules: Rules) -> Result<Admitted, Refusal> {
     })
 }
 
+/// What RFC 9113 asks of an HTTP/2 request's fields that the h2 crate leaves to the server. §8.2.1: a value
+/// that starts or ends with whitespace makes the request malformed (HTTP/1.1's parser strips it; h2 has no
+/// whitespace to strip). §8.2.3: a client may split `cookie` into several fields for compression, and they
+/// go on to HTTP/1.1, and to the plugins, joined by `"; "`, as one field. §8.3.1: `:path` is `*` or starts
+/// with `/`.
+fn h2_fields(parts: &mut Parts) -> Result<(), Refusal> {
+    let path = parts.uri.path_and_query().map_or("", |p| p.as_str());
+    if !(path.starts_with('/') || path == "*") {
+        return Err(Refusal::PseudoPath);
+    }
+    for (name, value) in &parts.headers {
+        let bytes = value.as_bytes();
+        let spaced = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
+        if spaced(bytes.first()) || spaced(bytes.last()) {
+            return Err(Refusal::FieldWhitespace(name.as_str().to_owned()));
+        }
+    }
+    let cookies = parts.headers.get_all(header::COOKIE);
+    if cookies.iter().nth(1).is_some() {
+        let mut joined = Vec::new();
+        let mut sensitive = false;
+        for crumb in cookies.iter().filter(|crumb| !crumb.is_empty()) {
+            if !joined.is_empty() {
+                joined.extend_from_slice(b"; ");
+            }
+            joined.extend_from_slice(crumb.as_bytes());
+            // HPACK's never-indexed fields stay so on an HTTP/2 upstream.
+            sensitive |= crumb.is_sensitive();
+        }
+        // Each part was a valid value, and so is what joins them; were it not, the parts would go on as sent.
+        if let Ok(mut value) = HeaderValue::from_bytes(&joined) {
+            value.set_sensitive(sensitive);
+            parts.headers.insert(header::COOKIE, value);
+        }
+    }
+    Ok(())
+}
+
 /// RFC 9113 §8.3.1: HTTP/2 sends `:authority`, which stands for Host, beside a path that is the target in
 /// origin form; hyper joins them (with `:scheme`) into one URI. Split back, they are what HTTP/1.1 sends as
 /// Host and target, so the plugins see the same request whichever the client spoke.
@@ -173,14 +232,6 @@ fn check_framing(parts: &Parts) -> Result<(), Refusal> {
         return Err(Refusal::ChunkedTwice);
     }
     Ok(())
-}
-
-/// The target's length as sent, near enough: the parsed URI keeps its parts, not the line.
-fn target_len(uri: &Uri) -> usize {
-    let scheme = uri.scheme_str().map_or(0, |s| s.len() + 3);
-    let authority = uri.authority().map_or(0, |a| a.as_str().len());
-    let path_and_query = uri.path_and_query().map_or(0, |p| p.as_str().len());
-    scheme + authority + path_and_query
 }
 
 /// The header fields' size as written back out, `name: value\r\n` each: the parser's own cap on the head
@@ -333,6 +384,64 @@ mod tests {
         ));
         assert_eq!(p.headers[header::HOST], "a.example:8080");
         assert_eq!(p.uri, "/x?y=1");
+    }
+
+    #[test]
+    fn h2_requests_are_held_to_what_rfc_9113_asks_of_their_fields() {
+        let h2 = |method: &str, uri: Uri, headers: &[(&str, &str)]| {
+            let mut p = parts(method, "/", headers);
+            p.version = Version::HTTP_2;
+            p.uri = uri;
+            p
+        };
+        let with_authority = |path: &str| {
+            Uri::builder()
+                .scheme("http")
+                .authority("a.example")
+                .path_and_query(path)
+                .build()
+                .expect("a URI")
+        };
+        // §8.2.3: split cookies go on as one field.
+        let mut p = h2(
+            "GET",
+            with_authority("/x"),
+            &[("cookie", "a=1"), ("cookie", "b=2")],
+        );
+        assert!(admit(&mut p, POLICY).is_ok());
+        let cookies: Vec<_> = p.headers.get_all(header::COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1; b=2"]);
+        // §8.2.1: a value may not start or end with whitespace.
+        for value in [" lead", "trail\t"] {
+            let mut p = h2("GET", with_authority("/x"), &[("x-a", value)]);
+            assert_eq!(
+                admit(&mut p, POLICY).err(),
+                Some(Refusal::FieldWhitespace("x-a".into()))
+            );
+        }
+        // §8.3.1: `*` only for OPTIONS, which Weir answers; `:authority` or Host.
+        let mut p = h2("OPTIONS", with_authority("*"), &[]);
+        assert!(matches!(admit(&mut p, POLICY), Ok(Admitted::ServerOptions)));
+        let mut p = h2("GET", with_authority("*"), &[]);
+        assert_eq!(admit(&mut p, POLICY).err(), Some(Refusal::Asterisk));
+        let mut p = h2("OPTIONS", Uri::from_static("*"), &[]);
+        assert_eq!(admit(&mut p, POLICY).err(), Some(Refusal::MissingAuthority));
+        let mut p = h2(
+            "GET",
+            with_authority("/x"),
+            &[("cookie", ""), ("cookie", "a=1"), ("cookie", "b=2")],
+        );
+        assert!(admit(&mut p, POLICY).is_ok());
+        assert_eq!(p.headers[header::COOKIE], "a=1; b=2");
+        let mut p = h2("GET", Uri::from_static("/x"), &[]);
+        assert_eq!(admit(&mut p, POLICY).err(), Some(Refusal::MissingAuthority));
+        let mut p = h2("GET", Uri::from_static("/x"), &[("host", "a.example")]);
+        assert!(admit(&mut p, POLICY).is_ok());
+        let mut p = h2("CONNECT", Uri::from_static("/"), &[("host", "a.example")]);
+        assert_eq!(
+            admit(&mut p, POLICY).err(),
+            Some(Refusal::ConnectWithoutAuthority)
+        );
     }
 
     #[test]

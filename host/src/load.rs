@@ -14,9 +14,11 @@ use crate::config::{
 };
 use crate::exchange::PluginBounds;
 use crate::inbound;
+use crate::peers::PeerSet;
 use crate::plugin::bindings::PluginPre;
 use crate::plugin::{PluginError, PluginSlot, SlotSettings};
 use crate::proxy::{Proxy, Route};
+use crate::real_ip::RealIp;
 use crate::routes::RouteMatch;
 use crate::sandbox::{
     EPOCH_TICK, HostState, InstanceLimits, Label, Sandbox, SandboxSettings, default_cache_dir,
@@ -275,6 +277,12 @@ pub async fn load(
             context_bytes: bytes(config.server.context_bytes),
         },
         client_body_timeout: config.server.client_body_timeout,
+        proxy_protocol: config
+            .server
+            .proxy_protocol
+            .as_ref()
+            .map(|balancers| PeerSet::new(&balancers.from)),
+        real_ip: config.server.real_ip.as_ref().map(RealIp::new),
     };
     Ok((proxy, warnings))
 }

@@ -24,6 +24,7 @@
 //! | `weir_store_breaker_open` | | 1 while the Redis breaker fails store calls at once |
 //! | `weir_tls_expiry_timestamp_seconds` | `field` | when each file of `[server.tls]` expires (Unix time) |
 //! | `weir_tls_clients_refused_total` | | TLS connections ended because a later check refused their client |
+//! | `weir_proxy_protocol_refused_total` | | load balancers' connections closed for want of a good PROXY protocol header |
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -38,6 +39,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::crypto::Key;
 use crate::logging;
+use crate::proxy_protocol;
 use crate::reload::Control;
 use crate::stats::{Failure, Histogram, Hook, Phase, PluginStats, STATUS_CLASSES, UpstreamStats};
 use crate::tls::Peer;
@@ -66,6 +68,7 @@ impl Collector for Metrics {
         self.upstreams(&mut encoder)?;
         self.rate_limits(&mut encoder)?;
         self.tls(&mut encoder)?;
+        self.proxy_protocol(&mut encoder)?;
         self.process(&mut encoder)
     }
 }
@@ -396,6 +399,22 @@ impl Metrics {
             ConstGauge::new(i64::from(open)).encode(breaker)?;
         }
         Ok(())
+    }
+
+    fn proxy_protocol(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        let refused = proxy_protocol::refused_total();
+        // Shown while balancers are named, and after, once any connection was refused.
+        if self.control.proxy.load().proxy_protocol.is_none() && refused == 0 {
+            return Ok(());
+        }
+        let family = encoder.encode_descriptor(
+            "weir_proxy_protocol_refused",
+            "Connections from the peers [server.proxy_protocol] names, closed for want of a whole, \
+             well-formed PROXY protocol header within header_read_timeout",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(refused).encode(family)
     }
 
     fn tls(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {

@@ -5,7 +5,7 @@
 //! client went away. One whose handler is dropped before it has a response (the client left while the
 //! upstream or a plugin was still working) is recorded then, as 499, nginx's "client closed request".
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -66,11 +66,11 @@ impl Trace {
         format: AccessLog,
         unrouted: &Arc<RouteStats>,
         request: &Request<B>,
-        client: SocketAddr,
+        client: IpAddr,
     ) -> Trace {
         let access = (format != AccessLog::Off).then(|| Access {
             format,
-            client: client.ip(),
+            client,
             method: request.method().clone(),
             target: sent_target(request),
             path: None,

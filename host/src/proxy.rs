@@ -16,7 +16,9 @@ use crate::exchange::{PluginBounds, has_token, strip_hop_by_hop};
 use crate::fault::{Fault, error_response};
 use crate::inbound::{self, Admitted};
 use crate::outcome::{ServedBody, Trace};
+use crate::peers::PeerSet;
 use crate::plugin::PluginSlot;
+use crate::real_ip::RealIp;
 use crate::routes::RouteMatch;
 use crate::stats::RouteStats;
 use crate::tls::Https;
@@ -34,12 +36,20 @@ pub struct Proxy {
     pub client_body_timeout: Duration,
     /// What plugins may make one exchange hold.
     pub plugin_bounds: PluginBounds,
+    /// The load balancers whose connections open with a PROXY protocol header.
+    pub proxy_protocol: Option<PeerSet>,
+    /// The proxies in front whose `X-Forwarded-For` names the client.
+    pub real_ip: Option<RealIp>,
 }
 
 /// The client a request came from, as the upstream and the plugins are told of it.
 #[derive(Clone, Copy)]
 pub struct Client {
+    /// The peer, or the client the proxies in front name ([`crate::real_ip`]).
     pub ip: IpAddr,
+    /// The address the request came from (after a PROXY protocol header), which `X-Forwarded-For` gets:
+    /// the upstream hears of every hop, not of the client twice.
+    pub hop: IpAddr,
     /// `https` when the connection is TLS.
     pub scheme: &'static str,
 }
@@ -57,7 +67,7 @@ pub struct Route {
 }
 
 impl Proxy {
-    /// Handles one request from `client`, over TLS if `tls` says so; it is counted, and its access line
+    /// Handles one request from `peer`, over TLS if `tls` says so; it is counted, and its access line
     /// written, when its response body is done with (see [`crate::outcome`]).
     ///
     /// The connection's facts come as arguments rather than in the request's extensions: an insert there
@@ -65,18 +75,28 @@ impl Proxy {
     pub async fn handle(
         &self,
         request: Request<Incoming>,
-        client: SocketAddr,
+        peer: SocketAddr,
         tls: Option<&Https>,
     ) -> Response<ServedBody> {
-        let mut trace = Trace::begin(self.access_log, &self.unrouted, &request, client);
-        let response = self.dispatch(request, client.ip(), tls, &mut trace).await;
+        let hop = peer.ip();
+        let ip = match &self.real_ip {
+            Some(real_ip) => real_ip.client(hop, request.headers()),
+            None => hop,
+        };
+        let client = Client {
+            ip,
+            hop,
+            scheme: if tls.is_some() { "https" } else { "http" },
+        };
+        let mut trace = Trace::begin(self.access_log, &self.unrouted, &request, client.ip);
+        let response = self.dispatch(request, client, tls, &mut trace).await;
         trace.respond(response)
     }
 
     async fn dispatch(
         &self,
         request: Request<Incoming>,
-        client_ip: IpAddr,
+        client: Client,
         tls: Option<&Https>,
         trace: &mut Trace,
     ) -> Response<ProxyBody> {
@@ -144,10 +164,6 @@ impl Proxy {
         // the chain's and the upstream's states are boxed so that room is only taken while they run. Each is
         // boxed in a statement of its own: a temporary lives to the end of its statement, and one awaited
         // in the same statement kept room for the unboxed future as well (6.0 KB a connection, now 2.5).
-        let client = Client {
-            ip: client_ip,
-            scheme: if tls.is_some() { "https" } else { "http" },
-        };
         let response = if route.chain.is_empty() {
             forward(route, parts, body, client, trace).await
         } else {
@@ -184,7 +200,7 @@ async fn forward(
         path: parts.uri.path(),
         query: parts.uri.query(),
         headers: parts.headers,
-        client_ip: client.ip,
+        hop: client.hop,
         context: None,
         scheme: client.scheme,
     };

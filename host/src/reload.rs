@@ -226,6 +226,10 @@ fn restart_only_changes(old: &ConfigFile, new: &ConfigFile, sandbox_slots: u32) 
         context_bytes: _,
         plugin_log_bytes: _,
         client_body_timeout: _,
+        // Live: each connection is judged by the generation running when it is accepted.
+        proxy_protocol: _,
+        // Live: each request is read by the generation it started on.
+        real_ip: _,
     } = &old.server;
     let n = &new.server;
     let mut changes = Vec::new();

@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +17,9 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
 
 use crate::client_cert;
 use crate::client_clocks::{Activity, Clocked, Clocks, Expired, Tracked};
@@ -26,6 +28,7 @@ use crate::config::limits::MAX_CONNECTIONS;
 use crate::head_bytes;
 use crate::outcome::ServedBody;
 use crate::proxy::Proxy;
+use crate::proxy_protocol;
 use crate::sniff::Sniffed;
 use crate::stats::RouteStats;
 use crate::tls::{self, Https, Peer};
@@ -109,6 +112,15 @@ pub async fn serve(
         };
         // Nagle would hold back small responses waiting for an ACK: latency with nothing gained.
         let _ = stream.set_nodelay(true);
+        let generation = proxy.load();
+        // A load balancer's connection opens with the client's address (crate::proxy_protocol).
+        let proxied = generation
+            .proxy_protocol
+            .as_ref()
+            .is_some_and(|balancers| balancers.contains(client.ip()));
+        // Requests hyper's parser refuses never reach a route: they are counted with the unrouted ones.
+        let unrouted = generation.unrouted.clone();
+        drop(generation);
         let held = Arc::new(Held {
             _slot: slot,
             _draining: draining.clone(),
@@ -116,12 +128,12 @@ pub async fn serve(
         let activity = Arc::new(Activity::default());
         // Marked seen: a reload from here on reaches the connection's Peer as a change.
         let listener_tls = tls.borrow_and_update().clone();
-        // The connection's service, made once it is known whether the connection is TLS and which
-        // certificate, if any, its client showed.
+        // The connection's service, made once it is known who the client is (a load balancer's header
+        // may say), whether the connection is TLS and which certificate, if any, its client showed.
         let service = {
             let (proxy, activity, held) = (proxy.clone(), activity.clone(), held.clone());
             // In an Arc: each request takes the connection's facts for a pointer's count.
-            move |https: Option<Arc<Https>>, peer: Option<Peer>| {
+            move |client: SocketAddr, https: Option<Arc<Https>>, peer: Option<Peer>| {
                 service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                     // Here, not in the handler's future: hyper reads ahead on the connection before it
                     // polls that future, and a head still in the read buffer then makes that read
@@ -158,34 +170,47 @@ pub async fn serve(
             }
         };
         let (http, draining) = (http.clone(), draining.clone());
-        // Requests hyper's parser refuses never reach a route: they are counted with the unrouted ones.
-        let unrouted = proxy.load().unrouted.clone();
         // A task apiece, not one with a branch: a task's memory is its largest state, and a connection in
         // clear would otherwise carry room for a TLS handshake and session it never has.
         let Some(listener_tls) = listener_tls else {
-            let io = Clocked::new(stream, activity.clone(), clocks);
-            let service = service(None, None);
-            let client = (client, unrouted, grace);
-            // The connection's future is the task: an async block around it would keep room for what it
-            // captured beside the future it awaits (300 bytes a connection).
-            tokio::spawn(serve_connection(
-                http,
-                io,
-                service,
-                activity,
-                (draining, None),
-                client,
-                held,
-            ));
+            let serve = move |stream, client| {
+                let io = Clocked::new(stream, activity.clone(), clocks);
+                let service = service(client, None, None);
+                let client = (client, unrouted, grace);
+                serve_connection(http, io, service, activity, (draining, None), client, held)
+            };
+            if proxied {
+                tokio::spawn(async move {
+                    let mut stream = stream;
+                    let deadline = Instant::now() + clocks.header_read;
+                    if let Some(client) = proxied_client(&mut stream, client, deadline).await {
+                        serve(stream, client).await;
+                    }
+                });
+            } else {
+                // The connection's future is the task: an async block around it would keep room for what
+                // it captured beside the future it awaits (300 bytes a connection).
+                tokio::spawn(serve(stream, client));
+            }
             continue;
         };
         let channel = tls.clone();
         tokio::spawn(async move {
-            // The handshake comes before the clocks: they time requests, which start once it is done. It
-            // is bounded by the head's timeout, so a client that never finishes it holds a slot no longer
-            // than one that never finishes a head.
+            let mut stream = stream;
+            // The header and the handshake come before the clocks: they time requests, which start once
+            // both are done. Both are bounded by the head's timeout, so a client that never finishes them
+            // holds a slot no longer than one that never finishes a head.
+            let deadline = Instant::now() + clocks.header_read;
+            let client = if proxied {
+                let Some(client) = proxied_client(&mut stream, client, deadline).await else {
+                    return;
+                };
+                client
+            } else {
+                client
+            };
             let acceptor = tokio_rustls::TlsAcceptor::from(listener_tls.config.clone());
-            match tokio::time::timeout(clocks.header_read, acceptor.accept(stream)).await {
+            match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     let (_, session) = stream.get_ref();
                     let client_cert = match session.peer_certificates().and_then(|c| c.first()) {
@@ -210,7 +235,7 @@ pub async fn serve(
                         client_cert,
                         verdict,
                     });
-                    let service = service(Some(https), Some(peer.clone()));
+                    let service = service(client, Some(https), Some(peer.clone()));
                     // A 408 written in clear into the TLS stream would be garbage to the client: a timeout
                     // only closes, as on HTTP/2.
                     // Boxed: each layer that takes the 1.2 KB TLS stream by value (the sniffer, hyper's
@@ -242,6 +267,29 @@ pub async fn serve(
     }
 }
 
+/// The client a load balancer's connection is for, from the PROXY protocol header it opens with; `None`,
+/// logged, when the header does not come whole and well-formed by `deadline`, and the connection is to be
+/// closed.
+async fn proxied_client(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    deadline: Instant,
+) -> Option<SocketAddr> {
+    match proxy_protocol::read(stream, peer, deadline).await {
+        Ok(client) => Some(client),
+        // A balancer's TCP health check: nginx logs it at `info`.
+        Err(refused @ proxy_protocol::Refused::Empty) => {
+            tracing::debug!(%peer, "a load balancer's connection: {refused}");
+            None
+        }
+        Err(refused) => {
+            // nginx logs these at `error` ("broken header"): a balancer that sends none is misconfigured.
+            tracing::warn!(%peer, "closed a load balancer's connection: {refused}");
+            None
+        }
+    }
+}
+
 /// Serves one connection until it ends, closing it after what it is busy with once the server drains or a
 /// later check refuses its TLS client (`peer`); in the second case what is still busy `grace` later
 /// (`shutdown_timeout`) is cut, as a shutdown cuts it, so that no long request or stream goes on under a
@@ -252,7 +300,7 @@ async fn serve_connection<I, S>(
     service: S,
     activity: Arc<Activity>,
     (mut draining, peer): (watch::Receiver<bool>, Option<Peer>),
-    (client, unrouted, grace): (std::net::SocketAddr, Arc<RouteStats>, Duration),
+    (client, unrouted, grace): (SocketAddr, Arc<RouteStats>, Duration),
     _held: Arc<Held>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,

@@ -146,7 +146,8 @@ pub struct Outgoing<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub headers: HeaderMap,
-    pub client_ip: IpAddr,
+    /// The address the request came from: appended to `X-Forwarded-For`.
+    pub hop: IpAddr,
     /// The request's context, when a chain ran: `hash_on = { context = "…" }` reads it.
     pub context: Option<&'a Context>,
     /// `https` when the client came over TLS: sent as `X-Forwarded-Proto`.
@@ -254,11 +255,11 @@ impl Upstream {
             path,
             query,
             mut headers,
-            client_ip,
+            hop,
             context: _,
             scheme,
         } = out;
-        add_forwarded(&mut headers, client_ip, scheme, self.forwarded);
+        add_forwarded(&mut headers, hop, scheme, self.forwarded);
         let endpoints = pool.endpoints.list().len();
         // What a retry needs is kept only for a request that could have one.
         let retries = if pool.retry.may_retry(&method, endpoints) {
@@ -690,14 +691,14 @@ fn request(
     Ok(request)
 }
 
-/// `X-Forwarded-For` gets the client appended after every value the client sent (joined into one line),
-/// so the last address is the one Weir saw; `X-Forwarded-Proto` and `X-Forwarded-Host` say what the client
+/// `X-Forwarded-For` gets `hop` appended after every value the client sent (joined into one line), so the
+/// last address is the one Weir saw; `X-Forwarded-Proto` and `X-Forwarded-Host` say what the client
 /// asked for, so the upstream can build public URLs. With `rfc7239`, `Forwarded` gets an element saying
 /// the same, appended as `X-Forwarded-For` is: what the client sent is kept, and only the last element is
 /// Weir's word.
-fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, scheme: &'static str, rfc7239: bool) {
+fn add_forwarded(headers: &mut HeaderMap, hop: IpAddr, scheme: &'static str, rfc7239: bool) {
     let mut text = [0u8; 48];
-    let written = address_text(client_ip, &mut text);
+    let written = address_text(hop, &mut text);
     append_hop(headers, X_FORWARDED_FOR, &text[..written]);
     if rfc7239 {
         let element = forwarded_element(&text[..written], headers.get(header::HOST), scheme);
@@ -876,7 +877,7 @@ mod tests {
             path: "/",
             query: None,
             headers: HeaderMap::new(),
-            client_ip: IpAddr::from([127, 0, 0, 1]),
+            hop: IpAddr::from([127, 0, 0, 1]),
             context: None,
             scheme: "http",
         };

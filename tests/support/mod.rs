@@ -444,6 +444,14 @@ impl Reply {
     }
 }
 
+/// The `client` field of each JSON access line in `log`.
+pub fn logged_clients(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|line| line["client"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// What the echo upstream says it received.
 pub struct Echo(pub serde_json::Value);
 

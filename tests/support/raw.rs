@@ -948,3 +948,12 @@ impl Drop for Nginx {
         let _ = self.child.wait();
     }
 }
+
+/// An nginx config for the tests: one worker in the foreground, its files under `{prefix}`, no access log,
+/// and `http` holding what goes into the `http` block (`{prefix}` there is replaced too).
+pub fn nginx_http(http: &str) -> String {
+    format!(
+        "worker_processes 1;\ndaemon off;\npid {{prefix}}/nginx.pid;\nerror_log {{prefix}}/error.log info;\n\
+         events {{ worker_connections 256; }}\nhttp {{\n    access_log off;\n{http}\n}}\n"
+    )
+}

@@ -68,6 +68,20 @@ impl fmt::Display for ByteSize {
     }
 }
 
+/// A header name, checked (and lower-cased) as the file is read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HeaderNameText(pub http::HeaderName);
+
+impl TryFrom<String> for HeaderNameText {
+    type Error = String;
+    fn try_from(v: String) -> Result<Self, String> {
+        http::HeaderName::from_bytes(v.to_ascii_lowercase().as_bytes())
+            .map(HeaderNameText)
+            .map_err(|_| format!("\"{v}\" is not a header name"))
+    }
+}
+
 /// A regex over the request path, compiled once at load.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "String")]
@@ -211,22 +225,34 @@ impl HttpGrant {
     }
 }
 
-/// By hand rather than `try_from`: a grant is an array element, and only an error raised while the
-/// element itself is read carries the element's position, which names `grants.http.N`.
 impl<'de> Deserialize<'de> for HttpGrant {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Text;
-        impl serde::de::Visitor<'_> for Text {
-            type Value = HttpGrant;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("host or host:port")
-            }
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<HttpGrant, E> {
-                text.parse().map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_str(Text)
+        parsed_string(deserializer, "host or host:port")
     }
+}
+
+/// A string parsed by its type's `FromStr`, whose error is the message. By hand rather than `try_from`:
+/// such values are array elements, and only an error raised while the element itself is read carries the
+/// element's position, which names the field as `grants.http.N`.
+pub(super) fn parsed_string<'de, D, T>(
+    deserializer: D,
+    expecting: &'static str,
+) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: FromStr<Err = String>,
+{
+    struct Text<T>(&'static str, std::marker::PhantomData<T>);
+    impl<T: FromStr<Err = String>> serde::de::Visitor<'_> for Text<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<T, E> {
+            text.parse().map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_str(Text(expecting, std::marker::PhantomData))
 }
 
 impl FromStr for HttpGrant {

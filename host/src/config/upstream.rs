@@ -11,7 +11,7 @@ use rustls::pki_types::ServerName;
 use serde::Deserialize;
 
 use super::Step::{Index, Key};
-use super::{Findings, MethodName, UpstreamUrl, limits};
+use super::{Findings, HeaderNameText, MethodName, UpstreamUrl, limits};
 
 /// The option that turns certificate checks off, named so that nobody sets it by accident and every review
 /// of a config sees it.
@@ -175,20 +175,6 @@ pub enum Balance {
 pub struct HashOn {
     pub header: Option<HeaderNameText>,
     pub context: Option<String>,
-}
-
-/// A header name, checked (and lower-cased) as the file is read.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(try_from = "String")]
-pub struct HeaderNameText(pub http::HeaderName);
-
-impl TryFrom<String> for HeaderNameText {
-    type Error = String;
-    fn try_from(v: String) -> Result<Self, String> {
-        http::HeaderName::from_bytes(v.to_ascii_lowercase().as_bytes())
-            .map(HeaderNameText)
-            .map_err(|_| format!("\"{v}\" is not a header name"))
-    }
 }
 
 /// A DNS name or an IP address, as TLS names a server.
