@@ -4,12 +4,11 @@
 
 mod support;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::raw::{Nginx, free_port, parse_responses, show};
-use support::{Echo, Weir, logged_clients, upstream};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::raw::{Nginx, free_port, show};
+use support::{Echo, Weir, exchange_from, logged_clients, upstream};
 
 /// The proxies both servers trust.
 const PROXIES: [&str; 3] = ["127.0.0.1", "10.0.0.0/8", "2001:db8::/32"];
@@ -40,25 +39,12 @@ async fn ask(to: SocketAddr, from: &str, head: &[u8]) -> (u16, Vec<u8>) {
 
 /// [`ask`], with `preface` written before the request.
 async fn ask_after(to: SocketAddr, from: &str, preface: &[u8], head: &[u8]) -> (u16, Vec<u8>) {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    let from: IpAddr = from.parse().expect("an address");
-    socket.bind(SocketAddr::new(from, 0)).expect("bind");
-    let mut stream = socket.connect(to).await.expect("connect");
     let mut request = preface.to_vec();
     request.extend_from_slice(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
     request.extend_from_slice(head);
     request.extend_from_slice(b"\r\n");
-    stream.write_all(&request).await.expect("send");
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut got))
-        .await
-        .expect("an answer within 10 s")
-        .expect("read");
-    let (responses, bad) = parse_responses(&got, true);
-    match (responses.first(), bad) {
-        (Some(response), None) => (response.status, response.body.clone()),
-        (_, bad) => panic!("{bad:?}: {}", show(&got, 500)),
-    }
+    let response = exchange_from(to, from, &request).await;
+    (response.status, response.body)
 }
 
 /// Each of `lines` as an `X-Forwarded-For` line.

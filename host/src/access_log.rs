@@ -66,6 +66,9 @@ pub struct Line<'a> {
     pub bytes_in: u64,
     /// Bytes of the response body handed to the client's connection.
     pub bytes_out: u64,
+    /// With `[server.request_id]` only, so that a line without IDs keeps its fields.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<&'a str>,
 }
 
 fn rfc3339<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
@@ -114,6 +117,9 @@ fn text(line: &Line<'_>) -> String {
         line.bytes_out,
         line.path.unwrap_or("-"),
     );
+    if let Some(id) = line.request_id {
+        let _ = write!(text, " request_id={id:?}");
+    }
     text
 }
 
@@ -136,6 +142,7 @@ mod tests {
             plugins_us: 300,
             bytes_in: 5,
             bytes_out: 21,
+            request_id: None,
         }
     }
 
@@ -151,6 +158,16 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&line(target)).unwrap(),
             r#"{"time":"2025-11-30T12:00:00.123456Z","client":"127.0.0.1","method":"POST","target":"/api/%7Ex?q=1","path":"/api/~x","route":"api","upstream":null,"status":502,"head_us":1000,"duration_us":1200,"plugins_us":300,"bytes_in":5,"bytes_out":21}"#
+        );
+        let with_id = Line {
+            request_id: Some("4b1c…"),
+            ..line(target)
+        };
+        assert!(text(&with_id).ends_with(r#" path="/api/~x" request_id="4b1c…""#));
+        assert!(
+            serde_json::to_string(&with_id)
+                .unwrap()
+                .ends_with(r#","bytes_out":21,"request_id":"4b1c…"}"#)
         );
     }
 }

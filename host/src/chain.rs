@@ -16,6 +16,7 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::access_log::Tally;
 use crate::body::{BoxError, ProxyBody};
@@ -385,7 +386,7 @@ pub async fn run(
         // The hooks change the length; the body goes out chunked.
         headers.remove(header::CONTENT_LENGTH);
         let (body, task) = spawn_body_task(BodyKind::Response, body, streaming);
-        tokio::spawn(async move {
+        let reaping = async move {
             match task.await {
                 Ok((stages, failure)) => {
                     if let Some(failure) = failure {
@@ -398,7 +399,8 @@ pub async fn run(
                     fault::report(&Fault::Internal("the response body task panicked"));
                 }
             }
-        });
+        };
+        tokio::spawn(reaping.in_current_span());
         body
     };
     let mut response = Response::new(body);
@@ -459,7 +461,7 @@ fn spawn_body_task(
     stages: Vec<Stage>,
 ) -> (ProxyBody, JoinHandle<BodyTaskResult>) {
     let (tx, rx) = mpsc::channel(BODY_CHANNEL_CHUNKS);
-    let task = tokio::spawn(pump(kind, source, stages, tx));
+    let task = tokio::spawn(pump(kind, source, stages, tx).in_current_span());
     (ProxyBody::Channel(rx), task)
 }
 

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod peers;
 pub mod proxy_protocol;
 pub mod real_ip;
+pub mod request_id;
 pub mod store;
 pub mod tls;
 mod units;
@@ -145,6 +146,8 @@ pub struct ServerConfig {
     pub proxy_protocol: Option<proxy_protocol::ProxyProtocol>,
     /// The proxies in front whose `X-Forwarded-For` names the client. See README, "Behind an HTTP proxy".
     pub real_ip: Option<real_ip::RealIp>,
+    /// An ID for each request, to the upstream, the client and the logs. See README, "Request IDs".
+    pub request_id: Option<request_id::RequestId>,
 }
 
 impl Default for ServerConfig {
@@ -186,6 +189,7 @@ impl Default for ServerConfig {
             tls: None,
             proxy_protocol: None,
             real_ip: None,
+            request_id: None,
             // Envoy's `max_headers_count` and hyper's default; up to 100 the parser needs no allocation.
             max_request_headers: 100,
             pid_file: None,
@@ -639,6 +643,9 @@ impl Source {
         }
         if let Some(real_ip) = &server.real_ip {
             real_ip.validate(&mut found);
+        }
+        if let Some(request_id) = &server.request_id {
+            request_id.validate(&mut found);
         }
         c.store.validate(&mut found);
 

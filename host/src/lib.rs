@@ -43,6 +43,7 @@ pub mod proxy_protocol;
 pub mod real_ip;
 pub mod redact;
 pub mod reload;
+pub mod request_id;
 pub mod routes;
 pub mod sandbox;
 pub mod server;

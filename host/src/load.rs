@@ -19,6 +19,7 @@ use crate::plugin::bindings::PluginPre;
 use crate::plugin::{PluginError, PluginSlot, SlotSettings};
 use crate::proxy::{Proxy, Route};
 use crate::real_ip::RealIp;
+use crate::request_id::RequestIds;
 use crate::routes::RouteMatch;
 use crate::sandbox::{
     EPOCH_TICK, HostState, InstanceLimits, Label, Sandbox, SandboxSettings, default_cache_dir,
@@ -283,6 +284,7 @@ pub async fn load(
             .as_ref()
             .map(|balancers| PeerSet::new(&balancers.from)),
         real_ip: config.server.real_ip.as_ref().map(RealIp::new),
+        request_id: config.server.request_id.as_ref().map(RequestIds::new),
     };
     Ok((proxy, warnings))
 }

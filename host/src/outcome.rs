@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 
 use crate::access_log::{self, Line, Tally};
@@ -41,6 +41,8 @@ pub struct Trace {
 struct Access {
     format: AccessLog,
     client: IpAddr,
+    /// The request's ID, when requests get one.
+    id: Option<HeaderValue>,
     method: Method,
     target: Uri,
     path: Option<Uri>,
@@ -67,10 +69,12 @@ impl Trace {
         unrouted: &Arc<RouteStats>,
         request: &Request<B>,
         client: IpAddr,
+        id: Option<HeaderValue>,
     ) -> Trace {
         let access = (format != AccessLog::Off).then(|| Access {
             format,
             client,
+            id,
             method: request.method().clone(),
             target: sent_target(request),
             path: None,
@@ -147,6 +151,7 @@ impl Drop for Trace {
             plugins_us: micros(access.tally.plugins()),
             bytes_in: access.tally.bytes_in(),
             bytes_out: self.bytes_out,
+            request_id: access.id.as_ref().and_then(|id| id.to_str().ok()),
         };
         access_log::write(access.format, &line);
     }

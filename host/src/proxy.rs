@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
+use tracing::Instrument;
 
 use crate::body::ProxyBody;
 use crate::chain;
@@ -19,6 +20,7 @@ use crate::outcome::{ServedBody, Trace};
 use crate::peers::PeerSet;
 use crate::plugin::PluginSlot;
 use crate::real_ip::RealIp;
+use crate::request_id::RequestIds;
 use crate::routes::RouteMatch;
 use crate::stats::RouteStats;
 use crate::tls::Https;
@@ -40,6 +42,8 @@ pub struct Proxy {
     pub proxy_protocol: Option<PeerSet>,
     /// The proxies in front whose `X-Forwarded-For` names the client.
     pub real_ip: Option<RealIp>,
+    /// The header each request's ID goes in, when requests get one.
+    pub request_id: Option<RequestIds>,
 }
 
 /// The client a request came from, as the upstream and the plugins are told of it.
@@ -74,11 +78,15 @@ impl Proxy {
     /// allocates a map and a box for every request.
     pub async fn handle(
         &self,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         peer: SocketAddr,
         tls: Option<&Https>,
     ) -> Response<ServedBody> {
         let hop = peer.ip();
+        let id = self.request_id.as_ref().map(|ids| {
+            let from_proxy = self.real_ip.as_ref().is_some_and(|r| r.trusts(hop));
+            ids.assign(request.headers_mut(), from_proxy)
+        });
         let ip = match &self.real_ip {
             Some(real_ip) => real_ip.client(hop, request.headers()),
             None => hop,
@@ -88,8 +96,25 @@ impl Proxy {
             hop,
             scheme: if tls.is_some() { "https" } else { "http" },
         };
-        let mut trace = Trace::begin(self.access_log, &self.unrouted, &request, client.ip);
-        let response = self.dispatch(request, client, tls, &mut trace).await;
+        let mut trace = Trace::begin(
+            self.access_log,
+            &self.unrouted,
+            &request,
+            client.ip,
+            id.clone(),
+        );
+        // Weir's log lines about the request name its ID, those of its body tasks too (`chain`).
+        let span = match &id {
+            Some(id) => tracing::error_span!("request", id = %id.to_str().unwrap_or_default()),
+            None => tracing::Span::none(),
+        };
+        let mut response = self
+            .dispatch(request, client, tls, &mut trace)
+            .instrument(span)
+            .await;
+        if let (Some(ids), Some(id)) = (&self.request_id, id) {
+            response.headers_mut().insert(ids.header().clone(), id);
+        }
         trace.respond(response)
     }
 

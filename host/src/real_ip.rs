@@ -27,6 +27,11 @@ impl RealIp {
         }
     }
 
+    /// Whether `peer` is one of the proxies in front.
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        self.proxies.contains(peer)
+    }
+
     /// The client of a request that `peer` sent with `headers`.
     ///
     /// The lines of the header are one list, read from its end: while the address reached is a trusted

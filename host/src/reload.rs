@@ -230,6 +230,7 @@ fn restart_only_changes(old: &ConfigFile, new: &ConfigFile, sandbox_slots: u32) 
         proxy_protocol: _,
         // Live: each request is read by the generation it started on.
         real_ip: _,
+        request_id: _,
     } = &old.server;
     let n = &new.server;
     let mut changes = Vec::new();

@@ -444,6 +444,26 @@ impl Reply {
     }
 }
 
+/// Writes `bytes` to `to` from the loopback address `from` (any of 127.0.0.0/8), reads until the server
+/// closes, and parses the first response.
+pub async fn exchange_from(to: SocketAddr, from: &str, bytes: &[u8]) -> raw::Response {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    let from: std::net::IpAddr = from.parse().expect("an address");
+    socket.bind(SocketAddr::new(from, 0)).expect("bind");
+    let mut stream = socket.connect(to).await.expect("connect");
+    stream.write_all(bytes).await.expect("send");
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut got))
+        .await
+        .expect("an answer within 10 s")
+        .expect("read");
+    match raw::parse_responses(&got, true) {
+        (responses, None) if !responses.is_empty() => responses[0].clone(),
+        (_, bad) => panic!("{bad:?}: {}", raw::show(&got, 500)),
+    }
+}
+
 /// The `client` field of each JSON access line in `log`.
 pub fn logged_clients(log: &str) -> Vec<String> {
     log.lines()

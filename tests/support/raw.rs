@@ -536,6 +536,17 @@ pub struct Response {
 }
 
 impl Response {
+    /// Every value of a header, in order, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Vec<String> {
+        String::from_utf8_lossy(&self.head)
+            .split("\r\n")
+            .skip(1)
+            .filter_map(|line| line.split_once(':'))
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_owned())
+            .collect()
+    }
+
     pub fn status_line(&self) -> String {
         let end = self
             .head
