@@ -4,10 +4,11 @@
 mod support;
 
 use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::process::Command;
 
-use support::{Echo, Weir, closed_port, exchange_from, get, get_with, upstream};
+use support::{Echo, Weir, closed_port, exchange_from, get, get_with, python_output, upstream};
 
 fn config(upstream: SocketAddr, server: &str) -> String {
     format!(
@@ -24,23 +25,12 @@ fn config(upstream: SocketAddr, server: &str) -> String {
 
 /// Python's reading of each ID: whether it is a version 4 UUID in its canonical form.
 fn uuid_v4_by_python(ids: &[String]) -> Vec<bool> {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import sys, uuid\n\
-             for s in sys.argv[1:]:\n\
-             \x20   u = uuid.UUID(s)\n\
-             \x20   print(u.version == 4 and u.variant == uuid.RFC_4122 and str(u) == s)",
-        ])
-        .args(ids)
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    const READ: &str = "import sys, uuid\n\
+        for s in sys.argv[1:]:\n\
+        \x20   u = uuid.UUID(s)\n\
+        \x20   print(u.version == 4 and u.variant == uuid.RFC_4122 and str(u) == s)";
+    let args: Vec<&OsStr> = ids.iter().map(OsStr::new).collect();
+    String::from_utf8_lossy(&python_output(READ, &args))
         .lines()
         .map(|line| line == "True")
         .collect()
