@@ -59,6 +59,9 @@ TLS_NGINX = "nginx proxy_pass, ssl (HTTP/1.1, wrk)"
 H2_WEIR = "weir, empty chain, h2 over TLS (h2load, 10 streams/conn)"
 H2_NGINX = "nginx proxy_pass, ssl http2 (h2load, 10 streams/conn)"
 H2_STREAMS = 10
+# The empty chain behind a named proxy, with request IDs: what the two settings add to a request.
+IDS = "weir, empty chain, real IP and request IDs"
+IDS_SERVER = '[server.real_ip]\nfrom = ["127.0.0.1"]\n[server.request_id]\n'
 CLOCK_TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 
 
@@ -475,6 +478,7 @@ def main():
             (NGINX_AUTH, "nginx", "auth", "/json", [bearer_hs]),
             (NGINX_GZIP, "nginx", "gzip", "/text/65536", [gzip_ok]),
             (EMPTY, "weir", "", "/json", []),
+            (IDS, "weir", (IDS_SERVER, ""), "/json", ["X-Forwarded-For: 192.0.2.7, 10.0.0.1"]),
             ("weir + headers", "weir", headers, "/json", []),
             ("weir + path-rewrite", "weir", rewrite, "/api/json", []),
             (JWT_HS, "weir", jwt_hs, "/json", [bearer_hs]),

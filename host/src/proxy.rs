@@ -103,18 +103,22 @@ impl Proxy {
             client.ip,
             id.clone(),
         );
-        // Weir's log lines about the request name its ID, those of its body tasks too (`chain`).
-        let span = match &id {
-            Some(id) => tracing::error_span!("request", id = %id.to_str().unwrap_or_default()),
-            None => tracing::Span::none(),
+        let response = match (&self.request_id, id) {
+            (Some(ids), Some(id)) => {
+                // Weir's log lines about the request name its ID, those of its body tasks too (`chain`).
+                // Boxed, as the chain is (see `dispatch`): the handler keeps no room for a second copy
+                // of the dispatch future, and one without IDs is polled as it was.
+                let span = tracing::error_span!("request", id = %id.to_str().unwrap_or_default());
+                let identified = Box::pin(
+                    self.dispatch(request, client, tls, &mut trace)
+                        .instrument(span),
+                );
+                let mut response = identified.await;
+                response.headers_mut().insert(ids.header().clone(), id);
+                response
+            }
+            _ => self.dispatch(request, client, tls, &mut trace).await,
         };
-        let mut response = self
-            .dispatch(request, client, tls, &mut trace)
-            .instrument(span)
-            .await;
-        if let (Some(ids), Some(id)) = (&self.request_id, id) {
-            response.headers_mut().insert(ids.header().clone(), id);
-        }
         trace.respond(response)
     }
 
