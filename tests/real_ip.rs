@@ -165,6 +165,11 @@ const CASES: &[Case] = &[
     ),
     case("IPv4 written as IPv6", &[b"::ffff:192.0.2.7"], "192.0.2.7"),
     case("a leading zero", &[b"010.0.0.1"], "127.0.0.1"),
+    case(
+        "a space between elements",
+        &[b"192.0.2.7 10.0.0.5"],
+        "127.0.0.1",
+    ),
     case("bracketed IPv6", &[b"[2001:db9::1]"], "2001:db9::1"),
 ];
 
@@ -178,6 +183,8 @@ const NGINX_DIFFERS: &[(&str, &str)] = &[
     ("IPv4 written as IPv6", "::ffff:192.0.2.7"),
     // `inet_aton` reads `010` as 8, nginx as 10: an address two readers take apart is not believed.
     ("a leading zero", "10.0.0.1"),
+    // RFC 9110 §5.6.1 separates list elements by commas; nginx takes a space as one too.
+    ("a space between elements", "192.0.2.7"),
     // nginx 1.22 takes a bracketed address only before a port; a proxy may write one without.
     ("bracketed IPv6", "127.0.0.1"),
 ];

@@ -52,7 +52,9 @@ fn logged_ids(log: &str) -> Vec<(u64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_request_s_id_is_one_uuid_for_the_upstream_the_client_and_the_logs() {
     let e = upstream("e").await;
-    let weir = Weir::start(&config(e, "[server.request_id]\n"));
+    // The test's client is a named proxy, whose ID is not kept either unless `keep_from_proxies` says so.
+    let server = "[server.real_ip]\nfrom = [\"127.0.0.1\"]\n[server.request_id]\n";
+    let weir = Weir::start(&config(e, server));
 
     let mut ids = Vec::new();
     for _ in 0..200 {
@@ -123,7 +125,7 @@ async fn each_request_s_id_is_one_uuid_for_the_upstream_the_client_and_the_logs(
 async fn a_named_proxy_s_well_formed_id_is_kept_and_anything_else_replaced() {
     let e = upstream("e").await;
     let server = "[server.real_ip]\nfrom = [\"127.0.0.1\"]\n\
-        [server.request_id]\nheader = \"X-Correlation-Id\"\n";
+        [server.request_id]\nheader = \"X-Correlation-Id\"\nkeep_from_proxies = true\n";
     let weir = Weir::start(&config(e, server));
     let aws = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1";
     let long = "a".repeat(201);
@@ -162,6 +164,17 @@ async fn a_named_proxy_s_well_formed_id_is_kept_and_anything_else_replaced() {
             ),
         }
     }
+    // A `Connection` that names the header takes the client's copy, not the ID.
+    let response = exchange_from(
+        weir.addr,
+        "127.0.0.1",
+        b"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close, x-correlation-id\r\n\
+          X-Correlation-Id: abc-123\r\n\r\n",
+    )
+    .await;
+    let echo = Echo(serde_json::from_slice(&response.body).expect("the echo's JSON"));
+    assert_eq!(echo.header("x-correlation-id"), ["abc-123"]);
+    assert_eq!(response.header("x-correlation-id"), ["abc-123"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +191,13 @@ async fn without_the_setting_nothing_is_added() {
 #[test]
 fn weir_check_names_a_header_weir_writes_itself() {
     let mut said = String::new();
-    for header in ["X-Forwarded-For", "Connection", "bad name"] {
+    for header in [
+        "X-Forwarded-For",
+        "X-Forwarded-Client-Cert",
+        "Proxy-Authorization",
+        "Connection",
+        "bad name",
+    ] {
         let out = support::check(&format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[server.request_id]\nheader = \"{header}\"\n\
              [upstreams.e]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nupstream = \"e\"\n"

@@ -78,14 +78,16 @@ impl Proxy {
     /// allocates a map and a box for every request.
     pub async fn handle(
         &self,
-        mut request: Request<Incoming>,
+        request: Request<Incoming>,
         peer: SocketAddr,
         tls: Option<&Https>,
     ) -> Response<ServedBody> {
         let hop = peer.ip();
+        // Set on the request once its hop-by-hop headers are gone (`dispatch`), which a `Connection` naming
+        // the header would otherwise take.
         let id = self.request_id.as_ref().map(|ids| {
             let from_proxy = self.real_ip.as_ref().is_some_and(|r| r.trusts(hop));
-            ids.assign(request.headers_mut(), from_proxy)
+            ids.of(request.headers(), from_proxy)
         });
         let ip = match &self.real_ip {
             Some(real_ip) => real_ip.client(hop, request.headers()),
@@ -103,21 +105,23 @@ impl Proxy {
             client.ip,
             id.clone(),
         );
-        let response = match (&self.request_id, id) {
-            (Some(ids), Some(id)) => {
+        let response = match id {
+            Some(id) => {
                 // Weir's log lines about the request name its ID, those of its body tasks too (`chain`).
                 // Boxed, as the chain is (see `dispatch`): the handler keeps no room for a second copy
                 // of the dispatch future, and one without IDs is polled as it was.
                 let span = tracing::error_span!("request", id = %id.to_str().unwrap_or_default());
                 let identified = Box::pin(
-                    self.dispatch(request, client, tls, &mut trace)
+                    self.dispatch(request, client, Some(&id), tls, &mut trace)
                         .instrument(span),
                 );
                 let mut response = identified.await;
-                response.headers_mut().insert(ids.header().clone(), id);
+                if let Some(ids) = &self.request_id {
+                    ids.set(response.headers_mut(), &id);
+                }
                 response
             }
-            _ => self.dispatch(request, client, tls, &mut trace).await,
+            None => self.dispatch(request, client, None, tls, &mut trace).await,
         };
         trace.respond(response)
     }
@@ -126,6 +130,7 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         client: Client,
+        id: Option<&HeaderValue>,
         tls: Option<&Https>,
         trace: &mut Trace,
     ) -> Response<ProxyBody> {
@@ -174,6 +179,9 @@ impl Proxy {
         let te_trailers = has_token(&parts.headers, header::TE, "trailers");
         strip_hop_by_hop(&mut parts.headers);
         client_cert::apply(&mut parts.headers, verified);
+        if let (Some(ids), Some(id)) = (&self.request_id, id) {
+            ids.set(&mut parts.headers, id);
+        }
         if te_trailers {
             // The one `te` HTTP/2 allows (RFC 9113 §8.2.2), which gRPC requires: the client takes trailers.
             parts

@@ -1,8 +1,8 @@
 //! The client behind the proxies in front: a CDN or a cloud's HTTP load balancer connects from its own
 //! address and names the client in `X-Forwarded-For`, each proxy appending the address it was connected
 //! from. Only the proxies `[server.real_ip] from` names are believed, and only about the hop before them,
-//! so the client is the last address in the list that is not one of them: whatever a client writes left of
-//! that is its own claim.
+//! so the client is the last address in the list that is not one of them (see [`RealIp::client`] for a
+//! list of proxies alone, and one that breaks off): whatever a client writes left of that is its own claim.
 //!
 //! This is nginx's `real_ip_recursive on` (`ngx_http_get_forwarded_addr`), Envoy's trusted CIDRs and
 //! Traefik's `forwardedHeaders.trustedIPs`.
@@ -45,7 +45,8 @@ impl RealIp {
                 if !self.proxies.contains(client) {
                     return client;
                 }
-                // RFC 9110 §5.6.1's OWS around list elements is spaces and tabs; nginx skips spaces only.
+                // RFC 9110 §5.6.1's OWS around list elements is spaces and tabs; nginx takes a space as a
+                // separator and a tab as part of the element.
                 let element = element.trim_ascii();
                 if element.is_empty() {
                     continue;

@@ -3,8 +3,9 @@
 //! Envoy's `x-request-id` and nginx's `$request_id`.
 //!
 //! A client's ID is never taken, as Envoy replaces an external one: a client could give many requests one
-//! ID, or another client's. The proxies `[server.real_ip]` names are believed, when their ID is one
-//! well-formed value, so that one ID follows a request from the first proxy on.
+//! ID, or another client's. With `keep_from_proxies`, the proxies `[server.real_ip]` names are believed,
+//! when their ID is one well-formed value, so that one ID follows a request from the first proxy on; off
+//! by default, since a proxy that passes a client's header on lets the client choose.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -15,43 +16,45 @@ const MAX_KEPT: usize = 200;
 
 pub struct RequestIds {
     header: HeaderName,
+    keep_from_proxies: bool,
 }
 
 impl RequestIds {
     pub fn new(config: &RequestId) -> RequestIds {
         RequestIds {
             header: config.header.0.clone(),
+            keep_from_proxies: config.keep_from_proxies,
         }
     }
 
-    pub fn header(&self) -> &HeaderName {
-        &self.header
-    }
-
-    /// The request's ID, which `headers` then carry as their only value of the header: the one a proxy in
-    /// front gave it when it came `from_proxy` with one that is well-formed, otherwise a new one.
-    pub fn assign(&self, headers: &mut HeaderMap, from_proxy: bool) -> HeaderValue {
+    /// The ID of a request with `headers`: the one a proxy in front gave it, when it came `from_proxy`
+    /// with one that is well-formed and such IDs are kept, otherwise a new one.
+    pub fn of(&self, headers: &HeaderMap, from_proxy: bool) -> HeaderValue {
         let mut given = headers.get_all(&self.header).iter();
-        if from_proxy
+        if self.keep_from_proxies
+            && from_proxy
             && let (Some(id), None) = (given.next(), given.next())
             && well_formed(id)
         {
             return id.clone();
         }
-        let id = generate();
+        generate()
+    }
+
+    /// Makes `id` the header's only value in `headers`.
+    pub fn set(&self, headers: &mut HeaderMap, id: &HeaderValue) {
         headers.insert(self.header.clone(), id.clone());
-        id
     }
 }
 
-/// Printable ASCII without spaces, quotes or backslashes, which every log format and every upstream's
-/// can carry as it is.
+/// Printable ASCII without spaces, quotes, backslashes or commas, which every log format and every
+/// upstream's can carry as it is, and none reads as a list.
 fn well_formed(id: &HeaderValue) -> bool {
     let id = id.as_bytes();
     (1..=MAX_KEPT).contains(&id.len())
         && id
             .iter()
-            .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+            .all(|&b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b','))
 }
 
 /// A random (version 4) UUID, RFC 9562 §5.4. It names a request, and is no secret: its bits come from the
@@ -81,18 +84,22 @@ mod tests {
     use super::*;
     use crate::config::HeaderNameText;
 
-    fn ids() -> RequestIds {
+    fn ids(keep_from_proxies: bool) -> RequestIds {
         RequestIds::new(&RequestId {
             header: HeaderNameText(HeaderName::from_static("x-request-id")),
+            keep_from_proxies,
         })
     }
 
+    /// The ID `lines` come to, and what the headers carry once it is set.
     fn assigned(lines: &[&[u8]], from_proxy: bool) -> (String, Vec<String>) {
         let mut headers = HeaderMap::new();
         for line in lines {
             headers.append("x-request-id", HeaderValue::from_bytes(line).unwrap());
         }
-        let id = ids().assign(&mut headers, from_proxy);
+        let ids = ids(true);
+        let id = ids.of(&headers, from_proxy);
+        ids.set(&mut headers, &id);
         let carried = headers
             .get_all("x-request-id")
             .iter()
@@ -120,14 +127,18 @@ mod tests {
         );
         let trace = b"Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1";
         assert_eq!(assigned(&[trace], true).0.as_bytes(), trace);
+        let mut headers = HeaderMap::new();
+        headers.insert("x-request-id", HeaderValue::from_static("abc-123"));
+        assert!(is_uuid_v4(ids(false).of(&headers, true).to_str().unwrap()));
         let long = [b'a'; MAX_KEPT + 1];
-        let cases: [(&[&[u8]], bool); 8] = [
+        let cases: [(&[&[u8]], bool); 9] = [
             (&[], true),
             (&[b"abc-123"], false),
             (&[b"abc", b"def"], true),
             (&[b""], true),
             (&[b"a b"], true),
             (&[b"a\"b"], true),
+            (&[b"a,b"], true),
             (&[b"caf\xc3\xa9"], true),
             (&[&long[..]], true),
         ];

@@ -14,6 +14,10 @@ pub struct RequestId {
     /// The header the upstream and the client get the ID in.
     #[serde(default = "x_request_id")]
     pub header: HeaderNameText,
+    /// Keep the ID the proxies `[server.real_ip]` names give a request, when it is well-formed: only for
+    /// proxies that set the header themselves, since one that passes a client's on lets the client choose.
+    #[serde(default)]
+    pub keep_from_proxies: bool,
 }
 
 fn x_request_id() -> HeaderNameText {
@@ -27,11 +31,13 @@ impl RequestId {
         let owned = [
             header::HOST,
             header::FORWARDED,
-            http::HeaderName::from_static("x-forwarded-for"),
-            http::HeaderName::from_static("x-forwarded-proto"),
-            http::HeaderName::from_static("x-forwarded-host"),
+            header::PROXY_AUTHORIZATION,
+            header::PROXY_AUTHENTICATE,
         ];
-        if exchange::settable_name(name.as_str()).is_err() || owned.contains(name) {
+        if exchange::settable_name(name.as_str()).is_err()
+            || owned.contains(name)
+            || name.as_str().starts_with("x-forwarded-")
+        {
             found.refuse(
                 &[Key("server"), Key("request_id"), Key("header")],
                 format!(
