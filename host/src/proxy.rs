@@ -87,7 +87,7 @@ impl Proxy {
         // the header would otherwise take.
         let id = self.request_id.as_ref().map(|ids| {
             let from_proxy = self.real_ip.as_ref().is_some_and(|r| r.trusts(hop));
-            ids.of(request.headers(), from_proxy)
+            (ids, ids.of(request.headers(), from_proxy))
         });
         let ip = match &self.real_ip {
             Some(real_ip) => real_ip.client(hop, request.headers()),
@@ -103,22 +103,20 @@ impl Proxy {
             &self.unrouted,
             &request,
             client.ip,
-            id.clone(),
+            id.as_ref().map(|(_, id)| id.clone()),
         );
         let response = match id {
-            Some(id) => {
+            Some((ids, id)) => {
                 // Weir's log lines about the request name its ID, those of its body tasks too (`chain`).
                 // Boxed, as the chain is (see `dispatch`): the handler keeps no room for a second copy
                 // of the dispatch future, and one without IDs is polled as it was.
                 let span = tracing::error_span!("request", id = %id.to_str().unwrap_or_default());
                 let identified = Box::pin(
-                    self.dispatch(request, client, Some(&id), tls, &mut trace)
+                    self.dispatch(request, client, Some((ids, &id)), tls, &mut trace)
                         .instrument(span),
                 );
                 let mut response = identified.await;
-                if let Some(ids) = &self.request_id {
-                    ids.set(response.headers_mut(), &id);
-                }
+                ids.set(response.headers_mut(), &id);
                 response
             }
             None => self.dispatch(request, client, None, tls, &mut trace).await,
@@ -130,7 +128,7 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         client: Client,
-        id: Option<&HeaderValue>,
+        id: Option<(&RequestIds, &HeaderValue)>,
         tls: Option<&Https>,
         trace: &mut Trace,
     ) -> Response<ProxyBody> {
@@ -179,7 +177,7 @@ impl Proxy {
         let te_trailers = has_token(&parts.headers, header::TE, "trailers");
         strip_hop_by_hop(&mut parts.headers);
         client_cert::apply(&mut parts.headers, verified);
-        if let (Some(ids), Some(id)) = (&self.request_id, id) {
+        if let Some((ids, id)) = id {
             ids.set(&mut parts.headers, id);
         }
         if te_trailers {
