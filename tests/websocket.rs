@@ -275,6 +275,7 @@ async fn a_tunnel_outlives_the_head_clock_and_ends_when_idle() {
     let echo = EchoServer::start();
     let weir = Weir::start(&format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nheader_read_timeout = \"1s\"\nkeepalive_timeout = \"1s\"\n\
+         log_level = \"debug\"\n[server.request_id]\n\
          [upstreams.a]\nurl = \"http://{}\"\nread_timeout = \"3s\"\n[[routes]]\nupstream = \"a\"\n",
         echo.addr
     ));
@@ -285,6 +286,12 @@ async fn a_tunnel_outlives_the_head_clock_and_ends_when_idle() {
         .unwrap_or_else(|| panic!("{line:?}\n{}", weir.log()));
     // Closed by the upstream's read_timeout of quiet, not sooner, and not much later.
     assert!((2.9..5.0).contains(&waited), "closed after {waited}s");
+    // The tunnel's task logs as part of its request.
+    assert!(
+        weir.wait_for_record(&["request{id=", "websocket tunnel ended: idle for 3s"]),
+        "{}",
+        weir.log()
+    );
     assert_eq!(client(&weir, None).await, "ok 7");
 }
 

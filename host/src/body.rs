@@ -19,6 +19,7 @@ use http_body_util::{LengthLimitError, Limited};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
+use tracing::Span;
 
 use crate::access_log::Tally;
 use crate::client_cert;
@@ -104,18 +105,20 @@ impl ProxyBody {
     }
 
     /// The response body of upstream `upstream`, cut with [`UpstreamBodyTimeout`] when the upstream sends
-    /// nothing for `idle`.
+    /// nothing for `idle`; what it logs is in `span`, the request's.
     pub fn upstream(
         body: Received,
         idle: Duration,
         upstream: Arc<str>,
         place: Option<Place>,
+        span: Span,
     ) -> Self {
         ProxyBody::Upstream(UpstreamBody {
             inner: body,
             idle: IdleTimer::new(idle),
             upstream,
             place,
+            span,
         })
     }
 }
@@ -249,6 +252,9 @@ pub struct UpstreamBody {
     upstream: Arc<str>,
     /// The endpoint's place among its `max_requests`, given back when the body is dropped.
     place: Option<Place>,
+    /// hyper polls the body in the connection's task, outside the handler and its request span: entered
+    /// here, the span names the request in what the body logs (a cut, a request body that failed late).
+    span: Span,
 }
 
 impl Body for UpstreamBody {
@@ -260,6 +266,7 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        let _entered = this.span.enter();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.idle.disarm();

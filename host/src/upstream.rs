@@ -472,7 +472,13 @@ impl Upstream {
     /// until its body is done with: over HTTP/1.1 the connection is busy until then.
     fn response(&self, response: Response<Received>, place: Option<Place>) -> Response<ProxyBody> {
         response.map(|body| {
-            ProxyBody::upstream(body, self.read_timeout, self.shared_name.clone(), place)
+            ProxyBody::upstream(
+                body,
+                self.read_timeout,
+                self.shared_name.clone(),
+                place,
+                tracing::Span::current(),
+            )
         })
     }
 

@@ -31,6 +31,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::body::ProxyBody;
 use crate::client_clocks::{Activity, Ended};
@@ -217,14 +218,16 @@ pub fn splice(
     // Begun before the 101 is sent, so the clocks never see the connection between requests.
     let in_flight: Option<Ended> = connection.as_ref().map(|c| c.activity.begin());
     let peer = connection.as_mut().and_then(|c| c.peer.take());
-    tokio::spawn(async move {
+    let tunnelled = async move {
         if let Err(e) = tunnel(upgrade, upstream, idle, peer).await {
             tracing::debug!("websocket tunnel ended: {e}");
         }
         // Only now may the slot go to another client, the drain stop waiting for this connection, and the
         // endpoint take another request in its place.
         drop((in_flight, connection, place));
-    });
+    };
+    // The tunnel is the rest of its request: its lines name the request's ID.
+    tokio::spawn(tunnelled.in_current_span());
     response
 }
 
