@@ -48,15 +48,16 @@ example:
 # and Python's `http_sfv` parses its RateLimit fields as RFC 9651 says. `prometheus_client`'s two parsers
 # read /metrics (tests/metrics.rs). kubernetes-validate checks examples/kubernetes against the Kubernetes
 # schemas, offline (tests/kubernetes.rs); HAProxy, in front of Weir as a TCP load balancer, sends
-# the PROXY protocol header (tests/proxy_protocol.rs).
+# the PROXY protocol header (tests/proxy_protocol.rs); `openssl s_client` shows what a handshake staples
+# (tests/ocsp.rs).
 test-deps:
 	python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'pyjwt[crypto]==2.*' 'argon2-cffi==25.*' 'bcrypt==5.*' 'websockets==15.*' 'grpcio==1.*' 'http_sfv==0.9.*' 'prometheus-client==0.*' 'kubernetes-validate==1.37.*' 'pyyaml==6.*' 'h2==4.*'
 	@[ -x /usr/bin/chromium ] || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
-	@command -v curl >/dev/null && command -v jq >/dev/null || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl jq; }
+	@command -v curl >/dev/null && command -v jq >/dev/null && command -v openssl >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl jq openssl; }
 	@command -v redis-server >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 	@command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || { apt-get update -qq && \

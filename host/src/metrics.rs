@@ -436,7 +436,8 @@ impl Metrics {
             "When each file of [server.tls] expires, by the field that names it: a certificate's notAfter \
              (past it clients refuse the handshake), the earliest of client_ca's (past it every client \
              that chains to it is refused), \
-             client_crl's next update (past it every certificate a list covers is refused)",
+             client_crl's next update (past it every certificate a list covers is refused), an ocsp \
+             response's next update (past it the response is no longer stapled)",
             None,
             MetricType::Gauge,
         )?;

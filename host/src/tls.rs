@@ -1,5 +1,6 @@
-//! TLS on the listener: the certificates of `[server.tls]`, the resolver that picks one by the name the
-//! client asks for (SNI), and the rustls config the acceptor shakes hands with.
+//! TLS on the listener: the certificates of `[server.tls]` with their stapled OCSP responses, the resolver
+//! that picks one by the name the client asks for (SNI), and the rustls config the acceptor shakes hands
+//! with.
 //!
 //! The crypto is ring's, as for HTTPS upstreams ([`crate::upstream::tls::provider`]): one implementation of
 //! the primitives in the binary, no C library.
@@ -8,6 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
@@ -17,14 +19,16 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, VerifierBuilderError, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 
-use crate::anchors::{Dated, DatedClientCheck};
+use crate::anchors::{Dated, DatedClientCheck, wall_clock};
 use crate::config::tls::{ClientCert, ListenerTls};
 use crate::config::{ConfigErrors, Source, Step};
 use crate::pem_file::{self, PemFileError};
 
 mod expiry;
+mod ocsp;
 mod peer;
 pub use expiry::{Deadline, upstream_anchors_passed};
+pub use ocsp::{Staple, StapleError};
 pub use peer::{Peer, Refusal, Verdict};
 
 /// A connection over TLS: `X-Forwarded-Proto` and the plugins' `request.scheme` say `https` for its requests.
@@ -63,6 +67,8 @@ pub enum CertError {
         key: PathBuf,
         source: Box<rustls::Error>,
     },
+    #[error(transparent)]
+    Staple(#[from] StapleError),
 }
 
 /// A failure of `[server.tls]`, with the field it is about (`server.tls.cert`, `server.tls.sni.0.key`, …).
@@ -127,31 +133,42 @@ pub fn server_config(
     let provider = crate::upstream::tls::provider();
     let mut errors = Vec::new();
     let mut deadlines = Vec::new();
-    let mut load = |cert: &Path, key: &Path, at: &[Step<'static>]| {
+    let now = SystemTime::now();
+    let mut load = |cert: &Path, key: &Path, ocsp: Option<&Path>, at: &[Step<'static>]| {
         let field = |name| {
             let mut field = tls_field(at);
             field.push(Step::Key(name));
             field
         };
-        let loaded = certified_key(&resolve(cert), &resolve(key), &provider)
-            .map_err(|(which, error)| {
-                errors.push(FieldError {
-                    field: field(which),
-                    error,
-                });
+        let mut fail = |which, error| {
+            errors.push(FieldError {
+                field: field(which),
+                error,
             })
+        };
+        let loaded = certified_key(&resolve(cert), &resolve(key), &provider)
+            .map_err(|(which, error)| fail(which, error))
+            .ok()?;
+        let staple = ocsp
+            .map(|file| Staple::load(&resolve(file), &loaded.cert, &resolve(cert)))
+            .transpose()
+            .map_err(|error| fail("ocsp", error.into()))
             .ok()?;
         let leaf = loaded.cert.first()?;
         deadlines.extend(Deadline::certificate(field("cert"), leaf));
-        Some(loaded)
+        if let Some(at) = staple.as_ref().and_then(|s| s.next_update) {
+            deadlines.push(Deadline::staple(field("ocsp"), at));
+        }
+        Some(Served::new(loaded, staple, now))
     };
-    let default = load(&tls.cert, &tls.key, &[]);
+    let default = load(&tls.cert, &tls.key, tls.ocsp.as_deref(), &[]);
     let mut by_name = HashMap::new();
     for (index, sni) in tls.sni.iter().enumerate() {
-        if let Some(key) = load(&sni.cert, &sni.key, &[Step::Key("sni"), Step::Index(index)]) {
-            let key = Arc::new(key);
+        let at = [Step::Key("sni"), Step::Index(index)];
+        if let Some(served) = load(&sni.cert, &sni.key, sni.ocsp.as_deref(), &at) {
+            let served = Arc::new(served);
             for name in &sni.names {
-                by_name.insert(name.to_ascii_lowercase(), key.clone());
+                by_name.insert(name.to_ascii_lowercase(), served.clone());
             }
         }
     }
@@ -173,10 +190,7 @@ pub fn server_config(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let resolver = BySni {
-        default: Arc::new(default),
-        by_name,
-    };
+    let resolver = BySni { default, by_name };
     // Both versions rustls offers by default; 1.2 is still what some clients and scanners speak.
     let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -325,11 +339,45 @@ pub(crate) fn certified_key(
     Ok(certified)
 }
 
+/// A certificate as handshakes get it: with its OCSP response stapled until the response's next update,
+/// and without it after.
+struct Served {
+    bare: Arc<CertifiedKey>,
+    stapled: Option<(Arc<CertifiedKey>, Option<SystemTime>)>,
+}
+
+impl Served {
+    /// `staple` is left out already when its next update is past at `now` (the load warns of it).
+    fn new(key: CertifiedKey, staple: Option<Staple>, now: SystemTime) -> Served {
+        let stapled = staple
+            .map(|staple| (staple.der, staple.next_update.map(wall_clock)))
+            .filter(|(_, until)| until.is_none_or(|until| now < until))
+            .map(|(der, until)| {
+                let mut stapled = key.clone();
+                stapled.ocsp = Some(der);
+                (Arc::new(stapled), until)
+            });
+        Served {
+            bare: Arc::new(key),
+            stapled,
+        }
+    }
+
+    fn key(&self) -> &Arc<CertifiedKey> {
+        match &self.stapled {
+            Some((stapled, until)) if until.is_none_or(|until| SystemTime::now() < until) => {
+                stapled
+            }
+            _ => &self.bare,
+        }
+    }
+}
+
 /// Picks the certificate for the name the client sent: that name, else `*.` and its parent for a wildcard
 /// entry, else the default (a client that sends no SNI, or one asking for a name no entry has, gets it).
 struct BySni {
-    default: Arc<CertifiedKey>,
-    by_name: HashMap<String, Arc<CertifiedKey>>,
+    default: Served,
+    by_name: HashMap<String, Arc<Served>>,
 }
 
 impl fmt::Debug for BySni {
@@ -349,6 +397,6 @@ impl ResolvesServerCert for BySni {
                 self.by_name.get(&format!("*.{parent}"))
             })
         });
-        Some(chosen.unwrap_or(&self.default).clone())
+        Some(chosen.map_or(&self.default, |served| served).key().clone())
     }
 }

@@ -16,6 +16,9 @@ pub struct ListenerTls {
     pub cert: PathBuf,
     /// Its private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+    /// An OCSP response for the certificate (DER, as `openssl ocsp -respout` writes it), stapled to the
+    /// handshakes of clients that ask for one until its next update ([`crate::tls::Staple`]).
+    pub ocsp: Option<PathBuf>,
     #[serde(default)]
     pub sni: Vec<SniCert>,
     /// CA certificates (PEM) that clients' certificates must chain to: with it, the listener asks every
@@ -44,6 +47,7 @@ pub struct SniCert {
     pub names: Vec<String>,
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub ocsp: Option<PathBuf>,
 }
 
 impl ListenerTls {

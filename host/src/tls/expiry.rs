@@ -30,6 +30,7 @@ enum What {
     Anchor,
     UpstreamAnchor,
     RevocationList,
+    Staple,
 }
 
 impl Deadline {
@@ -45,6 +46,11 @@ impl Deadline {
     /// The earliest `notAfter` of the listener's trust anchors (`client_ca`), `at`.
     pub fn anchors(field: Vec<Step<'static>>, at: i64) -> Deadline {
         Deadline::new(field, at, What::Anchor)
+    }
+
+    /// The next update of a stapled OCSP response, `at`.
+    pub fn staple(field: Vec<Step<'static>>, at: i64) -> Deadline {
+        Deadline::new(field, at, What::Staple)
     }
 
     /// The earliest next update of the lists; a list without one is never stale.
@@ -117,6 +123,10 @@ fn passed(what: What, at: i64, now: SystemTime) -> Option<String> {
         What::RevocationList => format!(
             "a revocation list was due for its next update on {shown}: every client certificate \
              it covers is refused until a fresh list is loaded"
+        ),
+        What::Staple => format!(
+            "the OCSP response was due for its next update on {shown}: it is not stapled until a \
+             fresh one is loaded"
         ),
     })
 }
