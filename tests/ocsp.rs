@@ -17,10 +17,22 @@ use support::raw::{Nginx, free_port, nginx_http};
 use support::{Weir, check, golden, python_output, report};
 
 /// Writes `{out}.der`: an OCSP response about the leaf `{cn}.pem` signed by the CA, its status `status`
-/// (`good`, `revoked`, `unknown`, or the responder's `tryLater` refusal), its thisUpdate `this` seconds from
+/// (`good`, `revoked`, `unknown`, `misnamed`: good but with the hashes of another issuer's name and key, or
+/// the responder's `tryLater` refusal), its thisUpdate `this` seconds from
 /// now and its nextUpdate `next` seconds from now (none when `None`). The path is returned.
 fn respond(pki: &Pki, cn: &str, status: &str, this: i64, next: Option<i64>, out: &str) -> String {
-    const RESPOND: &str = "import sys, datetime\n\
+    respond_by(pki, pki, cn, (status, this, next), out)
+}
+
+/// As `respond`, the response signed by `signer`'s CA (and naming it as the certificate's issuer).
+fn respond_by(
+    signer: &Pki,
+    pki: &Pki,
+    cn: &str,
+    (status, this, next): (&str, i64, Option<i64>),
+    out: &str,
+) -> String {
+    const RESPOND: &str = "import sys, datetime, hashlib\n\
         from cryptography import x509\n\
         from cryptography.x509 import ocsp\n\
         from cryptography.hazmat.primitives import hashes, serialization\n\
@@ -32,6 +44,12 @@ fn respond(pki: &Pki, cn: &str, status: &str, this: i64, next: Option<i64>, out:
         at = lambda s: now + datetime.timedelta(seconds=int(s))\n\
         if status == 'tryLater':\n\
         \x20   response = ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.TRY_LATER)\n\
+        elif status == 'misnamed':\n\
+        \x20   h = lambda b: hashlib.new(hash.lower(), b).digest()\n\
+        \x20   response = ocsp.OCSPResponseBuilder().add_response_by_hash(\n\
+        \x20       h(b'another issuer'), h(b'another key'), leaf.serial_number, getattr(hashes, hash)(),\n\
+        \x20       ocsp.OCSPCertStatus.GOOD, at(this), None, None, None,\n\
+        \x20   ).responder_id(ocsp.OCSPResponderEncoding.HASH, ca).sign(key, hashes.SHA256())\n\
         else:\n\
         \x20   response = ocsp.OCSPResponseBuilder().add_response(\n\
         \x20       cert=leaf, issuer=ca, algorithm=getattr(hashes, hash)(),\n\
@@ -40,12 +58,12 @@ fn respond(pki: &Pki, cn: &str, status: &str, this: i64, next: Option<i64>, out:
         \x20       revocation_time=at(-86400) if status == 'revoked' else None, revocation_reason=None,\n\
         \x20   ).responder_id(ocsp.OCSPResponderEncoding.HASH, ca).sign(key, hashes.SHA256())\n\
         open(out, 'wb').write(response.public_bytes(serialization.Encoding.DER))\n";
-    let key = pki.path("ca.key");
-    std::fs::write(&key, pki.ca.key().serialize_pem()).expect("write ca.key");
+    let key = signer.path("ca.key");
+    std::fs::write(&key, signer.ca.key().serialize_pem()).expect("write ca.key");
     let file = pki.path(&format!("{out}.der"));
     let next = next.map_or("none".to_owned(), |n| n.to_string());
     let args = [
-        pki.path("ca.pem"),
+        signer.path("ca.pem"),
         key,
         pki.path(&format!("{cn}.pem")),
         status.to_owned(),
@@ -191,9 +209,14 @@ fn unix_now() -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_past_its_next_update_is_no_longer_stapled() {
     let pki = pki();
-    let soon = respond(&pki, "a", "good", -60, Some(3), "a-soon");
-    let next_update = unix_now() + 3;
     let b = respond(&pki, "b", "good", -60, None, "b-good");
+    let stale = respond(&pki, "a", "good", -7_200, Some(-3_600), "a-stale");
+    let port = free_port();
+    let nginx = nginx(&pki.path("a-chain.pem"), &pki.path("a.key"), &stale, port);
+    // Python's clock, in whole seconds: the next update is 7 to 8 s from now, time enough for what comes
+    // before the first look on a loaded machine.
+    let soon = respond(&pki, "a", "good", -60, Some(8), "a-soon");
+    let next_update = unix_now() + 8;
     let text = config(&pki, &soon, &b) + "[admin]\nlisten = \"127.0.0.1:0\"\n";
     let weir = Weir::start(&text);
     let metric = weir
@@ -207,13 +230,13 @@ async fn a_response_past_its_next_update_is_no_longer_stapled() {
         (next_update - 1..=next_update + 1).contains(&metric),
         "{metric} against {next_update}"
     );
-    let stale = respond(&pki, "a", "good", -7_200, Some(-3_600), "a-stale");
-    let port = free_port();
-    let nginx = nginx(&pki.path("a-chain.pem"), &pki.path("a.key"), &stale, port);
     tokio::task::block_in_place(|| {
         let shown = stapled(weir.addr.port(), "a.test");
         assert!(shown.contains("Cert Status: good"), "{shown}");
-        std::thread::sleep(Duration::from_secs(4));
+        let past =
+            UNIX_EPOCH + Duration::from_secs(u64::try_from(next_update).expect("after 1970"));
+        let wait = (past + Duration::from_millis(1_500)).duration_since(SystemTime::now());
+        std::thread::sleep(wait.unwrap_or_default());
         let shown = stapled(weir.addr.port(), "a.test");
         assert!(
             shown.contains("no response sent"),
@@ -255,30 +278,48 @@ async fn a_response_past_its_next_update_is_no_longer_stapled() {
 
 /// Each response that cannot be stapled is refused by `weir check`, naming the file, the certificate and
 /// the field: one saying the certificate is revoked or unknown, a responder's refusal, a response about
-/// another certificate, a file that is no DER response, and a missing one.
+/// another certificate, one from another CA (of the same name, or not), one whose thisUpdate is an hour
+/// ahead, a file that is no DER response, and a missing one.
 #[test]
 fn weir_check_names_a_response_that_cannot_be_stapled() {
     let pki = pki();
-    let good = respond(&pki, "a", "good", -60, None, "a-good");
+    let good_a = respond(&pki, "a", "good", -60, None, "a-good");
+    let good_b = respond(&pki, "b", "good", -60, None, "b-good");
+    // About the right serial number, but from a CA of the same name with another key (told apart by the
+    // issuer's key hash, as `a`'s chain holds its issuer), or naming another issuer.
+    let twin = Pki::new();
+    let for_a = |ocsp: String| (ocsp, good_b.clone());
+    let for_b = |ocsp: String| (good_a.clone(), ocsp);
     let cases = [
-        respond(&pki, "b", "revoked", -60, None, "b-revoked"),
-        respond(&pki, "b", "unknown", -60, None, "b-unknown"),
-        respond(&pki, "b", "tryLater", 0, None, "b-try-later"),
-        respond(&pki, "a", "good", -60, None, "a-for-b"),
-        pki.path("b.pem"),
-        pki.path("missing.der"),
+        for_b(respond(&pki, "b", "revoked", -60, None, "b-revoked")),
+        for_b(respond(&pki, "b", "unknown", -60, None, "b-unknown")),
+        for_b(respond(&pki, "b", "tryLater", 0, None, "b-try-later")),
+        for_b(respond(&pki, "a", "good", -60, None, "a-for-b")),
+        for_a(respond_by(
+            &twin,
+            &pki,
+            "a",
+            ("good", -60, None),
+            "a-by-twin",
+        )),
+        for_b(respond(&pki, "b", "misnamed", -60, None, "b-misnamed")),
+        for_b(respond(&pki, "b", "good", 3_600, None, "b-from-the-future")),
+        for_b(pki.path("b.pem")),
+        for_b(pki.path("missing.der")),
     ];
     let dir = format!("{}/", pki.dir.path().display());
     let mut seen = String::new();
-    for ocsp in cases {
-        let out = check(&config(&pki, &good, &ocsp));
-        assert_eq!(out.code, Some(1), "{ocsp}: {}", out.stderr);
+    for (a, b) in cases {
+        let out = check(&config(&pki, &a, &b));
+        assert_eq!(out.code, Some(1), "{a} {b}: {}", out.stderr);
         let mut line = report(&out).replace(&dir, "");
-        // The leaf's serial number is random.
-        if let Some(at) = line.find("(serial ")
-            && let Some(end) = line[at..].find(',')
-        {
-            line.replace_range(at + "(serial ".len()..at + end, "…");
+        // The leaf's serial number is random, and so is the time of a response from the future.
+        for (from, to) in [("(serial ", ","), ("valid only from ", ": clients")] {
+            if let Some(at) = line.find(from)
+                && let Some(end) = line[at + from.len()..].find(to)
+            {
+                line.replace_range(at + from.len()..at + from.len() + end, "…");
+            }
         }
         seen.push_str(&line);
     }

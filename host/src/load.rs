@@ -114,7 +114,8 @@ pub async fn load(
     match crate::tls::listener_config(source) {
         Err(failures) => errors.extend(failures.0),
         Ok(listener) => {
-            // Past it, the file refuses clients: served all the same, as nginx does, and said.
+            // Past it, the file refuses clients: served all the same, as nginx does, and said (a stale OCSP
+            // response is the exception: crate::tls leaves it unstapled).
             let now = std::time::SystemTime::now();
             for deadline in listener.iter().flat_map(|l| &l.deadlines) {
                 if let Some(why) = deadline.passed(now) {

@@ -133,7 +133,6 @@ pub fn server_config(
     let provider = crate::upstream::tls::provider();
     let mut errors = Vec::new();
     let mut deadlines = Vec::new();
-    let now = SystemTime::now();
     let mut load = |cert: &Path, key: &Path, ocsp: Option<&Path>, at: &[Step<'static>]| {
         let field = |name| {
             let mut field = tls_field(at);
@@ -159,7 +158,7 @@ pub fn server_config(
         if let Some(at) = staple.as_ref().and_then(|s| s.next_update) {
             deadlines.push(Deadline::staple(field("ocsp"), at));
         }
-        Some(Served::new(loaded, staple, now))
+        Some(Served::new(loaded, staple))
     };
     let default = load(&tls.cert, &tls.key, tls.ocsp.as_deref(), &[]);
     let mut by_name = HashMap::new();
@@ -347,16 +346,12 @@ struct Served {
 }
 
 impl Served {
-    /// `staple` is left out already when its next update is past at `now` (the load warns of it).
-    fn new(key: CertifiedKey, staple: Option<Staple>, now: SystemTime) -> Served {
-        let stapled = staple
-            .map(|staple| (staple.der, staple.next_update.map(wall_clock)))
-            .filter(|(_, until)| until.is_none_or(|until| now < until))
-            .map(|(der, until)| {
-                let mut stapled = key.clone();
-                stapled.ocsp = Some(der);
-                (Arc::new(stapled), until)
-            });
+    fn new(key: CertifiedKey, staple: Option<Staple>) -> Served {
+        let stapled = staple.map(|staple| {
+            let mut stapled = key.clone();
+            stapled.ocsp = Some(staple.der);
+            (Arc::new(stapled), staple.next_update.map(wall_clock))
+        });
         Served {
             bare: Arc::new(key),
             stapled,

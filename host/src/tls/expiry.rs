@@ -1,9 +1,10 @@
 //! When the listener's TLS files stop serving: a certificate past its `notAfter` fails every handshake that
 //! gets it, a `client_ca` certificate past its own refuses every client that chains to it, and a
-//! `client_crl` list past its next update refuses every certificate it covers. A client's own chain expires
-//! too, on a connection that outlives it ([`super::Peer`]). `/metrics` reports each of these times, so
-//! that an alert can fire before a renewal is missed (nginx reports none, and Traefik's
-//! `tls_certs_not_after` only certificates); a load or a reload warns of one already past.
+//! `client_crl` list past its next update refuses every certificate it covers; an `ocsp` response past its
+//! own is no longer stapled. A client's own chain expires too, on a connection that outlives it
+//! ([`super::Peer`]). `/metrics` reports each of these times, so that an alert can fire before a renewal is
+//! missed (nginx reports none, and Traefik's `tls_certs_not_after` only certificates); a load or a reload
+//! warns of one already past.
 
 use std::time::SystemTime;
 

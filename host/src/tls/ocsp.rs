@@ -4,20 +4,28 @@
 //! Weir does not fetch responses: a job (`openssl ocsp`, a certificate manager's hook) writes the file and
 //! reloads, as for nginx's `ssl_stapling_file` and HAProxy's `.ocsp` files.
 //!
-//! The file is checked at load, as HAProxy checks its own: a DER OCSPResponse (RFC 6960 §4.2.1) that is
-//! `successful` and basic, holding a status for this certificate (its serial number, and its issuer's name
-//! and, when the chain holds the issuer, key, hashed as the response says), and that status `good`. A
-//! response for another certificate, or one saying this one is revoked, would only make clients refuse the
-//! handshake. The signature is the client's to check, as nginx leaves it for its file: a response that does
-//! not verify costs the client its staple, not the proxy its config.
+//! The file is checked at load: a DER OCSPResponse (RFC 6960 §4.2.1) that is `successful` and basic,
+//! holding a status for this certificate (its serial number, and its issuer's name and, when the chain
+//! holds the issuer, key, hashed as the response says), that status `good`, and its thisUpdate not ahead of
+//! this host's clock. A response for another certificate, one saying this one is revoked, or one from the
+//! future would only make clients refuse the handshake. The signature is the client's to check, as nginx
+//! leaves it for its file: a response that does not verify costs the client its staple, not the proxy its
+//! config.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use ring::digest;
 use rustls::pki_types::CertificateDer;
 use x509_parser::asn1_rs::{Any, Class, FromDer, Tag};
 use x509_parser::prelude::X509Certificate;
 use x509_parser::time::ASN1Time;
+
+use crate::anchors::wall_clock;
+
+/// How far ahead of this host's clock a response's thisUpdate may be: OpenSSL's clients allow five minutes
+/// (`OCSP_check_validity`'s usual leeway), and refuse a response from further in the future.
+const CLOCK_SKEW: Duration = Duration::from_secs(300);
 
 /// An OCSP response to staple, as it came, and its `nextUpdate` (seconds since the Unix epoch), after which it
 /// is no longer stapled: a client that requires a staple (must-staple) refuses a stale one as it refuses none.
@@ -48,6 +56,15 @@ pub enum StapleError {
         file: PathBuf,
         cert: PathBuf,
         serial: String,
+    },
+    #[error(
+        "{} is valid only from {from}: clients refuse it until then (is this host's clock or the \
+         responder's wrong?)",
+        file.display()
+    )]
+    NotYetValid {
+        file: PathBuf,
+        from: humantime::Rfc3339Timestamp,
     },
     #[error("the certificate in {} cannot be read to match it with {}", cert.display(), file.display())]
     Unreadable { file: PathBuf, cert: PathBuf },
@@ -95,7 +112,10 @@ impl Staple {
                 cert: cert.to_owned(),
             });
         };
-        let issuer = chain.get(1).and_then(|c| parsed(c));
+        // The certificate after the leaf is its issuer in a chain in order; one that is not (a chain out of
+        // order, a cross-signature) cannot tell the issuer's key.
+        let issuer = (chain.get(1).and_then(|c| parsed(c)))
+            .filter(|issuer| issuer.subject().as_raw() == leaf.issuer().as_raw());
         let serial = leaf.tbs_certificate.raw_serial();
         let issuer_key = issuer
             .as_ref()
@@ -117,6 +137,13 @@ impl Staple {
                 file: file.to_owned(),
                 cert: cert.to_owned(),
                 status: mine.status.name(),
+            });
+        }
+        let now = SystemTime::now();
+        if wall_clock(mine.this_update) > now + CLOCK_SKEW {
+            return Err(StapleError::NotYetValid {
+                file: file.to_owned(),
+                from: humantime::format_rfc3339_seconds(wall_clock(mine.this_update)),
             });
         }
         let next_update = mine.next_update;
@@ -163,13 +190,16 @@ struct Single<'a> {
     key_hash: &'a [u8],
     serial: &'a [u8],
     status: CertStatus,
+    this_update: i64,
     next_update: Option<i64>,
 }
 
 /// The contents of the OIDs the CertID's hash may have: SHA-1 (1.3.14.3.2.26), which responders use by
-/// default, and SHA-256 (2.16.840.1.101.3.4.2.1).
+/// default, and SHA-256, SHA-384 and SHA-512 (2.16.840.1.101.3.4.2.1 to .3).
 const SHA1: &[u8] = &[0x2B, 0x0E, 0x03, 0x02, 0x1A];
 const SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
+const SHA384: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02];
+const SHA512: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03];
 
 /// id-pkix-ocsp-basic (1.3.6.1.5.5.7.48.1.1), the one response type RFC 6960 defines.
 const BASIC: &[u8] = &[0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x01];
@@ -180,6 +210,8 @@ impl Single<'_> {
         let algorithm = match self.hash_algorithm {
             SHA1 => &digest::SHA1_FOR_LEGACY_USE_ONLY,
             SHA256 => &digest::SHA256,
+            SHA384 => &digest::SHA384,
+            SHA512 => &digest::SHA512,
             _ => return false,
         };
         digest::digest(algorithm, bytes).as_ref() == hash
@@ -244,7 +276,7 @@ fn single_response(fields: &[u8]) -> Result<Single<'_>, Refused> {
         (Class::ContextSpecific, Tag(2)) => CertStatus::Unknown,
         _ => return Err("a certStatus that is none of good, revoked and unknown".into()),
     };
-    let (_, rest) = universal(rest, Tag::GeneralizedTime)?; // thisUpdate
+    let (rest, this_update) = ASN1Time::from_der(rest).map_err(|_| "no thisUpdate")?;
     let next_update = match context(rest, 0) {
         Some((next, _)) => Some(
             ASN1Time::from_der(next.data)
@@ -260,6 +292,7 @@ fn single_response(fields: &[u8]) -> Result<Single<'_>, Refused> {
         key_hash: key_hash.data,
         serial: serial.data,
         status,
+        this_update: this_update.timestamp(),
         next_update,
     })
 }
